@@ -1,0 +1,42 @@
+# Every target that needs the machine prepared runs `bootstrap` first; bootstrap is
+# idempotent (a second run checks and does nothing), so any target works on a fresh clone.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOSTS  ?= 3
+GUESTS ?= 4
+ARGS   ?=
+
+.PHONY: bootstrap test test-fast demo lab-up lab-status lab-down bench bench-exporter bench-recovery clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+test: bootstrap
+	$(PY) -m pytest $(ARGS)
+
+# The pure core only: seconds, no root, no lab.
+test-fast: bootstrap
+	$(PY) -m pytest -m "not lab" $(ARGS)
+
+demo: bootstrap
+	@echo "make demo: not yet (issue 6)"
+
+lab-up: bootstrap
+	$(PY) -m lab up --hosts $(HOSTS) --guests $(GUESTS) $(ARGS)
+
+lab-status: bootstrap
+	$(PY) -m lab status $(ARGS)
+
+lab-down: bootstrap
+	$(PY) -m lab down $(ARGS)
+
+bench: bench-exporter
+
+bench-exporter: bootstrap
+	$(PY) -m bench.exporter $(ARGS)
+
+bench-recovery: bootstrap
+	@echo "make bench-recovery: not yet (issue 6)"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
