@@ -1,0 +1,610 @@
+"""The service's one typed configuration: loaded from YAML, secrets overridable from the environment.
+
+Every validation error names the file and the key path, e.g.
+`config error in /etc/remediator.yml: hosts[2].fence.agent: unknown agent 'fence_foo'`,
+so an operator can fix the file without reading this module.
+
+Environment overrides (for secrets that should not live in the file):
+  REMEDIATOR_AUTH_TOKEN              auth.bearer_token
+  REMEDIATOR_AUTH_USERNAME           auth.basic.username
+  REMEDIATOR_AUTH_PASSWORD           auth.basic.password
+  REMEDIATOR_STORE_URL               store.url
+  REMEDIATOR_PROMETHEUS_URL          prometheus.url
+  REMEDIATOR_FENCE_<HOST>_<OPTION>   hosts[name=HOST].fence.options.OPTION
+                                     (HOST and OPTION upper-cased, other characters than A-Z0-9 as `_`;
+                                     e.g. REMEDIATOR_FENCE_H1_PASSWORD)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlparse
+
+import yaml
+
+DEFAULT_STORE_URL = "sqlite:///var/lib/remediator/state.db"
+DEFAULT_FENCE_AGENT_DIRS = ("/usr/sbin", "/usr/bin", "/sbin")
+LIBVIRT_URI_SCHEMES = re.compile(r"^(qemu|test|lxc|xen|libxl|ch)(\+(tcp|tls|ssh|unix|libssh2?|ext))?$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+FENCE_AGENT = re.compile(r"^fence_[a-z0-9_]+$")
+FENCE_OPTION = re.compile(r"^[a-z][a-z0-9_]*$")
+# The fencer sets these itself per call; letting the file set them would make `off` mean something else.
+FENCE_OPTIONS_RESERVED = frozenset({"action", "o"})
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is not usable; the message names the file and the key path."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"config error in {source}: {key}: {problem}" if key else f"config error in {source}: {problem}")
+
+
+# ---------------------------------------------------------------- the typed configuration
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = 9180
+    threads: int = 8  # waitress worker threads
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who may call the API. `none=True` only when the file says `auth: none` explicitly."""
+
+    none: bool = False
+    bearer_token: str | None = None
+    basic: BasicAuth | None = None
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str | None = None  # None: no load source, placement uses libvirt allocation only
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Store:
+    url: str = DEFAULT_STORE_URL
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The file of a `sqlite:///path` URL (`sqlite:///:memory:` gives `:memory:`), else None."""
+        if not self.url.startswith("sqlite:///"):
+            return None
+        rest = self.url[len("sqlite:///") :]
+        return rest if rest == ":memory:" else "/" + rest.lstrip("/")
+
+
+@dataclass(frozen=True)
+class FenceDevice:
+    """A fence-agents agent and its options, as Pacemaker's stonith resources and oVirt's power management give them.
+
+    Option values are strings as the agent reads them on stdin (`key=value`); a YAML `true` becomes "1" and a
+    `false` drops the option.
+    """
+
+    agent: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    uri: str
+    fence: FenceDevice | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """A VM declared highly available. Matched by uuid when given, else by name."""
+
+    name: str
+    uuid: str | None = None
+    priority: int = 0
+    group: str | None = None  # anti-affinity group
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """How many times each step of the ladder is tried before escalating."""
+
+    verify: int = 3
+    restart_in_place: int = 2
+    restart_elsewhere: int = 2
+    rebuild: int = 1
+    fence: int = 5
+    migrate: int = 2
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry n (1-based): min(initial_s * factor**(n-1), max_s)."""
+
+    initial_s: float = 2.0
+    factor: float = 2.0
+    max_s: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.initial_s * self.factor ** max(attempt - 1, 0), self.max_s)
+
+
+@dataclass(frozen=True)
+class ActionTimeouts:
+    default_s: float = 60.0
+    verify_s: float = 10.0
+    start_s: float = 60.0
+    fence_s: float = 60.0
+    migrate_s: float = 300.0
+
+    def for_action(self, kind: str) -> float:
+        """The timeout of an action kind (fsm.ActionKind values), by family."""
+        if kind.startswith("verify"):
+            return self.verify_s
+        if kind in ("start_vm", "start_vm_elsewhere", "rebuild_vm", "evacuate_host"):
+            return self.start_s
+        if kind == "fence_host":
+            return self.fence_s
+        if kind in ("migrate_away", "rebalance_host"):
+            return self.migrate_s
+        return self.default_s
+
+
+@dataclass(frozen=True)
+class Storm:
+    """Hold automatic evacuation when more than this share of hosts is down or damaged (Medik8s' maxUnhealthy)."""
+
+    max_unhealthy_share: float = 1 / 3
+
+
+@dataclass(frozen=True)
+class Timings:
+    inventory_sync_s: float = 60.0
+    reconcile_s: float = 30.0
+    timeout_check_s: float = 5.0  # how often the scheduler looks for actions past their timeout
+    verify_retry_s: float = 2.0
+    host_down_grace_s: float = 0.0  # wait before fencing a host that stopped answering
+
+
+@dataclass(frozen=True)
+class Overcommit:
+    """Placement never allocates beyond capacity times these ratios."""
+
+    cpu: float = 4.0
+    memory: float = 1.0
+
+
+@dataclass(frozen=True)
+class Overload:
+    """A host is overloaded above these; rebalancing migrates VMs away until it is under them again."""
+
+    load_per_cpu: float = 0.9
+    memory_used_share: float = 0.9
+
+
+@dataclass(frozen=True)
+class Policy:
+    attempts: Attempts = field(default_factory=Attempts)
+    backoff: Backoff = field(default_factory=Backoff)
+    action_timeouts: ActionTimeouts = field(default_factory=ActionTimeouts)
+    storm: Storm = field(default_factory=Storm)
+    max_concurrent_actions: int = 4
+    timings: Timings = field(default_factory=Timings)
+    overcommit: Overcommit = field(default_factory=Overcommit)
+    overload: Overload = field(default_factory=Overload)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1024 * 1024  # webhook payloads above this get 413
+
+
+@dataclass(frozen=True)
+class Config:
+    auth: Auth
+    hosts: tuple[HostConfig, ...]
+    listen: Listen = field(default_factory=Listen)
+    prometheus: Prometheus = field(default_factory=Prometheus)
+    store: Store = field(default_factory=Store)
+    vms: tuple[VMConfig, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    limits: Limits = field(default_factory=Limits)
+    libvirt_connect_timeout_s: float = 5.0
+    dry_run: bool = False
+    source: str = "<memory>"  # the file it came from, for messages
+
+    def host(self, name: str) -> HostConfig | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    @property
+    def host_uris(self) -> dict[str, str]:
+        """name -> libvirt URI, what edges.libvirt.Hypervisors takes."""
+        return {h.name: h.uri for h in self.hosts}
+
+    @property
+    def fence_devices(self) -> dict[str, FenceDevice]:
+        """name -> fence device, for the hosts that have one (edges.fencing.Fencer takes this)."""
+        return {h.name: h.fence for h in self.hosts if h.fence is not None}
+
+    def vm(self, *, uuid: str | None = None, name: str | None = None) -> VMConfig | None:
+        """The HA declaration of a VM: by uuid first, then by name for declarations without uuid."""
+        if uuid:
+            for v in self.vms:
+                if v.uuid and v.uuid.lower() == uuid.lower():
+                    return v
+        if name:
+            for v in self.vms:
+                if v.name == name and (v.uuid is None or uuid is None):
+                    return v
+        return None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    fence_agent_dirs: Sequence[str] = DEFAULT_FENCE_AGENT_DIRS,
+) -> Config:
+    """Read, override from `env` (default: os.environ) and validate the YAML file at `path`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(source, "", f"cannot read: {e.strerror or e}") from e
+    return parse_config(text, source=source, env=os.environ if env is None else env, fence_agent_dirs=fence_agent_dirs)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<string>",
+    env: Mapping[str, str] | None = None,
+    fence_agent_dirs: Sequence[str] | None = DEFAULT_FENCE_AGENT_DIRS,
+) -> Config:
+    """Validate YAML text. `fence_agent_dirs=None` skips the check that fence agents are installed."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, "", f"not valid YAML: {where}{getattr(e, 'problem', None) or e}") from e
+    if data is None:
+        data = {}
+    return _Parser(source, env or {}, fence_agent_dirs).config(data)
+
+
+class _Parser:
+    def __init__(self, source: str, env: Mapping[str, str], fence_agent_dirs: Sequence[str] | None):
+        self.source = source
+        self.env = env
+        self.fence_agent_dirs = fence_agent_dirs
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+    # -- generic typed readers; `key` is the dotted path used in messages
+
+    def mapping(self, value: Any, key: str, allowed: Sequence[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key or "(top level)", f"expected a mapping, got {_kind(value)}")
+        for k in value:
+            if not isinstance(k, str):
+                raise self.fail(key or "(top level)", f"keys must be strings, got {k!r}")
+            if k not in allowed:
+                raise self.fail(_join(key, k), f"unknown key (expected one of: {', '.join(allowed)})")
+        return value
+
+    def string(self, value: Any, key: str, *, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_kind(value)}")
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, f"{what or 'invalid value'}: {value!r}")
+        return value
+
+    def number(self, value: Any, key: str, *, minimum: float = 0.0, integer: bool = False, above: bool = False) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            raise self.fail(key, f"expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
+        if value < minimum or (above and value == minimum):
+            raise self.fail(key, f"must be {'>' if above else '>='} {minimum}, got {value}")
+        return value
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_kind(value)}")
+        return value
+
+    def numbers(self, cls: type, value: Any, key: str, *, integer: bool = False, above: bool = False) -> Any:
+        """A dataclass whose fields are all numbers with defaults."""
+        names = list(cls.__dataclass_fields__)
+        raw = self.mapping(value, key, names)
+        return cls(**{k: self.number(v, _join(key, k), integer=integer, above=above) for k, v in raw.items()})
+
+    # -- sections
+
+    def config(self, data: Any) -> Config:
+        top = self.mapping(
+            data,
+            "",
+            ["listen", "auth", "prometheus", "store", "hosts", "vms", "policy", "limits", "libvirt", "dry_run"],
+        )
+        self.apply_env(top)
+        if "auth" not in top:
+            raise self.fail("auth", "required: give bearer_token and/or basic, or write `auth: none` explicitly")
+        if not top.get("hosts"):
+            raise self.fail("hosts", "required: at least one host")
+        libvirt = self.mapping(top.get("libvirt"), "libvirt", ["connect_timeout_s"])
+        return Config(
+            listen=self.listen(top.get("listen")),
+            auth=self.auth(top["auth"]),
+            prometheus=self.prometheus(top.get("prometheus")),
+            store=self.store(top.get("store")),
+            hosts=self.hosts(top["hosts"]),
+            vms=self.vms(top.get("vms")),
+            policy=self.policy(top.get("policy")),
+            limits=self.limits(top.get("limits")),
+            libvirt_connect_timeout_s=self.number(
+                libvirt.get("connect_timeout_s", 5.0), "libvirt.connect_timeout_s", above=True
+            ),
+            dry_run=self.boolean(top.get("dry_run", False), "dry_run"),
+            source=self.source,
+        )
+
+    def apply_env(self, top: dict[str, Any]) -> None:
+        """Secrets from the environment win over the file. Mutates the freshly parsed YAML only."""
+
+        def put(section: str, keys: Sequence[str], value: str) -> None:
+            node = top.get(section)
+            if node == "none" or node is None:
+                node = top[section] = {}
+            if not isinstance(node, dict):
+                return  # the type error is reported when the section is read
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+                if not isinstance(node, dict):
+                    return
+            node[keys[-1]] = value
+
+        if (v := self.env.get("REMEDIATOR_AUTH_TOKEN")) is not None:
+            put("auth", ["bearer_token"], v)
+        if (v := self.env.get("REMEDIATOR_AUTH_USERNAME")) is not None:
+            put("auth", ["basic", "username"], v)
+        if (v := self.env.get("REMEDIATOR_AUTH_PASSWORD")) is not None:
+            put("auth", ["basic", "password"], v)
+        if (v := self.env.get("REMEDIATOR_STORE_URL")) is not None:
+            put("store", ["url"], v)
+        if (v := self.env.get("REMEDIATOR_PROMETHEUS_URL")) is not None:
+            put("prometheus", ["url"], v)
+        hosts = top.get("hosts")
+        if isinstance(hosts, list):
+            for host in hosts:
+                if not (isinstance(host, dict) and isinstance(host.get("name"), str)):
+                    continue
+                prefix = f"REMEDIATOR_FENCE_{_env_name(host['name'])}_"
+                for name, value in self.env.items():
+                    if name.startswith(prefix) and len(name) > len(prefix):
+                        fence = host.setdefault("fence", {})
+                        if isinstance(fence, dict):
+                            options = fence.setdefault("options", {})
+                            if isinstance(options, dict):
+                                options[name[len(prefix) :].lower()] = value
+
+    def listen(self, value: Any) -> Listen:
+        raw = self.mapping(value, "listen", ["host", "port", "threads"])
+        d = Listen()
+        port = self.number(raw.get("port", d.port), "listen.port", integer=True)
+        if not 0 <= port <= 65535:
+            raise self.fail("listen.port", f"must be 0..65535, got {port}")
+        return Listen(
+            host=self.string(raw.get("host", d.host), "listen.host"),
+            port=port,
+            threads=self.number(raw.get("threads", d.threads), "listen.threads", integer=True, minimum=1),
+        )
+
+    def auth(self, value: Any) -> Auth:
+        if value == "none":
+            return Auth(none=True)
+        if isinstance(value, str):
+            raise self.fail("auth", f"the only string value is `none`, got {value!r}")
+        raw = self.mapping(value, "auth", ["bearer_token", "basic"])
+        token = raw.get("bearer_token")
+        if token is not None:
+            token = self.string(token, "auth.bearer_token")
+            if len(token) < 16:
+                raise self.fail("auth.bearer_token", "too short: use at least 16 characters")
+        basic = None
+        if raw.get("basic") is not None:
+            b = self.mapping(raw["basic"], "auth.basic", ["username", "password"])
+            basic = BasicAuth(
+                username=self.string(b.get("username"), "auth.basic.username"),
+                password=self.string(b.get("password"), "auth.basic.password"),
+            )
+        if token is None and basic is None:
+            raise self.fail("auth", "give bearer_token and/or basic, or write `auth: none` explicitly")
+        return Auth(bearer_token=token, basic=basic)
+
+    def prometheus(self, value: Any) -> Prometheus:
+        raw = self.mapping(value, "prometheus", ["url", "timeout_s"])
+        url = raw.get("url")
+        if url is not None:
+            url = self.string(url, "prometheus.url")
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise self.fail("prometheus.url", f"expected an http(s) URL, got {url!r}")
+        return Prometheus(url=url, timeout_s=self.number(raw.get("timeout_s", 2.0), "prometheus.timeout_s", above=True))
+
+    def store(self, value: Any) -> Store:
+        raw = self.mapping(value, "store", ["url"])
+        url = self.string(raw.get("url", DEFAULT_STORE_URL), "store.url")
+        if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
+            raise self.fail("store.url", f"expected sqlite:///PATH or postgresql://..., got {url!r}")
+        if url.startswith("sqlite:///") and len(url) == len("sqlite:///"):
+            raise self.fail("store.url", "sqlite URL without a path")
+        return Store(url=url)
+
+    def hosts(self, value: Any) -> tuple[HostConfig, ...]:
+        if not isinstance(value, list):
+            raise self.fail("hosts", f"expected a list, got {_kind(value)}")
+        hosts: list[HostConfig] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(value):
+            key = f"hosts[{i}]"
+            raw = self.mapping(item, key, ["name", "uri", "fence", "labels"])
+            name = self.string(raw.get("name"), f"{key}.name", pattern=HOST_NAME, what="not a valid host name")
+            if name in seen:
+                raise self.fail(f"{key}.name", f"duplicate host {name!r} (also hosts[{seen[name]}])")
+            seen[name] = i
+            uri = self.string(raw.get("uri"), f"{key}.uri")
+            scheme = urlparse(uri).scheme
+            if not LIBVIRT_URI_SCHEMES.match(scheme):
+                raise self.fail(f"{key}.uri", f"not a libvirt URI: {uri!r}")
+            fence = self.fence(raw["fence"], f"{key}.fence") if raw.get("fence") is not None else None
+            hosts.append(HostConfig(name=name, uri=uri, fence=fence, labels=self.labels(raw.get("labels"), f"{key}.labels")))
+        return tuple(hosts)
+
+    def fence(self, value: Any, key: str) -> FenceDevice:
+        raw = self.mapping(value, key, ["agent", "options"])
+        agent = self.string(raw.get("agent"), f"{key}.agent")
+        if not FENCE_AGENT.match(agent) or (self.fence_agent_dirs is not None and not self.agent_installed(agent)):
+            where = f" (looked in {', '.join(self.fence_agent_dirs)})" if self.fence_agent_dirs is not None else ""
+            raise self.fail(f"{key}.agent", f"unknown agent {agent!r}{where}")
+        options: dict[str, str] = {}
+        for name, v in self.mapping(raw.get("options"), f"{key}.options", _AnyKey()).items():
+            okey = f"{key}.options.{name}"
+            if not FENCE_OPTION.match(name):
+                raise self.fail(okey, "option names are lower-case words as the agent reads them on stdin (e.g. ipport)")
+            if name in FENCE_OPTIONS_RESERVED:
+                raise self.fail(okey, "set by the remediator for each call, not configurable")
+            if isinstance(v, bool):
+                if v:
+                    options[name] = "1"
+            elif isinstance(v, (int, float, str)):
+                if isinstance(v, str) and ("\n" in v or "\r" in v):
+                    raise self.fail(okey, "must be one line (options are passed on stdin as key=value lines)")
+                options[name] = str(v)
+            else:
+                raise self.fail(okey, f"expected a string, number or boolean, got {_kind(v)}")
+        return FenceDevice(agent=agent, options=options)
+
+    def agent_installed(self, agent: str) -> bool:
+        assert self.fence_agent_dirs is not None
+        return any(os.access(os.path.join(d, agent), os.X_OK) for d in self.fence_agent_dirs)
+
+    def labels(self, value: Any, key: str) -> dict[str, str]:
+        raw = self.mapping(value, key, _AnyKey())
+        out = {}
+        for k, v in raw.items():
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+                raise self.fail(f"{key}.{k}", f"expected a string, got {_kind(v)}")
+            out[k] = str(v)
+        return out
+
+    def vms(self, value: Any) -> tuple[VMConfig, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail("vms", f"expected a list, got {_kind(value)}")
+        vms: list[VMConfig] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            key = f"vms[{i}]"
+            raw = self.mapping(item, key, ["name", "uuid", "priority", "group"])
+            name = self.string(raw.get("name"), f"{key}.name")
+            uuid = raw.get("uuid")
+            if uuid is not None:
+                uuid = self.string(uuid, f"{key}.uuid", pattern=UUID, what="not a UUID").lower()
+            ident = uuid or f"name:{name}"
+            if ident in seen:
+                raise self.fail(key, f"declared twice: {uuid or name!r}")
+            seen.add(ident)
+            priority = raw.get("priority", 0)
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise self.fail(f"{key}.priority", f"expected an integer, got {_kind(priority)}")
+            group = raw.get("group")
+            vms.append(
+                VMConfig(
+                    name=name,
+                    uuid=uuid,
+                    priority=priority,
+                    group=self.string(group, f"{key}.group") if group is not None else None,
+                )
+            )
+        return tuple(vms)
+
+    def policy(self, value: Any) -> Policy:
+        raw = self.mapping(
+            value,
+            "policy",
+            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "timings", "overcommit", "overload"],
+        )
+        backoff = self.numbers(Backoff, raw.get("backoff"), "policy.backoff")
+        if backoff.factor < 1:
+            raise self.fail("policy.backoff.factor", f"must be >= 1, got {backoff.factor}")
+        storm_raw = self.mapping(raw.get("storm"), "policy.storm", ["max_unhealthy_share"])
+        share = self.number(storm_raw.get("max_unhealthy_share", Storm().max_unhealthy_share), "policy.storm.max_unhealthy_share")
+        if share > 1:
+            raise self.fail("policy.storm.max_unhealthy_share", f"a share of hosts: 0..1, got {share}")
+        overload = self.numbers(Overload, raw.get("overload"), "policy.overload", above=True)
+        if overload.memory_used_share > 1:
+            raise self.fail("policy.overload.memory_used_share", f"a share: 0..1, got {overload.memory_used_share}")
+        return Policy(
+            attempts=self.numbers(Attempts, raw.get("attempts"), "policy.attempts", integer=True),
+            backoff=backoff,
+            action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
+            storm=Storm(max_unhealthy_share=float(share)),
+            max_concurrent_actions=self.number(
+                raw.get("max_concurrent_actions", 4), "policy.max_concurrent_actions", integer=True, minimum=1
+            ),
+            timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
+            overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
+            overload=overload,
+        )
+
+    def limits(self, value: Any) -> Limits:
+        raw = self.mapping(value, "limits", ["max_body_bytes"])
+        return Limits(
+            max_body_bytes=self.number(raw.get("max_body_bytes", Limits().max_body_bytes), "limits.max_body_bytes", integer=True, minimum=1)
+        )
+
+
+class _AnyKey(list):  # type: ignore[type-arg]
+    """An `allowed` list that admits every key (free-form mappings: labels, fence options)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _join(key: str, sub: str) -> str:
+    return f"{key}.{sub}" if key else sub
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"the string {value!r}", bool: f"{value}".lower()}.get(
+        type(value), f"{type(value).__name__} {value!r}"
+    )
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+

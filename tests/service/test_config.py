@@ -1,0 +1,169 @@
+"""Config: the example loads, and every kind of mistake is reported with the file and the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from remediator.config import ConfigError, FenceDevice, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
+
+MINIMAL = """
+auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}
+hosts:
+  - {name: h1, uri: "qemu+tcp://10.77.0.11/system"}
+"""
+
+
+def test_example_loads_with_lab_inventory():
+    config = load_config(EXAMPLE, env={})
+    assert [h.name for h in config.hosts] == ["h1", "h2", "h3"]
+    assert config.host_uris["h2"] == "qemu+tcp://10.77.0.12/system"
+    fence = config.fence_devices["h1"]
+    assert fence.agent == "fence_ipmilan"
+    assert fence.options["lanplus"] == "1" and fence.options["ipport"] == "6231"
+    assert config.policy.storm.max_unhealthy_share == pytest.approx(1 / 3, abs=1e-3)
+    assert config.store.sqlite_path == "/var/lib/remediator/state.db"
+    assert config.vm(name="t00").priority == 100
+    assert config.source == str(EXAMPLE)
+
+
+def test_defaults():
+    config = parse_config(MINIMAL, env={})
+    assert config.policy.storm.max_unhealthy_share == pytest.approx(1 / 3)
+    assert config.store.url.startswith("sqlite:///")
+    assert config.dry_run is False
+    assert config.hosts[0].fence is None
+    assert config.policy.backoff.delay(1) == 2 and config.policy.backoff.delay(10) == 60
+
+
+def test_env_overrides_secrets():
+    env = {
+        "REMEDIATOR_AUTH_TOKEN": "from-the-environment-token",
+        "REMEDIATOR_STORE_URL": "sqlite:///tmp/x.db",
+        "REMEDIATOR_FENCE_H1_PASSWORD": "s3cret",
+    }
+    config = load_config(EXAMPLE, env=env)
+    assert config.auth.bearer_token == "from-the-environment-token"
+    assert config.store.sqlite_path == "/tmp/x.db"
+    assert config.fence_devices["h1"].options["password"] == "s3cret"
+    assert config.fence_devices["h2"].options["password"] == "password"
+
+
+def test_env_token_satisfies_missing_auth_section():
+    text = MINIMAL.replace("auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}\n", "")
+    config = parse_config(text, env={"REMEDIATOR_AUTH_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
+    assert config.auth.bearer_token == "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_auth_none_must_be_explicit():
+    assert parse_config(MINIMAL.replace("{bearer_token: abcdefghijklmnopqrstuvwxyz}", "none"), env={}).auth.none
+    with pytest.raises(ConfigError, match=r"config error in <string>: auth: required"):
+        parse_config(MINIMAL.replace("auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}\n", ""), env={})
+    with pytest.raises(ConfigError, match=r"auth: give bearer_token and/or basic"):
+        parse_config(MINIMAL.replace("{bearer_token: abcdefghijklmnopqrstuvwxyz}", "{}"), env={})
+
+
+def test_unknown_fence_agent_names_file_and_key(tmp_path):
+    path = tmp_path / "x.yml"
+    path.write_text(
+        MINIMAL
+        + """  - {name: h2, uri: "qemu+tcp://10.77.0.12/system"}
+  - name: h3
+    uri: qemu+tcp://10.77.0.13/system
+    fence: {agent: fence_foo, options: {ip: 127.0.0.1}}
+"""
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(e.value).startswith(f"config error in {path}: hosts[2].fence.agent: unknown agent 'fence_foo'")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("auth: none\nhosts: []\n", "hosts: required"),
+        ("auth: none\nhosts: {h1: x}\n", "hosts: expected a list, got a mapping"),
+        ("auth: none\nhosts:\n  - {name: h1}\n", "hosts[0].uri: expected a non-empty string, got nothing"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'http://x'}\n", "hosts[0].uri: not a libvirt URI: 'http://x'"),
+        (
+            "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default'}\n  - {name: h1, uri: 'test:///default'}\n",
+            "hosts[1].name: duplicate host 'h1' (also hosts[0])",
+        ),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', colour: red}\n", "hosts[0].colour: unknown key"),
+        ("auth: none\nlisten: {port: 99999}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen.port: must be 0..65535"),
+        ("auth: none\nlisten: {port: '80'}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen.port: expected an integer, got the string '80'"),
+        ("auth: nope\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth: the only string value is `none`"),
+        ("auth: {bearer_token: short}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth.bearer_token: too short"),
+        ("auth: {basic: {username: u}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth.basic.password: expected a non-empty string"),
+        (
+            "auth: none\npolicy: {storm: {max_unhealthy_share: 1.5}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
+            "policy.storm.max_unhealthy_share: a share of hosts: 0..1, got 1.5",
+        ),
+        (
+            "auth: none\npolicy: {attempts: {fence: 1.5}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
+            "policy.attempts.fence: expected an integer",
+        ),
+        (
+            "auth: none\npolicy: {max_concurrent_actions: 0}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
+            "policy.max_concurrent_actions: must be >= 1, got 0",
+        ),
+        (
+            "auth: none\npolicy: {overcommit: {cpu: 0}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
+            "policy.overcommit.cpu: must be > 0.0, got 0",
+        ),
+        (
+            "auth: none\npolicy: {timings: {reconcile: 3}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
+            "policy.timings.reconcile: unknown key",
+        ),
+        ("auth: none\nstore: {url: 'mysql://x'}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "store.url: expected sqlite:///PATH"),
+        ("auth: none\nprometheus: {url: 'localhost:9090'}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "prometheus.url: expected an http(s) URL"),
+        ("auth: none\ndry_run: yes please\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "dry_run: expected true or false"),
+        ("auth: none\nvms:\n  - {name: a, uuid: not-a-uuid}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "vms[0].uuid: not a UUID: 'not-a-uuid'"),
+        ("auth: none\nvms:\n  - {name: a}\n  - {name: a}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "vms[1]: declared twice: 'a'"),
+        (
+            "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {action: reboot}}}\n",
+            "hosts[0].fence.options.action: set by the remediator",
+        ),
+        (
+            "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {Ip: x}}}\n",
+            "hosts[0].fence.options.Ip: option names are lower-case",
+        ),
+        (
+            "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {ip: [1]}}}\n",
+            "hosts[0].fence.options.ip: expected a string, number or boolean, got a list",
+        ),
+        ("auth: none\nhosts: [\n", "not valid YAML: line"),
+        ("- just\n- a list\n", "(top level): expected a mapping, got a list"),
+        ("auth: none\ncolour: red\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "colour: unknown key"),
+    ],
+)
+def test_mistakes_name_the_key(text, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, source="/etc/remediator.yml", env={})
+    assert str(e.value).startswith("config error in /etc/remediator.yml: ")
+    assert message in str(e.value)
+
+
+def test_unreadable_file_names_it(tmp_path):
+    with pytest.raises(ConfigError, match=rf"config error in {tmp_path}/missing.yml: cannot read"):
+        load_config(tmp_path / "missing.yml", env={})
+
+
+def test_fence_booleans_and_numbers_become_agent_strings():
+    text = "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {lanplus: true, verbose: false, ipport: 623}}}\n"
+    assert parse_config(text, env={}).hosts[0].fence == FenceDevice("fence_ipmilan", {"lanplus": "1", "ipport": "623"})
+
+
+def test_vm_lookup_by_uuid_then_name():
+    text = (
+        "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default'}\nvms:\n"
+        "  - {name: a, uuid: 6E8BBD4C-0A1E-4E0B-9C8B-1A2B3C4D5E6F, priority: 5}\n  - {name: b}\n"
+    )
+    config = parse_config(text, env={})
+    assert config.vm(uuid="6e8bbd4c-0a1e-4e0b-9c8b-1a2b3c4d5e6f").priority == 5
+    assert config.vm(uuid="00000000-0000-0000-0000-000000000000", name="b").name == "b"
+    # a declaration with a uuid does not match another VM that merely has its name
+    assert config.vm(uuid="00000000-0000-0000-0000-000000000000", name="a") is None
