@@ -1,0 +1,89 @@
+"""Load and capacity of the hosts, from Prometheus (the exporter's series), in one query per batch.
+
+Placement needs, per host, its CPUs and memory, what is allocated on it and how busy it is. All of
+it comes from the exporter's `hypervisor_host_*` gauges (docs/metrics.md), fetched with a single
+instant query whose `__name__` matcher selects every gauge at once: one round trip per decision
+batch however many hosts there are. When Prometheus does not answer, callers fall back to what
+libvirt reports and say so in the incident; this module only raises `PrometheusUnavailable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import requests
+
+# Exporter gauge -> HostLoad field.
+_GAUGES = {
+    "hypervisor_host_cpus": "cpus",
+    "hypervisor_host_load1": "load1",
+    "hypervisor_host_memory_bytes": "memory_bytes",
+    "hypervisor_host_memory_available_bytes": "memory_available_bytes",
+    "hypervisor_host_vcpus_allocated": "vcpus_allocated",
+    "hypervisor_host_memory_allocated_bytes": "memory_allocated_bytes",
+}
+LOAD_QUERY = '{__name__=~"%s"}' % "|".join(sorted(_GAUGES))
+
+
+class PrometheusUnavailable(RuntimeError):
+    """Prometheus did not answer, answered an error, or answered something that is not a vector."""
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    host: str
+    cpus: int | None = None
+    load1: float | None = None
+    memory_bytes: int | None = None
+    memory_available_bytes: int | None = None
+    vcpus_allocated: int | None = None
+    memory_allocated_bytes: int | None = None
+
+
+def parse_load_vector(payload: Mapping, hosts: Iterable[str] | None = None) -> dict[str, HostLoad]:
+    """Turn a `/api/v1/query` answer for LOAD_QUERY into HostLoad per host (pure)."""
+    if payload.get("status") != "success":
+        raise PrometheusUnavailable(f"query failed: {payload.get('errorType')}: {payload.get('error')}")
+    data = payload.get("data") or {}
+    if data.get("resultType") != "vector":
+        raise PrometheusUnavailable(f"expected a vector, got {data.get('resultType')!r}")
+    wanted = set(hosts) if hosts is not None else None
+    fields: dict[str, dict[str, float]] = {}
+    for sample in data.get("result", []):
+        metric = sample.get("metric", {})
+        host, field = metric.get("host"), _GAUGES.get(metric.get("__name__", ""))
+        if host is None or field is None or (wanted is not None and host not in wanted):
+            continue
+        try:
+            value = float(sample["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if value != value:  # NaN: the exporter had no figure
+            continue
+        fields.setdefault(host, {})[field] = value
+    return {
+        host: HostLoad(
+            host=host,
+            **{k: (v if k == "load1" else int(v)) for k, v in values.items()},
+        )
+        for host, values in fields.items()
+    }
+
+
+class LoadSource:
+    def __init__(self, url: str, timeout: float = 2.0, session: requests.Session | None = None):
+        self._url = url.rstrip("/") + "/api/v1/query"
+        self._timeout = timeout
+        self._session = session or requests.Session()
+
+    def host_load(self, hosts: Iterable[str] | None = None) -> dict[str, HostLoad]:
+        """Load per host; hosts without series are absent from the result."""
+        try:
+            response = self._session.get(self._url, params={"query": LOAD_QUERY}, timeout=self._timeout)
+            payload = response.json()
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"{self._url}: {exc}") from exc
+        except ValueError as exc:
+            raise PrometheusUnavailable(f"{self._url}: answer is not JSON (HTTP {response.status_code})") from exc
+        return parse_load_vector(payload, hosts)
