@@ -1,0 +1,1 @@
+"""Edges: the only modules that talk to external systems (libvirt, fence agents, Prometheus)."""
