@@ -36,14 +36,8 @@ class PowerState(StrEnum):
 
 
 class FenceDeviceSpec(Protocol):
-    """What the config gives for each host: an agent name and its options (as Pacemaker stores them)."""
+    """What the config gives for each host (config.FenceDevice): an agent name and its options."""
 
-    agent: str
-    options: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class FenceDevice:
     agent: str
     options: Mapping[str, str]
 

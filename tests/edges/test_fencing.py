@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
+from remediator.config import FenceDevice
 from remediator.edges.fencing import (
-    FenceDevice,
     Fencer,
     PowerState,
     UnknownHost,
