@@ -1,0 +1,258 @@
+"""The hypervisors, through libvirt: the only module of the service that changes a host's domains.
+
+One cached connection per host, opened with a timeout and kept alive (see libvirt_connect), so a
+dead or partitioned host costs seconds, not minutes. Any libvirt error that means "cannot talk to
+the host" becomes `HostUnreachable` and drops the cached connection; other libvirt errors are
+re-raised as `DomainError` naming the host and the domain. Every write is idempotent (starting a
+running domain, defining the same XML, undefining what is gone all succeed), so an action resumed
+after a restart does not fail on its own earlier half.
+"""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+from urllib.parse import urlsplit
+
+import libvirt
+
+from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable, open_connection
+
+__all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "STATE_NAMES"]
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+# A domain in one of these states has a live QEMU process: it counts as running for "never twice".
+ALIVE_STATES = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
+
+_STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU
+_UNDEFINE_FLAGS = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+_MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
+
+
+class DomainError(RuntimeError):
+    """libvirt refused an operation on a reachable host."""
+
+    def __init__(self, host: str, what: str, message: str, code: int | None = None):
+        super().__init__(f"{host}: {what}: {message}")
+        self.host = host
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: str  # one of STATE_NAMES' values
+    reason: int  # libvirt's state reason code (e.g. VIR_DOMAIN_SHUTOFF_CRASHED)
+    vcpus: int
+    memory_bytes: int
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES
+
+
+def address_of(uri: str) -> str | None:
+    """The host part of a libvirt URI (qemu+tcp://10.0.0.5/system -> 10.0.0.5), for the migration stream."""
+    return urlsplit(uri).hostname
+
+
+def uuid_of_xml(xml: str) -> str | None:
+    node = ET.fromstring(xml).find("uuid")
+    return node.text.strip() if node is not None and node.text else None
+
+
+class Hypervisors:
+    def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0):
+        self._uris = dict(hosts)
+        self._timeout = connect_timeout
+        self._conns: dict[str, libvirt.virConnect] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def hosts(self) -> list[str]:
+        return list(self._uris)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _conn(self, host: str) -> libvirt.virConnect:
+        with self._lock:
+            conn = self._conns.get(host)
+        if conn is not None:
+            return conn
+        try:
+            uri = self._uris[host]
+        except KeyError:
+            raise KeyError(f"unknown host {host!r}") from None
+        conn = open_connection(uri, self._timeout)  # raises HostUnreachable
+        with self._lock:
+            self._conns[host] = conn
+        return conn
+
+    def _forget(self, host: str) -> None:
+        with self._lock:
+            conn = self._conns.pop(host, None)
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass  # the socket is already gone: that is why we are forgetting it
+
+    def _call(self, host: str, what: str, fn):
+        """Run fn(conn), translating libvirt's errors into HostUnreachable or DomainError."""
+        conn = self._conn(host)
+        try:
+            return fn(conn)
+        except libvirt.libvirtError as err:
+            if is_unreachable(err):
+                self._forget(host)
+                raise HostUnreachable(self._uris[host], err.get_error_message()) from err
+            raise DomainError(host, what, err.get_error_message(), err.get_error_code()) from err
+
+    def close(self) -> None:
+        for host in list(self._conns):
+            self._forget(host)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def is_reachable(self, host: str) -> bool:
+        try:
+            self._call(host, "ping", lambda conn: conn.getLibVersion())
+            return True
+        except HostUnreachable:
+            return False
+
+    def domains(self, host: str) -> list[DomainInfo]:
+        """Every defined domain of the host, running or not, in one bulk call."""
+
+        def fetch(conn):
+            return [_domain_info(dom, stats) for dom, stats in conn.getAllDomainStats(_STATS)]
+
+        return self._call(host, "list domains", fetch)
+
+    def capacity(self, host: str) -> tuple[int, int]:
+        """(CPUs, memory bytes) of the host."""
+        info = self._call(host, "node info", lambda conn: conn.getInfo())
+        return int(info[2]), int(info[1]) * 1024 * 1024
+
+    def domain_xml(self, host: str, uuid: str) -> str:
+        """The persistent definition (inactive XML, with secrets) to recreate the domain elsewhere."""
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+        return self._call(host, f"XML of {uuid}", lambda conn: conn.lookupByUUIDString(uuid).XMLDesc(flags))
+
+    def find_running(self, uuid: str, hosts: Iterable[str] | None = None) -> tuple[list[str], list[str]]:
+        """(hosts where the domain is alive, hosts that could not be asked)."""
+        running, unknown = [], []
+        for host in hosts if hosts is not None else self._uris:
+            try:
+                state = self._domain_state(host, uuid)
+            except HostUnreachable:
+                unknown.append(host)
+                continue
+            if state is not None and state in ALIVE_STATES:
+                running.append(host)
+        return running, unknown
+
+    def _domain_state(self, host: str, uuid: str) -> str | None:
+        def fetch(conn):
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+            return STATE_NAMES.get(dom.state()[0], "nostate")
+
+        return self._call(host, f"state of {uuid}", fetch)
+
+    # -- writes (idempotent) ---------------------------------------------------------------------
+    def start(self, host: str, uuid: str) -> None:
+        def run(conn):
+            dom = conn.lookupByUUIDString(uuid)
+            if not dom.isActive():
+                dom.create()
+
+        self._call(host, f"start {uuid}", run)
+
+    def define(self, host: str, xml: str) -> str:
+        return self._call(host, "define", lambda conn: conn.defineXML(xml).UUIDString())
+
+    def define_and_start(self, host: str, xml: str) -> str:
+        uuid = self.define(host, xml)
+        self.start(host, uuid)
+        return uuid
+
+    def destroy(self, host: str, uuid: str) -> None:
+        def run(conn):
+            dom = _lookup(conn, uuid)
+            if dom is not None and dom.isActive():
+                dom.destroy()
+
+        self._call(host, f"destroy {uuid}", run)
+
+    def undefine(self, host: str, uuid: str) -> None:
+        """Remove a definition that is not running (a stale copy on a host that came back)."""
+
+        def run(conn):
+            dom = _lookup(conn, uuid)
+            if dom is None:
+                return
+            if dom.isActive():
+                raise DomainError(host, f"undefine {uuid}", "domain is running; refusing to undefine it")
+            try:
+                # A UEFI guest's NVRAM and a managed save would otherwise block the undefine.
+                dom.undefineFlags(_UNDEFINE_FLAGS)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                    raise
+                dom.undefine()  # drivers without those features refuse the flags themselves
+
+        self._call(host, f"undefine {uuid}", run)
+
+    def migrate_live(self, src: str, dst: str, uuid: str) -> None:
+        """Live-migrate, persistent on the destination and undefined on the source."""
+        dst_conn = self._conn(dst)
+        address = address_of(self._uris[dst])
+        migrate_uri = f"tcp://{address}" if address else None
+
+        def run(conn):
+            conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
+
+        self._call(src, f"migrate {uuid} to {dst}", run)
+
+
+def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
+    try:
+        return conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _domain_info(dom: libvirt.virDomain, stats: Mapping) -> DomainInfo:
+    state = stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
+    vcpus, memory_kib = stats.get("vcpu.maximum"), stats.get("balloon.maximum")
+    if vcpus is None or memory_kib is None:
+        # Drivers that do not report these stat groups (test driver, some inactive domains):
+        # one more round trip for this domain only.
+        _, memory_kib, _, vcpus, _ = dom.info()
+    return DomainInfo(
+        uuid=dom.UUIDString(),
+        name=dom.name(),
+        state=STATE_NAMES.get(state, "nostate"),
+        reason=int(stats.get("state.reason", 0)),
+        vcpus=int(vcpus),
+        memory_bytes=int(memory_kib) * 1024,
+    )
