@@ -1,0 +1,90 @@
+"""A tiny threaded WSGI server: /metrics (bounded by Prometheus's scrape timeout) and /healthz."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+from typing import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from exporter.collector import HypervisorCollector
+
+# Time kept back from Prometheus's scrape timeout for rendering and the network.
+_RENDER_MARGIN_SECONDS = 0.15
+_MIN_TIMEOUT_SECONDS = 0.1
+
+StartResponse = Callable[..., object]
+
+
+class _Families:
+    """The one-method shape generate_latest() expects of a registry."""
+
+    def __init__(self, metrics: list) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> list:
+        return self._metrics
+
+
+def scrape_timeout(configured: float, header: str | None) -> float:
+    """The configured bound, lowered to fit Prometheus's own timeout when it sends one."""
+    if header:
+        try:
+            return max(_MIN_TIMEOUT_SECONDS, min(configured, float(header) - _RENDER_MARGIN_SECONDS))
+        except ValueError:
+            return configured  # a malformed header is Prometheus's problem; keep our own bound
+    return configured
+
+
+def make_app(collector: HypervisorCollector, configured_timeout: float) -> Callable:
+    def app(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            timeout = scrape_timeout(configured_timeout, environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
+            body = generate_latest(_Families(collector.collect_within(timeout)))  # type: ignore[arg-type]
+            start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/healthz":
+            return _text(start_response, "200 OK", "ok\n")
+        if path == "/":
+            return _text(start_response, "200 OK", "remediator-exporter: /metrics /healthz\n")
+        return _text(start_response, "404 Not Found", "not found\n")
+
+    return app
+
+
+def _text(start_response: StartResponse, status: str, text: str) -> list[bytes]:
+    body = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """One line per scrape would drown the logs; errors still reach stderr through WSGI."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"127.0.0.1:9177", "[::1]:9177" or ":9177" -> (address, port)."""
+    address, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen must be ADDRESS:PORT, not {listen!r}")
+    address = address.strip("[]") or "0.0.0.0"
+    return address, int(port)
+
+
+def make_http_server(listen: str, app: Callable) -> WSGIServer:
+    address, port = parse_listen(listen)
+    server_class = _ThreadingServer6 if ":" in address else _ThreadingServer
+    return make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
