@@ -1,0 +1,225 @@
+"""The store: the service's memory, behind one interface (SQLite now, PostgreSQL later).
+
+Every write method is one transaction. The engine records an intent before it acts and the
+result after, so after `kill -9` `unfinished_intents()` says exactly which actions may be half
+done (to be checked against the world, never blindly repeated) and completed ones are not redone.
+Invariant enforced by the database itself, not by callers: at most one open incident per subject.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
+
+from remediator.model import Action, Alert, Event, HostCondition, Incident, ProtectedVM, Remediation
+
+ALERT_OUTCOMES = ("incident", "ignored", "duplicate")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unreachable, corrupt, or an invariant refused it)."""
+
+
+class IncidentExists(StoreError):
+    """create_incident for a subject that already has an open incident."""
+
+    def __init__(self, subject: str, incident_id: int):
+        super().__init__(f"subject {subject} already has open incident {incident_id}")
+        self.subject = subject
+        self.incident_id = incident_id
+
+
+class NotFound(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError's repr-quoting makes messages hard to read
+        return str(self.args[0]) if self.args else "not found"
+
+
+class DecisionLike(Protocol):
+    """What apply_transition needs of fsm.Decision (kept structural so the store does not import the core).
+
+    Optional attributes a Decision may carry:
+      attempts: int   the attempt counter after this transition (default: unchanged when the state
+                      stays, reset to 0 when it changes)
+      data: Mapping   merged into Incident.data (e.g. {"placement": ..., "load_source": "libvirt"})
+    """
+
+    next_state: str
+    actions: tuple[Action, ...]
+    reason: str
+    closes: bool
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    id: int
+    alert: Alert
+    received_at: datetime
+    new: bool  # False when this (fingerprint, startsAt, status) was already stored: a repeat delivery
+    outcome: str | None = None  # None until handled: one of ALERT_OUTCOMES
+    incident_id: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    at: datetime
+    from_state: str | None  # None for the transition that opened the incident
+    event: Event
+    to_state: str
+    reason: str
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An action the engine said it was about to perform, and (once known) how it ended."""
+
+    id: int
+    incident_id: int
+    action: Action
+    at: datetime
+    finished_at: datetime | None = None
+    ok: bool | None = None
+    detail: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+class HostState(NamedTuple):
+    condition: HostCondition
+    reason: str
+    since: datetime
+
+
+class Store(abc.ABC):
+    # ---- alerts
+
+    @abc.abstractmethod
+    def record_alerts(
+        self, alerts: Sequence[Alert], received_at: datetime, ignore_reasons: Sequence[str | None] | None = None
+    ) -> list[StoredAlert]:
+        """Store every alert in one transaction; idempotent on (fingerprint, starts_at, status).
+
+        `ignore_reasons[i]`, when not None, records alert i as handled with outcome "ignored" and that reason
+        in the same transaction (e.g. unknown host), so it never reaches pending_alerts(). Repeats keep their
+        first outcome and come back with new=False.
+        """
+
+    @abc.abstractmethod
+    def pending_alerts(self) -> list[StoredAlert]:
+        """Alerts not yet handled by the engine, oldest first."""
+
+    @abc.abstractmethod
+    def mark_alert(self, alert_id: int, outcome: str, incident_id: int | None, reason: str) -> None: ...
+
+    @abc.abstractmethod
+    def recent_alerts(self, limit: int = 100) -> list[StoredAlert]:
+        """The last `limit` stored alerts, newest first (for operators)."""
+
+    # ---- incidents
+
+    @abc.abstractmethod
+    def open_incident_for(self, subject: str) -> Incident | None: ...
+
+    @abc.abstractmethod
+    def get_incident(self, incident_id: int) -> Incident:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
+    def list_incidents(self, open_only: bool = False, limit: int = 100) -> list[Incident]:
+        """Open incidents first, then the most recent closed ones; newest first within each."""
+
+    @abc.abstractmethod
+    def create_incident(
+        self,
+        subject: str,
+        kind: Remediation,
+        host: str,
+        vm_uuid: str | None,
+        vm_name: str | None,
+        state: str,
+        reason: str,
+        at: datetime,
+        data: Mapping[str, Any] | None = None,
+    ) -> Incident:
+        """Raises IncidentExists when the subject already has an open incident."""
+
+    @abc.abstractmethod
+    def apply_transition(self, incident_id: int, at: datetime, event: Event, decision: DecisionLike) -> Incident:
+        """Set state/attempts/reason (closed_at when decision.closes) and append to the history, atomically.
+
+        Raises NotFound, or StoreError when the incident is already closed."""
+
+    @abc.abstractmethod
+    def history(self, incident_id: int) -> list[TransitionRecord]:
+        """Every transition of the incident, in order."""
+
+    @abc.abstractmethod
+    def incident_counts(self) -> dict[str, int]:
+        """Open incidents by state."""
+
+    # ---- intents
+
+    @abc.abstractmethod
+    def record_intent(self, incident_id: int, action: Action, at: datetime) -> int: ...
+
+    @abc.abstractmethod
+    def record_result(self, intent_id: int, ok: bool, detail: str, at: datetime) -> None:
+        """Raises StoreError if the intent already has a result (a completed action is never redone)."""
+
+    @abc.abstractmethod
+    def unfinished_intents(self) -> list[Intent]:
+        """Intents without a result, oldest first: what a restart must check and resume."""
+
+    @abc.abstractmethod
+    def intents(self, incident_id: int) -> list[Intent]:
+        """Every intent of an incident, in order, with results."""
+
+    # ---- inventory
+
+    @abc.abstractmethod
+    def upsert_vm(self, vm: ProtectedVM, at: datetime | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def get_vm(self, uuid: str) -> ProtectedVM | None: ...
+
+    @abc.abstractmethod
+    def find_vm_by_name(self, name: str) -> ProtectedVM | None: ...
+
+    @abc.abstractmethod
+    def list_vms(self) -> list[ProtectedVM]: ...
+
+    @abc.abstractmethod
+    def set_host_state(self, name: str, condition: HostCondition, reason: str, at: datetime) -> None:
+        """`since` changes only when the condition changes; the reason is always updated."""
+
+    @abc.abstractmethod
+    def host_states(self) -> dict[str, HostState]: ...
+
+    # ---- small durable settings (e.g. an operator's storm-hold release)
+
+    @abc.abstractmethod
+    def get_setting(self, key: str) -> Any | None: ...
+
+    @abc.abstractmethod
+    def set_setting(self, key: str, value: Any) -> None:
+        """`value` must be JSON-serialisable; None deletes the key."""
+
+    # ---- lifecycle
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise StoreError unless the store answers a trivial query (for /readyz)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

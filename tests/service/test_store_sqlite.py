@@ -1,0 +1,288 @@
+"""The SQLite store: idempotent alerts, one open incident per subject, intents that survive kill -9."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from remediator.alerts import parse_alerts
+from remediator.model import Action, Event, HostCondition, ProtectedVM, Remediation
+from remediator.store import IncidentExists, NotFound, StoreError, open_store
+from remediator.store.sqlite import MIGRATIONS, SQLiteStore
+
+from .payloads import VM_UUID, alert, body
+
+T0 = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Shaped like fsm.Decision (the store takes it structurally; the core engineer's class has the same fields)."""
+
+    next_state: str
+    actions: tuple[Action, ...] = ()
+    reason: str = ""
+    closes: bool = False
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def _incident(store, subject=f"vm:{VM_UUID}", state="verifying"):
+    return store.create_incident(subject, Remediation.VM_DOWN, "h1", VM_UUID, "t00", state, "alert VMDown", T0)
+
+
+def test_wal_mode_and_schema_version(store):
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version == len(MIGRATIONS)
+
+
+def test_refuses_a_newer_schema(tmp_path):
+    path = tmp_path / "state.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer than this remediator knows"):
+        SQLiteStore(path)
+
+
+def test_open_store_by_url(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/x/state.db")
+    assert isinstance(s, SQLiteStore) and s.path == f"{tmp_path}/x/state.db"
+    s.close()
+    with pytest.raises(StoreError, match="unsupported store URL scheme: 'mysql'"):
+        open_store("mysql://x")
+
+
+def test_alerts_idempotent_on_fingerprint_start_status(store):
+    alerts = parse_alerts(body(alert(), alert(fingerprint="bb", host="h2")))
+    first = store.record_alerts(alerts, T0)
+    assert [s.new for s in first] == [True, True]
+    again = store.record_alerts(alerts, T0 + timedelta(seconds=30))
+    assert [s.new for s in again] == [False, False]
+    assert [s.id for s in again] == [s.id for s in first]
+    assert again[0].received_at == T0  # the first delivery's
+    assert len(store.pending_alerts()) == 2
+    # the same alert resolved is a new fact, recorded too
+    resolved = parse_alerts(body(alert(status="resolved", ends_at="2026-11-25T11:05:00Z")))
+    (r,) = store.record_alerts(resolved, T0)
+    assert r.new and r.alert.ends_at == datetime(2026, 11, 25, 11, 5, tzinfo=timezone.utc)
+    assert len(store.pending_alerts()) == 3
+
+
+def test_alert_round_trip(store):
+    (a,) = parse_alerts(body())
+    (s,) = store.record_alerts([a], T0)
+    assert s.alert == a
+
+
+def test_ignored_alerts_never_pending(store):
+    alerts = parse_alerts(body(alert(), alert(fingerprint="cc", host="nowhere")))
+    stored = store.record_alerts(alerts, T0, [None, "host 'nowhere' is not in the inventory"])
+    assert stored[1].outcome == "ignored" and "not in the inventory" in stored[1].reason
+    assert [p.id for p in store.pending_alerts()] == [stored[0].id]
+    # a repeat keeps its first outcome
+    assert store.record_alerts(alerts[1:], T0, [None])[0].outcome == "ignored"
+
+
+def test_mark_alert(store):
+    (s,) = store.record_alerts(parse_alerts(body()), T0)
+    inc = _incident(store)
+    store.mark_alert(s.id, "incident", inc.id, "opened")
+    assert store.pending_alerts() == []
+    assert store.recent_alerts()[0].incident_id == inc.id
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        store.mark_alert(s.id, "acted", None, "")
+    with pytest.raises(NotFound, match="alert 999 not found"):
+        store.mark_alert(999, "ignored", None, "")
+
+
+def test_one_open_incident_per_subject_enforced_by_the_database(store):
+    first = _incident(store)
+    with pytest.raises(IncidentExists) as e:
+        _incident(store)
+    assert e.value.incident_id == first.id
+    # not just the method: the schema itself refuses it
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.execute(
+            "INSERT INTO incidents (subject, kind, state, host, opened_at, updated_at) VALUES (?, 'vm_down', 's', 'h1', 'x', 'x')",
+            (first.subject,),
+        )
+    # once closed, a new one may open
+    store.apply_transition(first.id, T0, Event("vm_running", T0), Decision("recovered", reason="running", closes=True))
+    second = _incident(store)
+    assert second.id != first.id
+    assert store.open_incident_for(first.subject).id == second.id
+
+
+def test_racing_creates_yield_one_incident(store):
+    results: list[object] = []
+
+    def create():
+        try:
+            results.append(_incident(store, subject="host:h2").id)
+        except IncidentExists as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(r, int) for r in results) == 1
+    assert len(store.list_incidents(open_only=True)) == 1
+
+
+def test_transitions_history_and_attempts(store):
+    inc = _incident(store)
+    start = Action("start_vm", {"host": "h1", "uuid": VM_UUID, "deadline": T0 + timedelta(seconds=60)})
+    e1 = Event("verified_down", T0, {"host": "h1"})
+    inc = store.apply_transition(inc.id, T0, e1, Decision("restarting", (start,), "not running on any host"))
+    assert (inc.state, inc.attempts, inc.reason) == ("restarting", 0, "not running on any host")
+    # staying in a state keeps attempts unless the decision says otherwise
+    inc = store.apply_transition(inc.id, T0, Event("timer", T0), Decision("restarting", (), "waiting"))
+    assert inc.attempts == 0
+
+    @dataclass(frozen=True)
+    class Counted(Decision):
+        attempts: int = 0
+        data: dict = field(default_factory=dict)
+
+    inc = store.apply_transition(
+        inc.id, T0, Event("action_failed", T0), Counted("restarting", (start,), "retry", attempts=2, data={"k": 1})
+    )
+    assert inc.attempts == 2 and inc.data == {"k": 1}
+    inc = store.apply_transition(inc.id, T0 + timedelta(seconds=5), Event("vm_running", T0), Decision("recovered", (), "ok", True))
+    assert not inc.is_open and inc.closed_at == T0 + timedelta(seconds=5)
+    hist = store.history(inc.id)
+    assert [(h.from_state, h.to_state) for h in hist] == [
+        ("verifying", "restarting"),
+        ("restarting", "restarting"),
+        ("restarting", "restarting"),
+        ("restarting", "recovered"),
+    ]
+    assert hist[0].event == e1
+    assert hist[0].actions == (start,)  # datetimes in params survive the round trip
+    with pytest.raises(StoreError, match="is closed"):
+        store.apply_transition(inc.id, T0, Event("timer", T0), Decision("x"))
+    with pytest.raises(NotFound):
+        store.apply_transition(12345, T0, Event("timer", T0), Decision("x"))
+
+
+def test_list_and_count_incidents(store):
+    a = _incident(store, subject="vm:a")
+    _incident(store, subject="vm:b", state="fencing")
+    store.apply_transition(a.id, T0, Event("vm_running", T0), Decision("recovered", closes=True))
+    _incident(store, subject="vm:c")
+    listed = store.list_incidents()
+    assert [i.subject for i in listed] == ["vm:c", "vm:b", "vm:a"]  # open first, newest first
+    assert [i.subject for i in store.list_incidents(open_only=True)] == ["vm:c", "vm:b"]
+    assert store.incident_counts() == {"verifying": 1, "fencing": 1}
+    with pytest.raises(NotFound):
+        store.get_incident(999)
+
+
+def test_intents_record_before_and_result_after(store):
+    inc = _incident(store)
+    fence = Action("fence_host", {"host": "h1"})
+    i1 = store.record_intent(inc.id, fence, T0)
+    i2 = store.record_intent(inc.id, Action("start_vm", {"uuid": VM_UUID}), T0)
+    assert [i.id for i in store.unfinished_intents()] == [i1, i2]
+    store.record_result(i1, True, "status: off", T0 + timedelta(seconds=2))
+    assert [i.id for i in store.unfinished_intents()] == [i2]
+    with pytest.raises(StoreError, match="already has a result"):
+        store.record_result(i1, True, "again", T0)
+    (done, pending) = store.intents(inc.id)
+    assert done.action == fence and done.ok is True and done.detail == "status: off" and done.finished
+    assert pending.ok is None and not pending.finished
+
+
+def test_inventory_and_host_states(store):
+    vm = ProtectedVM(VM_UUID.upper(), "t00", "h1", 1, 32 << 20, priority=10, group="web", xml="<domain/>")
+    store.upsert_vm(vm, T0)
+    assert store.get_vm(VM_UUID) == replace(vm, uuid=VM_UUID)
+    store.upsert_vm(replace(vm, host="h2"), T0)
+    assert store.find_vm_by_name("t00").host == "h2"
+    assert [v.name for v in store.list_vms()] == ["t00"]
+    store.set_host_state("h1", HostCondition.DOWN, "unreachable", T0)
+    store.set_host_state("h1", HostCondition.DOWN, "still unreachable", T0 + timedelta(seconds=9))
+    assert store.host_states()["h1"] == (HostCondition.DOWN, "still unreachable", T0)
+    store.set_host_state("h1", HostCondition.FENCED, "fence_ipmilan off; status off", T0 + timedelta(seconds=10))
+    assert store.host_states()["h1"].since == T0 + timedelta(seconds=10)
+
+
+def test_settings(store):
+    assert store.get_setting("storm_release") is None
+    store.set_setting("storm_release", {"by": "op", "at": T0})
+    assert store.get_setting("storm_release") == {"by": "op", "at": T0}
+    store.set_setting("storm_release", None)
+    assert store.get_setting("storm_release") is None
+
+
+def test_naive_datetimes_refused(store):
+    with pytest.raises(ValueError, match="naive datetime"):
+        store.record_intent(1, Action("x"), datetime(2026, 1, 1))
+
+
+def test_committed_writes_survive_kill_9(tmp_path):
+    """A process that commits and is then SIGKILLed loses nothing that was committed (WAL + synchronous=FULL)."""
+    path = tmp_path / "state.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from datetime import datetime, timezone
+        from remediator.model import Action, Remediation
+        from remediator.store.sqlite import SQLiteStore
+        s = SQLiteStore({str(path)!r})
+        now = datetime.now(timezone.utc)
+        inc = s.create_incident("host:h1", Remediation.HOST_DOWN, "h1", None, None, "fencing", "down", now)
+        done = s.record_intent(inc.id, Action("fence_host", {{"host": "h1"}}), now)
+        s.record_result(done, True, "off", now)
+        s.record_intent(inc.id, Action("evacuate_host", {{"host": "h1"}}), now)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    s = SQLiteStore(path)
+    try:
+        (unfinished,) = s.unfinished_intents()
+        assert unfinished.action.kind == "evacuate_host"
+        assert [i.ok for i in s.intents(unfinished.incident_id)] == [True, None]
+    finally:
+        s.close()
+
+
+def test_concurrent_writers_and_a_second_process_reader(tmp_path):
+    path = tmp_path / "state.db"
+    s = SQLiteStore(path)
+    errors: list[BaseException] = []
+
+    def write(n: int):
+        try:
+            for i in range(20):
+                s.record_alerts(parse_alerts(body(alert(fingerprint=f"{n:02x}{i:02x}"))), T0)
+        except BaseException as e:  # collected to fail the test below with the thread's error
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    reader = SQLiteStore(path)  # a second connection, as `remediator status` has
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(reader.pending_alerts()) == 80
+    reader.close()
+    s.close()
