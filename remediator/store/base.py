@@ -89,6 +89,17 @@ class Intent:
         return self.finished_at is not None
 
 
+@dataclass(frozen=True)
+class QueuedEvent:
+    """An event for a subject that did not come as an alert (an operator's request), waiting for the engine."""
+
+    id: int
+    subject: str  # model.host_subject / vm_subject
+    event: Event
+    outcome: str | None = None  # None until the engine handled it; then e.g. "applied" or "ignored"
+    reason: str = ""
+
+
 class HostState(NamedTuple):
     condition: HostCondition
     reason: str
@@ -161,6 +172,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def incident_counts(self) -> dict[str, int]:
         """Open incidents by state."""
+
+    # ---- queued events: one durable way in for operator requests, like alerts
+
+    @abc.abstractmethod
+    def enqueue_event(self, subject: str, event: Event) -> int:
+        """Queue an event (e.g. fsm.EventKind.OPERATOR_CONFIRM_OFF for host:h1) for the engine."""
+
+    @abc.abstractmethod
+    def pending_events(self) -> list[QueuedEvent]:
+        """Queued events not yet handled, oldest first."""
+
+    @abc.abstractmethod
+    def mark_event(self, event_id: int, outcome: str, reason: str) -> None: ...
 
     # ---- intents
 

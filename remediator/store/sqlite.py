@@ -33,6 +33,7 @@ from remediator.store.base import (
     IncidentExists,
     Intent,
     NotFound,
+    QueuedEvent,
     Store,
     StoreError,
     StoredAlert,
@@ -133,6 +134,19 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
+    """,
+    # 2: operator requests and other non-alert events, queued durably like alerts
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        outcome TEXT,
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_pending ON events(id) WHERE outcome IS NULL;
     """,
 )
 
@@ -371,6 +385,24 @@ class SQLiteStore(Store):
             for r in rows
         ]
 
+    # ---- queued events
+
+    def enqueue_event(self, subject: str, event: Event) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (subject, kind, at, detail) VALUES (?, ?, ?, ?)",
+                (subject, str(event.kind), _t(event.at), _dumps(dict(event.detail))),
+            )
+            return int(cur.lastrowid)
+
+    def pending_events(self) -> list[QueuedEvent]:
+        return [_queued(r) for r in self._read("SELECT * FROM events WHERE outcome IS NULL ORDER BY id")]
+
+    def mark_event(self, event_id: int, outcome: str, reason: str) -> None:
+        with self._tx() as db:
+            if db.execute("UPDATE events SET outcome = ?, reason = ? WHERE id = ?", (outcome, reason, event_id)).rowcount != 1:
+                raise NotFound(f"event {event_id} not found")
+
     # ---- intents
 
     def record_intent(self, incident_id: int, action: Action, at: datetime) -> int:
@@ -542,6 +574,16 @@ def _incident(row: sqlite3.Row) -> Incident:
         reason=row["reason"],
         closed_at=_dt(row["closed_at"]),
         data=_loads(row["data"]),
+    )
+
+
+def _queued(row: sqlite3.Row) -> QueuedEvent:
+    return QueuedEvent(
+        id=row["id"],
+        subject=row["subject"],
+        event=Event(kind=row["kind"], at=_dt(row["at"]), detail=_loads(row["detail"])),
+        outcome=row["outcome"],
+        reason=row["reason"],
     )
 
 

@@ -286,3 +286,25 @@ def test_concurrent_writers_and_a_second_process_reader(tmp_path):
     assert len(reader.pending_alerts()) == 80
     reader.close()
     s.close()
+
+
+def test_event_queue(store):
+    e1 = store.enqueue_event("host:h1", Event("operator_confirm_off", T0, {"by": "alice", "reason": "PDU off"}))
+    e2 = store.enqueue_event("host:h2", Event("operator_retry", T0, {}))
+    pending = store.pending_events()
+    assert [(q.id, q.subject, q.event.kind) for q in pending] == [(e1, "host:h1", "operator_confirm_off"), (e2, "host:h2", "operator_retry")]
+    assert pending[0].event.detail == {"by": "alice", "reason": "PDU off"}
+    store.mark_event(e1, "applied", "recovery goes on")
+    assert [q.id for q in store.pending_events()] == [e2]
+    with pytest.raises(NotFound):
+        store.mark_event(999, "applied", "")
+
+
+def test_migrates_a_version_1_database_forward(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    s = SQLiteStore(path)
+    assert s.schema_version == len(MIGRATIONS) >= 2
+    s.enqueue_event("host:h1", Event("operator_retry", T0))
+    s.close()
