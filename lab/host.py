@@ -1,0 +1,212 @@
+"""One lab host: its network plumbing, its private directories, and how it boots.
+
+A host is a network namespace plus, for each process it runs, a private mount/UTS namespace
+in which per-host copies are bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
+/var/log/libvirt, /var/cache/libvirt, /etc/hosts and /etc/resolv.conf (lab.md lists the
+traps each of them avoids). libvirtd and every service see the same "machine".
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SYSTEM_QEMU_CONF = Path("/etc/libvirt/qemu.conf")   # written by scripts/bootstrap.sh
+SYSTEM_CACHE = Path("/var/cache/libvirt")
+# The bind-mount targets must exist in the root filesystem.
+MOUNT_TARGETS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
+                 "/var/cache/libvirt")
+LIBVIRTD_PORT = 16509
+BOOT_FILES = ("vmlinuz-lab", "initrd.img-lab")
+
+
+@dataclass
+class LabHost:
+    name: str            # "h1"
+    n: int               # 1-based host number
+    netns: str           # "rl<idx>h<n>": also the host's hostname
+    address: str         # 10.77.<idx>.(10+n)
+    uri: str             # qemu+tcp://<address>/system
+    unix_uri: str        # qemu+unix:// through the host's socket file: works while partitioned
+    veth: str            # root-namespace end of the host's link (the "switch port")
+    dir: str             # private dirs of this host
+    boot_dir: str        # fake kernel + initrd (the exporter's boot check looks here)
+    bmc_port: int = 0    # IPMI (UDP) on 127.0.0.1
+    bmc_user: str = "admin"
+    bmc_password: str = "password"
+    bmc_pid: int | None = None
+    bmc_start: int | None = None
+    services: list[dict] = field(default_factory=list)   # [{"name":..., "argv": [...]}]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabHost":
+        return cls(**d)
+
+    @property
+    def run_dir(self) -> Path:
+        """The host's /run/libvirt, seen from the root namespace."""
+        return Path(self.dir) / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.dir) / "log"
+
+
+def make_host(index: int, n: int, data_dir: Path) -> LabHost:
+    netns = f"rl{index}h{n}"
+    address = f"10.77.{index}.{10 + n}"
+    hdir = data_dir / f"h{n}"
+    return LabHost(
+        name=f"h{n}", n=n, netns=netns, address=address,
+        uri=f"qemu+tcp://{address}/system",
+        unix_uri=f"qemu+unix:///system?socket={hdir}/run/libvirt-sock",
+        veth=f"rl{index}h{n}v", dir=str(hdir), boot_dir=str(hdir / "boot"))
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+    return proc
+
+
+def link_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def netns_exists(name: str) -> bool:
+    return Path(f"/run/netns/{name}").exists()
+
+
+# ---- network ---------------------------------------------------------------------------
+
+def create_bridge(bridge: str, address_cidr: str) -> None:
+    _ip("link", "add", "name", bridge, "type", "bridge")
+    _ip("addr", "add", address_cidr, "dev", bridge)
+    _ip("link", "set", bridge, "up")
+
+
+def create_host_net(host: LabHost, bridge: str) -> None:
+    """Namespace + veth into the bridge. No default route: lab.md, DNS stalls otherwise."""
+    _ip("netns", "add", host.netns)
+    _ip("link", "add", host.veth, "type", "veth", "peer", "name", f"{host.veth}p",
+        "netns", host.netns)
+    _ip("link", "set", host.veth, "master", bridge, "up")
+    _ip("-n", host.netns, "link", "set", f"{host.veth}p", "name", "eth0")
+    _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+    _ip("-n", host.netns, "link", "set", "eth0", "up")
+    _ip("-n", host.netns, "link", "set", "lo", "up")
+
+
+def set_link(host: LabHost, up: bool) -> None:
+    _ip("link", "set", host.veth, "up" if up else "down")
+
+
+def link_is_up(host: LabHost) -> bool:
+    try:
+        flags = int(Path(f"/sys/class/net/{host.veth}/flags").read_text(), 16)
+    except FileNotFoundError:
+        return False
+    return bool(flags & 0x1)  # IFF_UP
+
+
+def delete_host_net(host: LabHost) -> None:
+    """Idempotent: each piece is removed only if it still exists."""
+    if netns_exists(host.netns):
+        _ip("netns", "del", host.netns)
+    if link_exists(host.veth):   # normally gone with its peer when the namespace went
+        _ip("link", "del", host.veth)
+
+
+def delete_bridge(bridge: str) -> None:
+    if link_exists(bridge):
+        _ip("link", "del", bridge)
+
+
+# ---- files -----------------------------------------------------------------------------
+
+def libvirtd_conf(address: str) -> str:
+    return (f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "{address}"\n'
+            f'auth_tcp = "none"\nauth_unix_rw = "none"\n'
+            f'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n')
+
+
+def etc_hosts(all_hosts: list[LabHost]) -> str:
+    lines = ["127.0.0.1 localhost"]
+    lines += [f"{h.address} {h.netns} {h.name}" for h in all_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | None) -> None:
+    for target in MOUNT_TARGETS:
+        os.makedirs(target, exist_ok=True)
+    if not SYSTEM_QEMU_CONF.is_file():
+        raise FileNotFoundError(f"{SYSTEM_QEMU_CONF} missing: run `make bootstrap` (it writes it)")
+    hdir = Path(host.dir)
+    for sub in ("etc", "run", "lib", "log", "boot"):
+        (hdir / sub).mkdir(parents=True, exist_ok=True)
+    if cache_seed is not None and cache_seed.is_dir():
+        # A seeded capabilities cache saves each fresh libvirtd a ~3.5 s QEMU probe.
+        shutil.copytree(cache_seed, hdir / "cache", symlinks=True, dirs_exist_ok=True)
+    else:
+        (hdir / "cache").mkdir(exist_ok=True)
+    (hdir / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host.address))
+    shutil.copy(SYSTEM_QEMU_CONF, hdir / "etc" / "qemu.conf")
+    (hdir / "hosts").write_text(etc_hosts(all_hosts))
+    # Nothing listens on 127.0.0.1:53 in the namespace: a lookup fails at once instead of
+    # waiting for a resolver that cannot be reached.
+    (hdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    repair_boot(host)
+
+
+def repair_boot(host: LabHost) -> None:
+    boot = Path(host.boot_dir)
+    boot.mkdir(parents=True, exist_ok=True)
+    for f in BOOT_FILES:
+        (boot / f).write_bytes(b"remediator lab fake " + f.encode() + b"\n" * 64)
+
+
+def damage_boot(host: LabHost) -> None:
+    for f in BOOT_FILES:
+        (Path(host.boot_dir) / f).unlink(missing_ok=True)
+
+
+# ---- processes -------------------------------------------------------------------------
+
+_VIEW_SCRIPT = """set -e
+H="$1"; HOSTNAME_="$2"; shift 2
+mount --bind "$H/etc" /etc/libvirt
+mount --bind "$H/run" /run/libvirt
+mount --bind "$H/lib" /var/lib/libvirt
+mount --bind "$H/log" /var/log/libvirt
+mount --bind "$H/cache" /var/cache/libvirt
+mount --bind "$H/hosts" /etc/hosts
+mount --bind "$H/resolv.conf" /etc/resolv.conf
+hostname "$HOSTNAME_"
+exec "$@"
+"""
+
+
+def in_host(host: LabHost, argv: list[str]) -> list[str]:
+    """argv wrapped to run inside the host: its netns, its own mounts and hostname."""
+    return ["ip", "netns", "exec", host.netns,
+            "unshare", "--mount", "--uts", "--propagation", "private",
+            "sh", "-c", _VIEW_SCRIPT, "lab-host", host.dir, host.netns, *argv]
+
+
+def libvirtd_argv() -> list[str]:
+    # Own pid file inside the host's run dir: the default /run/libvirtd.pid is shared and
+    # the second host would die with "Failed to acquire pid file".
+    return ["libvirtd", "--listen", "--pid-file", "/run/libvirt/libvirtd.pid"]
+
+
+def libvirtd_pid(host: LabHost) -> int | None:
+    try:
+        return int((host.run_dir / "libvirtd.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
