@@ -1,0 +1,439 @@
+"""The incident state machine: (state, event) -> guard -> (next state, actions), as data.
+
+This module is the specification of what the remediator does; it performs nothing. The engine
+feeds it events (an alert, a verification or action result, a timer, an operator's call) and
+executes the actions of the Decision it returns, recording intent before and result after.
+
+Reading guide:
+- `start(alert, ctx)` opens an incident for the first firing alert of a subject.
+- `TRANSITIONS[(state, event)]` lists candidate transitions; the first whose guard passes wins.
+- Each working state has one *step action* (`STEP_ACTION`): only that action's result moves the
+  state on. A result of any other action (for instance a fence that finished after an operator
+  already confirmed the host off) is stale and ignored, as is a retry timer set in another state.
+- A (state, event) pair that is not in the table changes nothing: the Decision says so.
+- Closed incidents stay closed: every event on them is ignored.
+
+The safety rules the tests check on random event sequences:
+- A host-down incident starts or defines VMs elsewhere (`evacuate_host`) only after its fence
+  succeeded (the agent's status said off) or an operator confirmed the host off.
+- A VM whose host cannot be reached is never started elsewhere while that host is not fenced,
+  nor while the host's own incident is still open (that incident evacuates it).
+- Storm hold: no fencing and no evacuation while more than the configured share of hosts is out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Callable, Mapping
+
+from remediator.model import Action, Alert, AlertStatus, Event, HostCondition, Incident, Remediation
+
+
+class State(StrEnum):
+    # A VM is down.
+    VM_VERIFYING = "vm_verifying"  # asking libvirt whether it really is not running anywhere
+    VM_RESTARTING = "vm_restarting"  # starting it again on its own host
+    VM_RELOCATING = "vm_relocating"  # starting it on another host chosen by placement
+    VM_REBUILDING = "vm_rebuilding"  # defining it anew from its stored XML on a placed host
+    VM_AWAITING_HOST = "vm_awaiting_host"  # its host is unreachable: the host's incident acts first
+    # A host is down.
+    HOST_VERIFYING = "host_verifying"  # is libvirt on it unreachable from the remediator too?
+    HOST_FENCING = "host_fencing"  # fence agent off, then status must say off
+    HOST_FENCE_WAITING = "host_fence_waiting"  # fence failed: retrying, or waiting for confirm-off
+    HOST_EVACUATING = "host_evacuating"  # its protected VMs are being started elsewhere
+    # A host is damaged or overloaded.
+    HOST_DRAINING = "host_draining"  # cordoned, its VMs live-migrating away
+    HOST_REBALANCING = "host_rebalancing"  # its lowest-priority VMs live-migrating to lighter hosts
+    # Shared.
+    HELD = "held"  # storm hold: too many hosts out at once, nothing automatic happens
+    FAILED = "failed"  # gave up; open until an operator retries or closes, or the alert resolves
+    # Terminal: the incident is closed.
+    RECOVERED = "recovered"
+    DISMISSED = "dismissed"  # nothing to do (stale alert, VM already running, host in maintenance)
+    CLOSED_BY_OPERATOR = "closed_by_operator"
+
+
+TERMINAL_STATES = frozenset({State.RECOVERED, State.DISMISSED, State.CLOSED_BY_OPERATOR})
+
+
+class EventKind(StrEnum):
+    ALERT_FIRING = "alert_firing"  # the subject's alert again (repeat, HA peer, new startsAt)
+    ALERT_RESOLVED = "alert_resolved"
+    # Verification results (of verify_vm / verify_host).
+    VM_RUNNING = "vm_running"  # it runs somewhere reachable (detail: hosts)
+    VM_NOT_RUNNING = "vm_not_running"  # its host answers and it runs on no reachable host
+    HOST_UNREACHABLE = "host_unreachable"  # libvirt on the (VM's) host does not answer
+    HOST_REACHABLE = "host_reachable"
+    # Results of every other step action. detail: action (kind), detail (text), and flags below.
+    ACTION_OK = "action_ok"
+    ACTION_FAILED = "action_failed"  # flags: host_unusable, host_unreachable
+    RETRY = "retry"  # a schedule_retry timer fired (detail: state it was set in)
+    HOST_CHANGED = "host_changed"  # the condition of the incident's host changed (fenced, back, ...)
+    STORM_RELEASED = "storm_released"  # the share of hosts out dropped, or an operator released
+    OPERATOR_CONFIRM_OFF = "operator_confirm_off"  # an operator made sure the host is off
+    OPERATOR_RETRY = "operator_retry"  # start the ladder again
+    OPERATOR_CLOSE = "operator_close"
+
+
+class ActionKind(StrEnum):
+    VERIFY_VM = "verify_vm"
+    START_VM = "start_vm"  # in place, on its own host
+    START_VM_ELSEWHERE = "start_vm_elsewhere"  # placement picks, the origin excluded
+    REBUILD_VM = "rebuild_vm"  # define from the stored XML anew on a placed host, then start
+    VERIFY_HOST = "verify_host"
+    FENCE_HOST = "fence_host"
+    EVACUATE_HOST = "evacuate_host"
+    CORDON_HOST = "cordon_host"
+    UNCORDON_HOST = "uncordon_host"
+    MIGRATE_AWAY = "migrate_away"
+    REBALANCE_HOST = "rebalance_host"
+    SCHEDULE_RETRY = "schedule_retry"  # params: after_s, event, state
+    RAISE_FAILED = "raise_failed"  # the give-up metric and log
+
+
+# The action whose result moves each working state on. States absent here wait for a timer or
+# an operator, and have no result to expect.
+STEP_ACTION: Mapping[State, ActionKind] = {
+    State.VM_VERIFYING: ActionKind.VERIFY_VM,
+    State.VM_RESTARTING: ActionKind.START_VM,
+    State.VM_RELOCATING: ActionKind.START_VM_ELSEWHERE,
+    State.VM_REBUILDING: ActionKind.REBUILD_VM,
+    State.HOST_VERIFYING: ActionKind.VERIFY_HOST,
+    State.HOST_FENCING: ActionKind.FENCE_HOST,
+    State.HOST_EVACUATING: ActionKind.EVACUATE_HOST,
+    State.HOST_DRAINING: ActionKind.MIGRATE_AWAY,
+    State.HOST_REBALANCING: ActionKind.REBALANCE_HOST,
+}
+
+_RESULT_EVENTS = frozenset({
+    EventKind.VM_RUNNING, EventKind.VM_NOT_RUNNING, EventKind.HOST_UNREACHABLE,
+    EventKind.HOST_REACHABLE, EventKind.ACTION_OK, EventKind.ACTION_FAILED,
+})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Attempts and backoff; the engine builds it from config.policy."""
+
+    attempts: int = 3  # tries of each step before escalating to the next
+    fence_attempts: int = 5  # automatic fence tries; after these only an operator moves it on
+    backoff_s: float = 2.0  # wait before the 2nd try; doubles each try
+    backoff_max_s: float = 60.0
+    recheck_s: float = 10.0  # how often a VM waiting for its host's incident is looked at again
+
+    def backoff(self, attempt: int) -> float:
+        """Wait after the `attempt`-th try failed (1-based)."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the guards need to know of the world, gathered by the engine before each decision."""
+
+    policy: Policy = field(default_factory=Policy)
+    host_condition: HostCondition | None = None  # of the incident's host (for a VM: its last host)
+    storm_hold: bool = False
+    host_incident_open: bool = False  # a VM's host has its own open host-down incident
+    has_definition: bool = False  # a stored XML exists to rebuild the VM from
+
+    @property
+    def host_fenced(self) -> bool:
+        return self.host_condition is HostCondition.FENCED
+
+    @property
+    def host_in_maintenance(self) -> bool:
+        return self.host_condition is HostCondition.MAINTENANCE
+
+
+@dataclass(frozen=True)
+class Decision:
+    next_state: State
+    actions: tuple[Action, ...]
+    reason: str
+    closes: bool = False
+    attempts: int = 0  # tries of the step of next_state so far, counting actions issued now
+    ignored: bool = False  # the event changes nothing (stale, duplicate, unexpected, closed)
+
+
+Guard = Callable[[Incident, Event, Context], bool]
+_FIRST, _NEXT, _KEEP = "first", "next", "keep"  # how a transition sets Decision.attempts
+
+
+@dataclass(frozen=True)
+class Transition:
+    guard: Guard
+    target: State | None  # None: stay
+    actions: tuple[ActionKind, ...]
+    reason: str  # formatted with: attempts, max, detail, host, where
+    attempts: str = _FIRST
+
+    @property
+    def closes(self) -> bool:
+        return self.target in TERMINAL_STATES
+
+
+# ---- guards: named so that the table reads as the specification ---------------------------------
+
+def always(i: Incident, e: Event, c: Context) -> bool:
+    return True
+
+
+def storm_hold(i: Incident, e: Event, c: Context) -> bool:
+    return c.storm_hold
+
+
+def host_in_maintenance(i: Incident, e: Event, c: Context) -> bool:
+    return c.host_in_maintenance
+
+
+def host_fenced(i: Incident, e: Event, c: Context) -> bool:
+    return c.host_fenced
+
+
+def host_fenced_and_no_host_incident(i: Incident, e: Event, c: Context) -> bool:
+    return c.host_fenced and not c.host_incident_open
+
+
+def attempts_left(i: Incident, e: Event, c: Context) -> bool:
+    return i.attempts < c.policy.attempts
+
+
+def fence_attempts_left(i: Incident, e: Event, c: Context) -> bool:
+    return i.attempts < c.policy.fence_attempts
+
+
+def host_may_still_run_it(i: Incident, e: Event, c: Context) -> bool:
+    """The VM's host was found unreachable or is believed down, and it is not fenced (or its own
+    incident is still evacuating it): starting the VM elsewhere could make it run twice."""
+    unreachable = bool(e.detail.get("host_unreachable")) or c.host_condition is HostCondition.DOWN
+    return unreachable and not host_fenced_and_no_host_incident(i, e, c)
+
+
+def attempts_left_and_host_usable(i: Incident, e: Event, c: Context) -> bool:
+    return attempts_left(i, e, c) and not e.detail.get("host_unusable") and not e.detail.get("host_unreachable")
+
+
+def has_definition(i: Incident, e: Event, c: Context) -> bool:
+    return c.has_definition
+
+
+def is_vm(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind is Remediation.VM_DOWN
+
+
+def is_host_down(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind is Remediation.HOST_DOWN
+
+
+def is_host_damaged(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind is Remediation.HOST_DAMAGED
+
+
+def is_overload(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind is Remediation.HOST_OVERLOADED
+
+
+A, S, E = ActionKind, State, EventKind
+T = Transition
+RETRY = A.SCHEDULE_RETRY
+
+
+def _retry_or(then: tuple[Transition, ...], what: str) -> tuple[Transition, ...]:
+    """Retry the current step with backoff while attempts are left, otherwise the escalation `then`."""
+    return (T(attempts_left, None, (RETRY,), what + " failed (try {attempts} of {max}): {detail}; retrying",
+              _KEEP),) + then
+
+
+_GIVE_UP = T(always, S.FAILED, (A.RAISE_FAILED,), "gave up after {attempts} tries: {detail}")
+_EVACUATE = T(always, S.HOST_EVACUATING, (A.EVACUATE_HOST,),
+              "host is off: starting its protected VMs on other hosts")
+_HOLD = T(storm_hold, S.HELD, (), "storm hold: too many hosts out at once; nothing automatic until it clears")
+_AWAIT_HOST = T(host_may_still_run_it, S.VM_AWAITING_HOST, (RETRY,),
+                "its host {host} is unreachable and not fenced: the host's incident acts first")
+
+TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
+    # ---- VM down: verify -> restart in place -> start elsewhere -> rebuild -> failed ---------------
+    (S.VM_VERIFYING, E.VM_RUNNING): (
+        T(always, S.DISMISSED, (), "the VM runs on {where}: nothing to do"),),
+    (S.VM_VERIFYING, E.VM_NOT_RUNNING): (
+        T(host_in_maintenance, S.DISMISSED, (), "host {host} is in maintenance: no action"),
+        T(always, S.VM_RESTARTING, (A.START_VM,), "confirmed not running: restarting it on {host}"),),
+    (S.VM_VERIFYING, E.HOST_UNREACHABLE): (
+        T(host_fenced_and_no_host_incident, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
+          "its host {host} is fenced: starting it on another host"),
+        T(always, S.VM_AWAITING_HOST, (RETRY,),
+          "its host {host} is unreachable and not fenced: the host's incident acts first"),),
+    (S.VM_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
+    (S.VM_RESTARTING, E.ACTION_OK): (T(always, S.RECOVERED, (), "running again on {host}"),),
+    (S.VM_RESTARTING, E.ACTION_FAILED): (
+        _AWAIT_HOST,
+        T(attempts_left_and_host_usable, None, (RETRY,),
+          "restart in place failed (try {attempts} of {max}): {detail}; retrying", _KEEP),
+        T(always, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
+          "restart in place failed: {detail}; starting it on another host"),),
+    (S.VM_RELOCATING, E.ACTION_OK): (T(always, S.RECOVERED, (), "running on {where}"),),
+    (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((
+        T(has_definition, S.VM_REBUILDING, (A.REBUILD_VM,),
+          "start elsewhere failed: {detail}; rebuilding it from its stored definition"),
+        _GIVE_UP,), "start elsewhere"),
+    (S.VM_REBUILDING, E.ACTION_OK): (T(always, S.RECOVERED, (), "rebuilt and running on {where}"),),
+    (S.VM_REBUILDING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((_GIVE_UP,), "rebuild"),
+    (S.VM_AWAITING_HOST, E.RETRY): (
+        T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "looking at it again"),),
+    (S.VM_AWAITING_HOST, E.HOST_CHANGED): (
+        T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "its host changed: looking at it again"),),
+
+    # ---- host down: verify -> fence (status must say off) or operator confirm-off -> evacuate -------
+    (S.HOST_VERIFYING, E.HOST_REACHABLE): (
+        T(always, S.DISMISSED, (), "libvirt on {host} answers the remediator: not down"),),
+    (S.HOST_VERIFYING, E.HOST_UNREACHABLE): (
+        _HOLD,
+        T(host_in_maintenance, S.DISMISSED, (), "host {host} is in maintenance: no action"),
+        T(host_fenced, S.HOST_EVACUATING, (A.EVACUATE_HOST,),
+          "host is already fenced: starting its protected VMs on other hosts"),
+        T(always, S.HOST_FENCING, (A.FENCE_HOST,), "libvirt on {host} unreachable: fencing it"),),
+    (S.HOST_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
+    (S.HOST_VERIFYING, E.OPERATOR_CONFIRM_OFF): (_HOLD, _EVACUATE),
+    (S.HOST_FENCING, E.ACTION_OK): (_HOLD, _EVACUATE),
+    (S.HOST_FENCING, E.ACTION_FAILED): (
+        T(fence_attempts_left, S.HOST_FENCE_WAITING, (RETRY,),
+          "fencing failed (try {attempts} of {max}): {detail}; nothing is restarted elsewhere; "
+          "retrying, or an operator who made sure the host is off can confirm-off", _KEEP),
+        T(always, S.HOST_FENCE_WAITING, (),
+          "fencing failed {attempts} times: {detail}; nothing is restarted elsewhere until an "
+          "operator who made sure the host is off confirms it (confirm-off)", _KEEP),),
+    (S.HOST_FENCING, E.OPERATOR_CONFIRM_OFF): (_HOLD, _EVACUATE),
+    (S.HOST_FENCE_WAITING, E.RETRY): (
+        T(storm_hold, S.HELD, (), "storm hold: too many hosts out at once; fencing paused"),
+        T(always, S.HOST_FENCING, (A.FENCE_HOST,), "fencing {host} again", _NEXT),),
+    (S.HOST_FENCE_WAITING, E.OPERATOR_CONFIRM_OFF): (_HOLD, _EVACUATE),
+    (S.HOST_FENCE_WAITING, E.ALERT_RESOLVED): (
+        T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
+    (S.HOST_EVACUATING, E.ACTION_OK): (
+        T(always, S.RECOVERED, (),
+          "its protected VMs run elsewhere ({detail}); {host} stays fenced until an operator brings it back"),),
+    (S.HOST_EVACUATING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "evacuation"),
+
+    # ---- host damaged: cordon, live-migrate its VMs away ------------------------------------------
+    (S.HOST_DRAINING, E.ACTION_OK): (
+        T(always, S.RECOVERED, (), "VMs moved away; {host} stays cordoned until an operator brings it back"),),
+    (S.HOST_DRAINING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "migrating away"),
+
+    # ---- host overloaded: live-migrate lowest-priority VMs until under the threshold ---------------
+    (S.HOST_REBALANCING, E.ACTION_OK): (T(always, S.RECOVERED, (), "under the threshold: {detail}"),),
+    (S.HOST_REBALANCING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "rebalancing"),
+
+    # ---- storm hold ---------------------------------------------------------------------------------
+    (S.HELD, E.STORM_RELEASED): (
+        T(storm_hold, None, (), "storm hold still on: the share of hosts out is still too high", _KEEP),
+        T(is_host_damaged, S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
+          "storm hold released: migrating VMs away"),
+        T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "storm hold released: checking the host again"),),
+    (S.HELD, E.ALERT_RESOLVED): (
+        T(is_host_down, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
+
+    # ---- failed: open until the alert resolves or an operator acts ----------------------------------
+    (S.FAILED, E.ALERT_RESOLVED): (
+        T(is_overload, S.RECOVERED, (), "alert resolved: no longer overloaded"),
+        T(is_vm, S.VM_VERIFYING, (A.VERIFY_VM,), "alert resolved: checking the VM again"),
+        T(is_host_down, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
+}
+
+# For every state that retries its step with a timer, the timer re-issues the step action; the
+# steps that fence or move VMs off a host first look at the storm hold again.
+_HOLD_BEFORE_RETRY = frozenset({S.HOST_FENCING, S.HOST_EVACUATING, S.HOST_DRAINING})
+_MOVES_A_VM = frozenset({S.VM_RELOCATING, S.VM_REBUILDING})
+for _state, _action in STEP_ACTION.items():
+    _again = T(always, None, (_action,), "trying again", _NEXT)
+    _first = _HOLD if _state in _HOLD_BEFORE_RETRY else _AWAIT_HOST if _state in _MOVES_A_VM else None
+    TRANSITIONS.setdefault((_state, E.RETRY), (_first, _again) if _first else (_again,))
+
+_OPERATOR_CLOSE = (T(always, S.CLOSED_BY_OPERATOR, (), "closed by an operator"),)
+_FIRST_STEP: Mapping[Remediation, tuple[State, tuple[ActionKind, ...], str]] = {
+    Remediation.VM_DOWN: (S.VM_VERIFYING, (A.VERIFY_VM,), "VM down alert: checking it with libvirt"),
+    Remediation.HOST_DOWN: (S.HOST_VERIFYING, (A.VERIFY_HOST,), "host down alert: checking libvirt on it"),
+    Remediation.HOST_DAMAGED: (S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
+                               "host damaged: cordoning it and migrating its VMs away"),
+    Remediation.HOST_OVERLOADED: (S.HOST_REBALANCING, (A.REBALANCE_HOST,),
+                                  "host overloaded: migrating lowest-priority VMs to lighter hosts"),
+}
+
+
+def start(alert: Alert, ctx: Context) -> Decision:
+    """The first alert of a subject with no open incident. `closes` means: open no incident."""
+    if alert.status is not AlertStatus.FIRING:
+        return Decision(S.DISMISSED, (), "resolved alert with no open incident", closes=True)
+    if ctx.host_in_maintenance:
+        return Decision(S.DISMISSED, (), f"host {alert.host} is in maintenance: its alerts start no action",
+                        closes=True)
+    state, kinds, reason = _FIRST_STEP[alert.remediation]
+    if ctx.storm_hold and alert.remediation is Remediation.HOST_DAMAGED:
+        # Cordoning takes nothing from anyone; moving VMs in a storm could make it worse.
+        state, kinds, reason = S.HELD, (A.CORDON_HOST,), "host damaged, storm hold: cordoned, nothing moved"
+    draft = Incident(id=0, subject=alert.subject, kind=alert.remediation, state=state, host=alert.host,
+                     opened_at=alert.starts_at, updated_at=alert.starts_at, vm_uuid=alert.uuid,
+                     vm_name=alert.vm)
+    actions = tuple(_action(k, draft, state, 1, ctx, "") for k in kinds)
+    return Decision(state, actions, reason, attempts=1 if state in STEP_ACTION else 0)
+
+
+def first_state(kind: Remediation) -> State:
+    return _FIRST_STEP[kind][0]
+
+
+def decide(incident: Incident, event: Event, ctx: Context) -> Decision:
+    """What to do with `event` for `incident`: the first transition whose guard passes."""
+    state = State(incident.state)
+    kind = EventKind(event.kind)
+
+    def ignore(why: str) -> Decision:
+        return Decision(state, (), why, attempts=incident.attempts, ignored=True)
+
+    if not incident.is_open or state in TERMINAL_STATES:
+        return ignore(f"incident is closed ({state}): {kind} ignored")
+    if kind is E.OPERATOR_CLOSE:
+        return _apply(_OPERATOR_CLOSE[0], incident, event, ctx)
+    if kind is E.OPERATOR_RETRY and state in (S.FAILED, S.HOST_FENCE_WAITING, S.VM_AWAITING_HOST):
+        target, kinds, _ = _FIRST_STEP[incident.kind]
+        return _apply(T(always, target, kinds, "an operator asked to start over"), incident, event, ctx)
+    if kind is E.ALERT_FIRING:
+        return ignore("alert repeated: already handled by this incident")
+    if kind in _RESULT_EVENTS and event.detail.get("action") != STEP_ACTION.get(state):
+        return ignore(f"stale result of {event.detail.get('action')} ignored in {state}")
+    if kind is E.RETRY and event.detail.get("state") != state:
+        return ignore(f"stale timer set in {event.detail.get('state')} ignored in {state}")
+    for transition in TRANSITIONS.get((state, kind), ()):
+        if transition.guard(incident, event, ctx):
+            return _apply(transition, incident, event, ctx)
+    return ignore(f"{kind} changes nothing in {state}")
+
+
+def _apply(t: Transition, incident: Incident, event: Event, ctx: Context) -> Decision:
+    state = State(incident.state)
+    target = t.target or state
+    attempts = {_FIRST: 1 if target in STEP_ACTION else 0, _NEXT: incident.attempts + 1,
+                _KEEP: incident.attempts}[t.attempts]
+    limit = ctx.policy.fence_attempts if state in (S.HOST_FENCING, S.HOST_FENCE_WAITING) else ctx.policy.attempts
+    detail = event.detail.get("detail") or event.detail.get("reason") or ""
+    where = ", ".join(event.detail.get("hosts") or ()) or event.detail.get("host") or incident.host
+    reason = t.reason.format(attempts=incident.attempts, max=limit, detail=detail, host=incident.host,
+                             where=where)
+    actions = tuple(_action(k, incident, target, incident.attempts, ctx, reason) for k in t.actions)
+    return Decision(target, actions, reason, t.closes, attempts)
+
+
+def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, ctx: Context,
+            reason: str) -> Action:
+    """An action with the parameters the engine needs, so an intent can be resumed from the store alone."""
+    params: dict[str, Any] = {"host": incident.host}
+    if incident.vm_uuid:
+        params["uuid"] = incident.vm_uuid
+    if kind is A.SCHEDULE_RETRY:
+        after = ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.backoff(max(1, attempts))
+        params = {"after_s": after, "event": E.RETRY.value, "state": state.value}
+    elif kind is A.START_VM_ELSEWHERE or kind is A.REBUILD_VM:
+        params["exclude"] = [incident.host]
+    elif kind is A.RAISE_FAILED:
+        params["reason"] = reason
+    return Action(kind.value, params)
