@@ -116,11 +116,17 @@ def link_is_up(host: LabHost) -> bool:
 
 
 def delete_host_net(host: LabHost) -> None:
-    """Idempotent: each piece is removed only if it still exists."""
+    """Idempotent: each piece is removed only if it still exists.
+
+    The veth goes first, explicitly: after `ip netns del` the kernel removes the namespace's
+    links asynchronously, so a veth seen a moment ago may vanish under our own `ip link del`.
+    """
+    if link_exists(host.veth):
+        proc = _ip("link", "del", host.veth, check=False)
+        if proc.returncode != 0 and "Cannot find device" not in proc.stderr:
+            raise RuntimeError(f"ip link del {host.veth}: {proc.stderr.strip()}")
     if netns_exists(host.netns):
         _ip("netns", "del", host.netns)
-    if link_exists(host.veth):   # normally gone with its peer when the namespace went
-        _ip("link", "del", host.veth)
 
 
 def delete_bridge(bridge: str) -> None:

@@ -1,0 +1,103 @@
+"""python -m lab up|status|down: a lab to explore by hand, left running after the command exits."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from lab import state as st
+from lab.lab import Lab, find_lab, reap_abandoned, teardown
+from lab.virt import HostUnreachable
+
+
+def _print_lab(lab: Lab) -> None:
+    s = lab.status()
+    print(f"lab {s['name']}: bridge {s['bridge']} {s['gateway']}/24, guests type={s['domain_type']}, "
+          f"state {s['state_file']}")
+    for h in s["hosts"]:
+        try:
+            doms = lab.domains(h["name"]) if h["power"] == "on" and h["link"] == "up" else {}
+            summary = f"{sum(1 for v in doms.values() if v[0] == 'running')}/{len(doms)} guests running"
+        except HostUnreachable as e:
+            summary = f"unreachable: {e}"
+        print(f"  {h['name']}  {h['address']:<12} power={h['power']:<3} link={h['link']:<4} "
+              f"{h['uri']}  BMC 127.0.0.1:{h['bmc_port']} ({'up' if h['bmc_alive'] else 'DEAD'})  {summary}")
+    h = s["hosts"][0]
+    print(f"  try: virsh -c {h['uri']} list --all")
+    print(f"       ipmitool -I lanplus -H 127.0.0.1 -p {h['bmc_port']} -U {h['bmc_user']} "
+          f"-P {h['bmc_password']} power status")
+    print(f"       virsh -c '{h['unix_uri']}' list --all   # through the socket: works while partitioned")
+
+
+def cmd_up(args) -> int:
+    t0 = time.monotonic()
+    lab = Lab(args.hosts, args.name, detached=True)
+    lab.up()
+    t_up = time.monotonic() - t0
+    try:
+        def fill(h):
+            for g in range(1, args.guests + 1):
+                lab.define_guest(h, f"{h.name}-g{g}",
+                                 metadata=lab.ha_metadata(protected=True, priority=100, group="web"))
+        with ThreadPoolExecutor(len(lab.hosts)) as pool:
+            list(pool.map(fill, lab.hosts))
+    except BaseException:
+        lab.down()
+        raise
+    total = time.monotonic() - t0
+    _print_lab(lab)
+    print(f"up in {total:.1f} s ({len(lab.hosts)} hosts in {t_up:.1f} s, then "
+          f"{len(lab.hosts) * args.guests} guests). Tear down: python -m lab down --name {lab.name}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    states = st.list_states(st.Roots())
+    if args.name:
+        states = [(p, d) for p, d in states if d["name"] == args.name]
+    if not states:
+        print("no lab running" + (f" named {args.name}" if args.name else ""))
+        return 1 if args.name else 0
+    for _, d in states:
+        owner = d.get("owner")
+        print(f"(owner: {'none, detached' if owner is None else 'pid ' + str(owner['pid'])})")
+        _print_lab(Lab.attach(d["name"]))
+    return 0
+
+
+def cmd_down(args) -> int:
+    roots = st.Roots()
+    if args.name:
+        path = find_lab(roots, args.name)
+        if path is None:
+            print(f"no lab named {args.name}", file=sys.stderr)
+            return 1
+        teardown(path)
+        print(f"lab {args.name} down")
+        return 0
+    # Without a name: the detached labs (made by `up`) and abandoned ones, never a lab that a
+    # living process (someone's test run) still owns.
+    for path, d in st.list_states(roots):
+        if d.get("owner") is None:
+            teardown(path)
+            print(f"lab {d['name']} down")
+        elif args.all and reap_abandoned(roots, d["index"]):
+            print(f"lab {d['name']} (abandoned) down")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring a lab up and leave it running")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--guests", type=int, default=4, help="guests per host (h1-g1...)")
+    up.add_argument("--name")
+    stat = sub.add_parser("status", help="print running labs")
+    stat.add_argument("--name")
+    down = sub.add_parser("down", help="tear down labs by their recorded ids")
+    down.add_argument("--name", help="this lab (even one owned by a running process)")
+    down.add_argument("--all", action="store_true", help="also labs whose owner process died")
+    args = ap.parse_args(argv)
+    return {"up": cmd_up, "status": cmd_status, "down": cmd_down}[args.cmd](args)
