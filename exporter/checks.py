@@ -98,7 +98,8 @@ def _non_empty_file(path: str) -> bool:
 
 
 def _write_probe(directory: str) -> str | None:
-    path = os.path.join(directory, f"{_PROBE_NAME}-{os.getpid()}")
+    # Unique per thread: two checks may probe the same directory at the same time.
+    path = os.path.join(directory, f"{_PROBE_NAME}-{os.getpid()}-{threading.get_ident()}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -120,13 +121,13 @@ class HostChecks:
         config: ChecksConfig,
         errors: ErrorCounter,
         clock: Callable[[], float] = time.monotonic,
+        functions: dict[str, Callable[[ChecksConfig], str | None]] | None = None,
     ) -> None:
         self._config = config
         self._errors = errors
         self._clock = clock
-        self._calls = {
-            name: BoundedCall(_bind(CHECK_FUNCTIONS[name], config), f"check {name}") for name in LOCAL_CHECKS
-        }
+        functions = functions if functions is not None else CHECK_FUNCTIONS
+        self._calls = {name: BoundedCall(_bind(fn, config), f"check {name}") for name, fn in functions.items()}
         self._refresh = BoundedCall(self._run_all, "host checks")
         self._lock = threading.Lock()
         self._results: dict[str, CheckResult] = {}
@@ -146,7 +147,7 @@ class HostChecks:
                     pass  # the refresh reports what it could not finish as failed, below
         with self._lock:
             if not self._results:
-                return {name: CheckResult(False, "not run yet") for name in LOCAL_CHECKS}
+                return {name: CheckResult(False, "not run yet") for name in self._calls}
             return dict(self._results)
 
     def _run_all(self) -> None:
@@ -169,7 +170,10 @@ class HostChecks:
             before = previous.get(name)
             if before is None or before.ok != result.ok:
                 # Only transitions: the metric says the state, the log says why it changed.
-                log.warning("check %s: %s", name, "ok" if result.ok else f"FAILED: {result.reason}")
+                if result.ok:
+                    log.info("check %s: ok", name)
+                else:
+                    log.warning("check %s: FAILED: %s", name, result.reason)
 
 
 def _bind(fn: Callable[[ChecksConfig], str | None], config: ChecksConfig) -> Callable[[], str | None]:

@@ -54,6 +54,9 @@ class ExporterConfig:
     # Domain definitions (HA metadata, vCPUs, memory) are cached and re-read on libvirt's
     # lifecycle/metadata events; this re-reads them anyway in case an event was missed.
     definition_refresh_seconds: float = 60.0
+    # Where CPU time comes from: "info" (virDomainGetInfo per active domain, cheap on QEMU/KVM with
+    # libvirt 9) or "stats" (the CPU_TOTAL group of the bulk call); measured in docs/metrics.md.
+    cpu_time_source: str = "info"
     checks: ChecksConfig = field(default_factory=ChecksConfig)
 
 
@@ -67,7 +70,10 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> ExporterConfig:
     if path is not None:
         values = _read_yaml(Path(path))
     values.update({key: value for key, value in overrides.items() if value is not None})
-    return _build(ExporterConfig, values, where=path or "flags")
+    config = _build(ExporterConfig, values, where=path or "flags")
+    if config.cpu_time_source not in ("info", "stats"):
+        raise ConfigError(f"{path or 'flags'}: cpu_time_source must be info or stats, not {config.cpu_time_source!r}")
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def build(config: ExporterConfig) -> HypervisorCollector:
         keepalive=(config.keepalive_interval_seconds, config.keepalive_count),
         definition_refresh_seconds=config.definition_refresh_seconds,
         errors=errors,
+        cpu_time_source=config.cpu_time_source,
     )
     return HypervisorCollector(config, source, HostChecks(config.checks, errors), errors)
 
