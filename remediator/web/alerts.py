@@ -1,0 +1,85 @@
+"""POST /api/v1/alerts: Alertmanager's webhook. Validate, store, answer; never act here.
+
+The answer comes as soon as the store has committed (Alertmanager retries on 5xx, so a store
+failure is a 503). Alerts outside the inventory, or for a VM not declared HA, are stored as
+ignored with the reason, so an operator can see why nothing happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from remediator.alerts import PayloadError, parse_body
+from remediator.config import Config
+from remediator.model import Alert, Remediation
+from remediator.store.base import Store, StoreError
+from remediator.web.auth import check_auth
+from remediator.web.context import error, log, services
+
+bp = Blueprint("alerts", __name__)
+bp.before_request(check_auth)
+
+
+def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str | None]:
+    """The alert to store (a VM's UUID filled in from the inventory when it came by name only) and why it is
+    ignored, or None when it may be acted on."""
+    if config.host(alert.host) is None:
+        return alert, f"host {alert.host!r} is not in the inventory"
+    if alert.remediation is not Remediation.VM_DOWN:
+        return alert, None
+    label = repr(alert.vm or alert.uuid) if not (alert.vm and alert.uuid) else f"{alert.vm!r} ({alert.uuid})"
+    declared = config.vm(uuid=alert.uuid, name=alert.vm)
+    known = store.get_vm(alert.uuid) if alert.uuid else store.find_vm_by_name(alert.vm or "")
+    if declared is None and known is None:
+        return alert, f"VM {label} is not in the inventory"
+    if declared is None and not (known is not None and known.protected):
+        return alert, f"VM {label} is not declared HA"
+    uuid = alert.uuid or (declared.uuid if declared else None) or (known.uuid if known else None)
+    if uuid is None:
+        return alert, f"VM {label} is declared HA but its UUID is not known yet (no inventory sync has seen it)"
+    return (alert if alert.uuid == uuid else replace(alert, uuid=uuid)), None
+
+
+@bp.post("/api/v1/alerts")
+def receive() -> ResponseReturnValue:
+    s = services()
+    body = request.get_data(cache=False)  # raises 413 beyond MAX_CONTENT_LENGTH
+    try:
+        notification = parse_body(body)
+    except PayloadError as e:
+        log.warning("webhook refused: %s", e)
+        return error(400, f"malformed payload: {e}")
+    try:
+        checked = [protection(a, s.config, s.store) for a in notification.alerts]
+        stored = s.store.record_alerts([a for a, _ in checked], s.clock(), [why for _, why in checked])
+    except StoreError as e:
+        log.error("webhook: store failed, Alertmanager will retry: %s", e)
+        return error(503, f"store unavailable: {e}")
+    ignored = [st for st in stored if st.outcome == "ignored"]
+    new = [st for st in stored if st.new and st.outcome != "ignored"]
+    repeats = [st for st in stored if not st.new and st.outcome != "ignored"]
+    for st in ignored:
+        if st.new:
+            log.info("alert %s %s ignored: %s", st.alert.alertname, st.alert.fingerprint, st.reason)
+    s.metrics.alert_received("new", len(new))
+    s.metrics.alert_received("repeat", len(repeats))
+    s.metrics.alert_received("ignored", len(ignored))
+    if new:
+        s.wake_engine()
+    return jsonify(
+        {
+            "stored": len(stored),
+            "new": len(new),
+            "repeats": len(repeats),
+            "ignored": [{"fingerprint": st.alert.fingerprint, "reason": st.reason} for st in ignored],
+        }
+    )
+
+
+@bp.after_request
+def count(response: Response) -> Response:
+    services().metrics.webhook_request(response.status_code)
+    return response
