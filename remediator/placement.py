@@ -1,0 +1,182 @@
+"""Placement: which host takes which VM. Pure: hosts + VMs in, a plan (or reasons) out.
+
+Rules, in the order they are applied to each VM (highest priority first, then by name, uuid):
+1. Only UP hosts, and not those excluded by the caller (the origin of a VM being moved).
+2. Never beyond the overcommit ratios: allocated vCPUs <= cpus * cpu ratio, allocated memory <=
+   memory * memory ratio; and never more memory than the host reports available, when it does.
+3. Anti-affinity: a VM never joins a host that holds another member of its group.
+4. Least loaded first: load1 per CPU when Prometheus gave it, else the share of CPUs allocated.
+   Each placed VM raises its host's estimate (its vCPUs counted as busy), so a batch spreads.
+5. Ties go to the host name, so the same inputs always give the same plan.
+A VM no host can take gets a reason naming why each host refused it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Collection, Iterable, Mapping, Sequence
+
+from remediator.model import HostCapacity, HostCondition, ProtectedVM
+
+
+@dataclass(frozen=True)
+class Overcommit:
+    cpu: float = 4.0
+    memory: float = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    assignments: Mapping[str, str]  # VM uuid -> host, in placement order
+    unplaced: Mapping[str, str]  # VM uuid -> why no host could take it
+    hosts: Mapping[str, HostCapacity] = field(default_factory=dict)  # estimates after the plan
+
+    @property
+    def complete(self) -> bool:
+        return not self.unplaced
+
+
+def load_score(host: HostCapacity) -> float:
+    """How busy a host is, per CPU: measured load when known, else the allocated share."""
+    cpus = max(host.cpus, 1)
+    if host.load1 is not None:
+        return host.load1 / cpus
+    return host.vcpus_allocated / cpus
+
+
+def placement_order(vms: Iterable[ProtectedVM]) -> list[ProtectedVM]:
+    """Highest priority first; name and uuid make the order total."""
+    return sorted(vms, key=lambda vm: (-vm.priority, vm.name, vm.uuid))
+
+
+def refusal(host: HostCapacity, vm: ProtectedVM, ratios: Overcommit, group_of: Mapping[str, str | None],
+            exclude: Collection[str]) -> str | None:
+    """Why `host` cannot take `vm` now, or None when it can."""
+    if host.name in exclude:
+        return "excluded (its origin)"
+    if host.condition is not HostCondition.UP:
+        return f"{host.condition}"
+    cpu_limit = host.cpus * ratios.cpu
+    if host.vcpus_allocated + vm.vcpus > cpu_limit:
+        return f"vCPUs {host.vcpus_allocated}+{vm.vcpus} over {cpu_limit:g} (ratio {ratios.cpu:g})"
+    mem_limit = host.memory_bytes * ratios.memory
+    if host.memory_allocated_bytes + vm.memory_bytes > mem_limit:
+        return (f"memory {_mib(host.memory_allocated_bytes)}+{_mib(vm.memory_bytes)} MiB over "
+                f"{_mib(int(mem_limit))} MiB (ratio {ratios.memory:g})")
+    if host.memory_available_bytes is not None and vm.memory_bytes > host.memory_available_bytes:
+        return f"only {_mib(host.memory_available_bytes)} MiB available, needs {_mib(vm.memory_bytes)} MiB"
+    if vm.group:
+        clash = sorted(u for u in host.vms if u != vm.uuid and group_of.get(u) == vm.group)
+        if clash:
+            return f"anti-affinity group {vm.group!r} already there ({clash[0]})"
+    return None
+
+
+def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Overcommit = Overcommit(), *,
+          group_of: Mapping[str, str | None] | None = None, exclude: Collection[str] = ()) -> Plan:
+    """Assign each VM to the least-loaded host that may take it, updating estimates as it goes.
+
+    `group_of` maps the uuid of every VM known to be on the hosts to its anti-affinity group (VMs of
+    the batch are added as they are placed). `exclude` names hosts that must take none of them.
+    """
+    groups = dict(group_of or {})
+    state = {h.name: h for h in hosts}
+    assignments: dict[str, str] = {}
+    unplaced: dict[str, str] = {}
+    for vm in placement_order(vms):
+        groups.setdefault(vm.uuid, vm.group)
+        refusals = {}
+        best: HostCapacity | None = None
+        for host in sorted(state.values(), key=lambda h: (load_score(h), h.name)):
+            why = refusal(host, vm, ratios, groups, exclude)
+            if why is None:
+                best = host
+                break
+            refusals[host.name] = why
+        if best is None:
+            listed = "; ".join(f"{name}: {why}" for name, why in sorted(refusals.items())) or "no hosts"
+            unplaced[vm.uuid] = f"no host can take {vm.name}: {listed}"
+            continue
+        assignments[vm.uuid] = best.name
+        state[best.name] = with_vm(best, vm)
+    return Plan(assignments, unplaced, state)
+
+
+def with_vm(host: HostCapacity, vm: ProtectedVM) -> HostCapacity:
+    """The host's estimates once `vm` runs there: allocation, availability, and load (vCPUs as busy)."""
+    return replace(
+        host,
+        vcpus_allocated=host.vcpus_allocated + vm.vcpus,
+        memory_allocated_bytes=host.memory_allocated_bytes + vm.memory_bytes,
+        memory_available_bytes=None if host.memory_available_bytes is None
+        else host.memory_available_bytes - vm.memory_bytes,
+        load1=None if host.load1 is None else host.load1 + vm.vcpus,
+        vms=host.vms | {vm.uuid},
+    )
+
+
+def without_vm(host: HostCapacity, vm: ProtectedVM) -> HostCapacity:
+    return replace(
+        host,
+        vcpus_allocated=max(0, host.vcpus_allocated - vm.vcpus),
+        memory_allocated_bytes=max(0, host.memory_allocated_bytes - vm.memory_bytes),
+        memory_available_bytes=None if host.memory_available_bytes is None
+        else host.memory_available_bytes + vm.memory_bytes,
+        load1=None if host.load1 is None else max(0.0, host.load1 - vm.vcpus),
+        vms=host.vms - {vm.uuid},
+    )
+
+
+@dataclass(frozen=True)
+class Move:
+    uuid: str
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True)
+class RebalancePlan:
+    moves: tuple[Move, ...]
+    load_after: float  # the source's estimated load per CPU once the moves are done
+    reason: str
+
+
+def rebalance(hosts: Sequence[HostCapacity], source: str, vms_on_source: Iterable[ProtectedVM],
+              threshold: float, ratios: Overcommit = Overcommit(), *,
+              group_of: Mapping[str, str | None] | None = None) -> RebalancePlan:
+    """Live-migration moves off an overloaded `source`: lowest priority first, each to the least
+    loaded host that may take it, until the source's load per CPU is at or under `threshold`.
+
+    A moved VM is assumed to take its vCPUs' worth of load with it (the same estimate `place` adds),
+    never less than what is left. Moves that do not lower the load below the destination's are not
+    made: they would only move the problem.
+    """
+    state = {h.name: h for h in hosts}
+    src = state[source]
+    groups = dict(group_of or {})
+    moves: list[Move] = []
+    candidates = sorted(vms_on_source, key=lambda vm: (vm.priority, vm.name, vm.uuid))
+    for vm in candidates:
+        if load_score(src) <= threshold:
+            break
+        plan = place(list(state.values()), [vm], ratios, group_of=groups, exclude={source})
+        dst_name = plan.assignments.get(vm.uuid)
+        if dst_name is None:
+            continue
+        if load_score(with_vm(state[dst_name], vm)) >= load_score(src):
+            continue
+        moves.append(Move(vm.uuid, source, dst_name))
+        state[dst_name] = with_vm(state[dst_name], vm)
+        src = without_vm(src, vm)
+        state[source] = src
+    after = load_score(src)
+    if after <= threshold:
+        reason = f"{len(moves)} move(s) bring {source} to {after:.2f} per CPU (threshold {threshold:g})"
+    else:
+        reason = (f"{len(moves)} move(s) leave {source} at {after:.2f} per CPU, over {threshold:g}: "
+                  f"no other host can take more")
+    return RebalancePlan(tuple(moves), after, reason)
+
+
+def _mib(n: int) -> int:
+    return n // (1024 * 1024)
