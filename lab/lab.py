@@ -83,6 +83,18 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
     return None
 
 
+def leftovers(resources: dict) -> list[str]:
+    """What still exists of a lab's resources (from Lab.resources()) after it was torn down."""
+    left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
+    left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
+    left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
+    left += [f"netns pids {n}: {procs.netns_pids(n)}" for n in resources["netns"] if procs.netns_pids(n)]
+    for key in ("state_file", "data_dir"):
+        if resources[key] and Path(resources[key]).exists():
+            left.append(f"{key} {resources[key]}")
+    return left
+
+
 class Lab:
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
                  detached: bool = False, boot_timeout: float = 30.0):
