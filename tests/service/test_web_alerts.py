@@ -160,3 +160,11 @@ def test_store_failure_is_a_503_so_alertmanager_retries(client, store):
     r = _post(client, body())
     assert r.status_code == 503 and r.json["error"].startswith("store unavailable")
     assert client.get("/readyz").status_code == 503
+
+
+def test_metrics_scrape_survives_a_dead_store(client, store):
+    store.close()
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    text = r.data.decode()
+    assert "remediator_store_up 0.0" in text and "remediator_incidents_open" not in text

@@ -1,0 +1,205 @@
+"""The operators' API and the ops endpoints, through Flask's test client and a real SQLite store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from remediator.fsm import EventKind, State
+from remediator.model import Action, Event, HostCondition, Remediation
+from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE
+
+from .conftest import NOW, basic, bearer
+from .payloads import VM_UUID
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Shaped like fsm.Decision; built by hand to put a known history in the store."""
+
+    next_state: str
+    actions: tuple = ()
+    reason: str = ""
+    closes: bool = False
+    attempts: int = 0
+
+
+def _host_incident(store, host="h1", state=State.HOST_FENCE_WAITING):
+    inc = store.create_incident(f"host:{host}", Remediation.HOST_DOWN, host, None, None, State.HOST_VERIFYING.value,
+                                "alert HostDown", NOW)
+    return store.apply_transition(inc.id, NOW, Event(EventKind.HOST_UNREACHABLE.value, NOW),
+                                  Decision(state.value, (), "fence_ipmilan: BMC does not answer"))
+
+
+def test_read_api_needs_auth(client):
+    assert client.get("/api/v1/incidents").status_code == 401
+    assert client.get("/api/v1/incidents", headers=bearer()).status_code == 200
+    assert client.get("/api/v1/hosts", headers=basic()).status_code == 200
+
+
+def test_ops_endpoints_are_open(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").json == {"status": "ready"}
+    assert client.get("/metrics").status_code == 200
+
+
+def test_incidents_list_and_detail_with_history_and_action_results(client, store):
+    inc = store.create_incident(f"vm:{VM_UUID}", Remediation.VM_DOWN, "h1", VM_UUID, "t00", State.VM_VERIFYING.value,
+                                "alert VMDown", NOW)
+    start = Action("start_vm", {"host": "h1", "uuid": VM_UUID})
+    store.apply_transition(inc.id, NOW + timedelta(seconds=1), Event(EventKind.VM_NOT_RUNNING.value, NOW, {"action": "verify_vm"}),
+                           Decision(State.VM_RESTARTING.value, (start,), "not running on any reachable host", attempts=1))
+    intent = store.record_intent(inc.id, start, NOW + timedelta(seconds=1))
+    store.record_result(intent, True, "started on h1", NOW + timedelta(seconds=2))
+    store.apply_transition(inc.id, NOW + timedelta(seconds=3), Event(EventKind.VM_RUNNING.value, NOW, {"action": "start_vm"}),
+                           Decision(State.RECOVERED.value, (), "running on h1", closes=True))
+
+    listed = client.get("/api/v1/incidents", headers=bearer()).json["incidents"]
+    assert [(i["id"], i["state"]) for i in listed] == [(inc.id, "recovered")]
+    assert client.get("/api/v1/incidents?open=true", headers=bearer()).json["incidents"] == []
+
+    detail = client.get(f"/api/v1/incidents/{inc.id}", headers=bearer()).json
+    assert detail["incident"]["closed_at"] == (NOW + timedelta(seconds=3)).isoformat()
+    assert [(h["from_state"], h["event"]["kind"], h["to_state"]) for h in detail["history"]] == [
+        ("vm_verifying", "vm_not_running", "vm_restarting"),
+        ("vm_restarting", "vm_running", "recovered"),
+    ]
+    assert detail["history"][0]["actions"] == [{"kind": "start_vm", "params": {"host": "h1", "uuid": VM_UUID}}]
+    assert detail["history"][0]["reason"] == "not running on any reachable host"
+    (action,) = detail["actions"]
+    assert (action["action"]["kind"], action["ok"], action["detail"]) == ("start_vm", True, "started on h1")
+
+
+def test_incident_errors(client):
+    assert client.get("/api/v1/incidents/42", headers=bearer()).json == {"error": "incident 42 not found"}
+    assert client.get("/api/v1/incidents?limit=x", headers=bearer()).status_code == 400
+    assert client.get("/api/v1/incidents?limit=0", headers=bearer()).json["error"] == "limit: must be 1..1000, got 0"
+
+
+def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
+    store.set_host_state("h2", HostCondition.FENCED, "fence_ipmilan off; status off", NOW)
+    store.set_setting(SETTING_HOST_LOAD, {"h1": {"load1": 0.25, "memory_available_bytes": 1 << 30}, "at": NOW,
+                                          "source": "prometheus"})
+    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out (> 33%)", "since": NOW,
+                                      "unhealthy": ["h2", "h3"]})
+    inc = _host_incident(store, "h2")
+    r = client.get("/api/v1/hosts", headers=bearer()).json
+    by_name = {h["name"]: h for h in r["hosts"]}
+    assert list(by_name) == ["h1", "h2", "h3"]
+    assert by_name["h1"]["condition"] == "up" and by_name["h1"]["schedulable"] is True
+    assert by_name["h1"]["load"] == {"load1": 0.25, "memory_available_bytes": 1 << 30}
+    assert by_name["h1"]["fence_agent"] == "fence_ipmilan"
+    assert [v["name"] for v in by_name["h1"]["vms"]] == ["t00"]
+    assert by_name["h2"]["condition"] == "fenced" and by_name["h2"]["schedulable"] is False
+    assert by_name["h2"]["open_incident"] == inc.id
+    assert by_name["h3"]["load"] is None
+    assert r["load_source"] == "prometheus"
+    assert r["storm"]["active"] is True and r["storm"]["unhealthy"] == ["h2", "h3"]
+
+
+def test_maintenance_on_and_off(client, store, engine):
+    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": True, "reason": "BIOS update"}, headers=basic())
+    assert r.status_code == 200 and r.json == {"host": "h3", "condition": "maintenance", "changed": True}
+    state = store.host_states()["h3"]
+    assert state.condition is HostCondition.MAINTENANCE and state.reason == "maintenance by alertmanager: BIOS update"
+    (queued,) = store.pending_events()
+    assert (queued.subject, queued.event.kind) == ("host:h3", "host_changed")
+    assert engine.notified == 1
+    assert client.post("/api/v1/hosts/h3/maintenance", json={"on": True}, headers=bearer()).json["changed"] is False
+    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": False}, headers=bearer())
+    assert r.json["condition"] == "up" and store.host_states()["h3"].condition is HostCondition.UP
+    assert client.get("/api/v1/hosts", headers=bearer()).json["hosts"][2]["schedulable"] is True
+
+
+@pytest.mark.parametrize(
+    "host, body, status, message",
+    [
+        ("h9", {"on": True}, 404, "host 'h9' is not in the inventory"),
+        ("h1", {}, 400, "on: missing"),
+        ("h1", {"on": "yes"}, 400, "on: expected bool, got str"),
+        ("h1", {"on": True, "colour": "red"}, 400, "colour: unknown field (expected: on, reason)"),
+        ("h1", [1], 400, "body: expected a JSON object"),
+        ("h1", {"on": False}, 409, "host h1 is not in maintenance (it is up)"),
+    ],
+)
+def test_maintenance_refusals(client, store, engine, host, body, status, message):
+    r = client.post(f"/api/v1/hosts/{host}/maintenance", json=body, headers=bearer())
+    assert (r.status_code, r.json["error"]) == (status, message)
+    assert store.pending_events() == [] and engine.notified == 0
+
+
+def test_maintenance_refused_for_a_fenced_host(client, store):
+    store.set_host_state("h2", HostCondition.FENCED, "status off", NOW)
+    r = client.post("/api/v1/hosts/h2/maintenance", json={"on": True}, headers=bearer())
+    assert r.status_code == 409 and "maintenance is for hosts that are up" in r.json["error"]
+
+
+def test_malformed_json_body(client):
+    r = client.post("/api/v1/hosts/h1/maintenance", data=b"{on", headers=bearer())
+    assert r.status_code == 400 and r.json["error"].startswith("body: malformed JSON")
+
+
+def test_confirm_off_queues_the_operator_event_for_the_waiting_incident(client, store, engine):
+    inc = _host_incident(store, "h1")
+    r = client.post("/api/v1/hosts/h1/confirm-off", json={"reason": "PDU outlet 7 switched off"}, headers=bearer())
+    assert r.status_code == 202 and r.json["incident"] == inc.id
+    (queued,) = store.pending_events()
+    assert queued.id == r.json["queued_event"]
+    assert (queued.subject, queued.event.kind) == ("host:h1", EventKind.OPERATOR_CONFIRM_OFF.value)
+    assert queued.event.detail == {"by": "token", "reason": "PDU outlet 7 switched off"}
+    assert engine.notified == 1
+
+
+def test_confirm_off_refused_without_a_waiting_incident(client, store, engine):
+    r = client.post("/api/v1/hosts/h1/confirm-off", headers=bearer())
+    assert (r.status_code, r.json["error"]) == (409, "host h1 is not waiting to be fenced: it has no open incident")
+    _host_incident(store, "h2", state=State.HOST_EVACUATING)
+    r = client.post("/api/v1/hosts/h2/confirm-off", headers=bearer())
+    assert r.status_code == 409 and "is host_evacuating" in r.json["error"]
+    assert client.post("/api/v1/hosts/h9/confirm-off", headers=bearer()).status_code == 404
+    assert client.post("/api/v1/hosts/h1/confirm-off", headers={}).status_code == 401
+    assert store.pending_events() == [] and engine.notified == 0
+
+
+def test_operator_retry_and_close(client, store, engine):
+    inc = _host_incident(store, "h1", state=State.FAILED)
+    r = client.post(f"/api/v1/incidents/{inc.id}/retry", headers=bearer())
+    assert r.status_code == 202
+    r = client.post(f"/api/v1/incidents/{inc.id}/close", json={"reason": "host retired"}, headers=bearer())
+    assert r.status_code == 202
+    assert [q.event.kind for q in store.pending_events()] == ["operator_retry", "operator_close"]
+    assert client.post("/api/v1/incidents/99/retry", headers=bearer()).status_code == 404
+
+
+def test_storm_release(client, store, engine):
+    assert client.post("/api/v1/storm/release", headers=bearer()).json["error"] == "no storm hold is active"
+    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out", "since": NOW})
+    r = client.post("/api/v1/storm/release", json={"reason": "rack power restored"}, headers=bearer())
+    assert r.status_code == 202
+    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "token", "reason": "rack power restored"}
+    storm = client.get("/api/v1/storm", headers=bearer()).json
+    assert storm["hold"]["active"] is True and storm["release"]["by"] == "token"
+    assert engine.notified == 1
+
+
+def test_metrics_show_incidents_by_state_and_hosts_by_condition(client, store, app):
+    _host_incident(store, "h1", state=State.FAILED)
+    store.set_host_state("h1", HostCondition.DOWN, "unreachable", NOW)
+    app.extensions["remediator"].metrics.set_storm(True, 2 / 3)
+    text = client.get("/metrics").data.decode()
+    assert 'remediator_incidents_open{state="failed"} 1.0' in text
+    assert 'remediator_incidents_open{state="vm_restarting"} 0.0' in text
+    assert 'remediator_hosts{condition="down"} 1.0' in text and 'remediator_hosts{condition="up"} 2.0' in text
+    assert "remediator_storm_hold 1.0" in text
+    assert "remediator_store_up 1.0" in text
+
+
+def test_each_app_has_its_own_registry(config, store):
+    from remediator.web import create_app
+
+    a, b = create_app(config, store=store), create_app(config, store=store)
+    a.test_client().post("/api/v1/alerts", data=b"x", headers=bearer())
+    assert 'code="400"' in a.test_client().get("/metrics").data.decode()
+    assert 'code="400"' not in b.test_client().get("/metrics").data.decode()
