@@ -114,17 +114,40 @@ _RESULT_EVENTS = frozenset({
 
 @dataclass(frozen=True)
 class Policy:
-    """Attempts and backoff; the engine builds it from config.policy."""
+    """Attempts per step and backoff; `from_config` builds it from config.policy."""
 
-    attempts: int = 3  # tries of each step before escalating to the next
+    verify_attempts: int = 3
+    restart_attempts: int = 2  # restart in place
+    relocate_attempts: int = 2  # start elsewhere, and each evacuation pass
+    rebuild_attempts: int = 1
     fence_attempts: int = 5  # automatic fence tries; after these only an operator moves it on
-    backoff_s: float = 2.0  # wait before the 2nd try; doubles each try
+    migrate_attempts: int = 2  # drain and rebalance passes
+    backoff_s: float = 2.0  # wait after the first failed try
+    backoff_factor: float = 2.0
     backoff_max_s: float = 60.0
     recheck_s: float = 10.0  # how often a VM waiting for its host's incident is looked at again
 
+    @classmethod
+    def from_config(cls, policy: Any) -> "Policy":
+        """From config.Policy (attempts.*, backoff.*, timings.verify_retry_s)."""
+        a, b = policy.attempts, policy.backoff
+        return cls(verify_attempts=a.verify, restart_attempts=a.restart_in_place,
+                   relocate_attempts=a.restart_elsewhere, rebuild_attempts=a.rebuild, fence_attempts=a.fence,
+                   migrate_attempts=a.migrate, backoff_s=b.initial_s, backoff_factor=b.factor,
+                   backoff_max_s=b.max_s, recheck_s=policy.timings.verify_retry_s * 5)
+
+    def attempts_for(self, state: State) -> int:
+        return {
+            State.VM_VERIFYING: self.verify_attempts, State.HOST_VERIFYING: self.verify_attempts,
+            State.VM_RESTARTING: self.restart_attempts, State.VM_RELOCATING: self.relocate_attempts,
+            State.HOST_EVACUATING: self.relocate_attempts, State.VM_REBUILDING: self.rebuild_attempts,
+            State.HOST_FENCING: self.fence_attempts, State.HOST_FENCE_WAITING: self.fence_attempts,
+            State.HOST_DRAINING: self.migrate_attempts, State.HOST_REBALANCING: self.migrate_attempts,
+        }.get(state, 1)
+
     def backoff(self, attempt: int) -> float:
         """Wait after the `attempt`-th try failed (1-based)."""
-        return min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1))
+        return min(self.backoff_max_s, self.backoff_s * self.backoff_factor ** max(0, attempt - 1))
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,7 @@ class Decision:
     closes: bool = False
     attempts: int = 0  # tries of the step of next_state so far, counting actions issued now
     ignored: bool = False  # the event changes nothing (stale, duplicate, unexpected, closed)
+    data: Mapping[str, Any] = field(default_factory=dict)  # merged into Incident.data by the store
 
 
 Guard = Callable[[Incident, Event, Context], bool]
@@ -196,11 +220,7 @@ def host_fenced_and_no_host_incident(i: Incident, e: Event, c: Context) -> bool:
 
 
 def attempts_left(i: Incident, e: Event, c: Context) -> bool:
-    return i.attempts < c.policy.attempts
-
-
-def fence_attempts_left(i: Incident, e: Event, c: Context) -> bool:
-    return i.attempts < c.policy.fence_attempts
+    return i.attempts < c.policy.attempts_for(State(i.state))
 
 
 def host_may_still_run_it(i: Incident, e: Event, c: Context) -> bool:
@@ -297,7 +317,7 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
     (S.HOST_VERIFYING, E.OPERATOR_CONFIRM_OFF): (_HOLD, _EVACUATE),
     (S.HOST_FENCING, E.ACTION_OK): (_HOLD, _EVACUATE),
     (S.HOST_FENCING, E.ACTION_FAILED): (
-        T(fence_attempts_left, S.HOST_FENCE_WAITING, (RETRY,),
+        T(attempts_left, S.HOST_FENCE_WAITING, (RETRY,),
           "fencing failed (try {attempts} of {max}): {detail}; nothing is restarted elsewhere; "
           "retrying, or an operator who made sure the host is off can confirm-off", _KEEP),
         T(always, S.HOST_FENCE_WAITING, (),
@@ -414,7 +434,7 @@ def _apply(t: Transition, incident: Incident, event: Event, ctx: Context) -> Dec
     target = t.target or state
     attempts = {_FIRST: 1 if target in STEP_ACTION else 0, _NEXT: incident.attempts + 1,
                 _KEEP: incident.attempts}[t.attempts]
-    limit = ctx.policy.fence_attempts if state in (S.HOST_FENCING, S.HOST_FENCE_WAITING) else ctx.policy.attempts
+    limit = ctx.policy.attempts_for(state)
     detail = event.detail.get("detail") or event.detail.get("reason") or ""
     where = ", ".join(event.detail.get("hosts") or ()) or event.detail.get("host") or incident.host
     reason = t.reason.format(attempts=incident.attempts, max=limit, detail=detail, host=incident.host,

@@ -15,7 +15,8 @@ from remediator.fsm import Context, EventKind as E, Policy, State as S
 from remediator.model import Alert, AlertStatus, Event, HostCondition, Incident, Remediation
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-POLICY = Policy(attempts=2, fence_attempts=3, backoff_s=1.0, backoff_max_s=4.0, recheck_s=5.0)
+POLICY = Policy(verify_attempts=2, restart_attempts=2, relocate_attempts=2, rebuild_attempts=2, fence_attempts=3,
+                migrate_attempts=2, backoff_s=1.0, backoff_max_s=4.0, recheck_s=5.0)
 UUID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
 
 
