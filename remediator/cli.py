@@ -1,19 +1,291 @@
-"""Command line: `remediator serve|status|plan`."""
+"""Command line: `remediator serve|status|plan`.
+
+  remediator serve  --config FILE              the webhook + API under waitress, the engine and its timers
+  remediator status --config FILE [--api URL]  tables: hosts, protected VMs, open incidents
+  remediator plan   --config FILE --evacuate HOST
+                                               what placement would do with HOST's protected VMs now;
+                                               changes nothing (exit 3 when some VM has no place)
+
+--config defaults to $REMEDIATOR_CONFIG, else /etc/remediator/config.yml.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
+import os
+import signal
 import sys
+from typing import Any, Iterable, Sequence
 
 from remediator import __version__
+from remediator.config import Config, ConfigError, load_config
+from remediator.store import StoreError, open_store
+
+log = logging.getLogger("remediator")
+
+DEFAULT_CONFIG = "/etc/remediator/config.yml"
+EXIT_CONFIG = 2
+EXIT_UNPLACED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="remediator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="remediator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.parse_args(argv)
-    parser.print_help()
+    parser.add_argument("--log-level", default=os.environ.get("REMEDIATOR_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    config_default = os.environ.get("REMEDIATOR_CONFIG", DEFAULT_CONFIG)
+
+    p = sub.add_parser("serve", help="run the service")
+    p.add_argument("--config", default=config_default)
+
+    p = sub.add_parser("status", help="hosts, protected VMs and open incidents")
+    p.add_argument("--config", default=config_default)
+    p.add_argument("--api", metavar="URL", help="ask a running service (e.g. http://127.0.0.1:9180) instead of "
+                                                "reading the store")
+
+    p = sub.add_parser("plan", help="what placement would do now, changing nothing")
+    p.add_argument("--config", default=config_default)
+    p.add_argument("--evacuate", metavar="HOST", required=True, help="place HOST's protected VMs on the others")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.command == "serve":
+            return serve(config)
+        if args.command == "status":
+            return status(config, api=args.api, out=sys.stdout)
+        return plan_evacuation(config, args.evacuate, out=sys.stdout)
+    except StoreError as e:
+        print(f"remediator: store: {e}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------- serve
+
+
+def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
+    """The core engineer's engine, when the module exists: `remediator.engine.from_config(config, store, metrics)`.
+
+    Without it the service still validates and stores every alert (nothing is lost), and says so."""
+    if importlib.util.find_spec("remediator.engine") is None:
+        log.warning("remediator.engine is not installed: alerts are stored but nothing is acted on")
+        return None
+    from remediator import engine as engine_module
+
+    return engine_module.from_config(config, store, metrics)
+
+
+def serve(config: Config) -> int:
+    import waitress
+
+    from remediator.metrics import Metrics
+    from remediator.scheduler import Scheduler
+    from remediator.web import create_app
+
+    store = open_store(config.store.url)
+    metrics = Metrics()
+    metrics.watch_store(store, lambda: [h.name for h in config.hosts])
+    engine = build_engine(config, store, metrics)
+    app = create_app(config, store=store, engine=engine, metrics=metrics)
+    scheduler = Scheduler(config.policy.timings, engine) if engine is not None else None
+    server = waitress.create_server(app, host=config.listen.host, port=config.listen.port,
+                                    threads=config.listen.threads, ident="remediator")
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        raise SystemExit(0)  # waitress' loop ends on SystemExit and drains its workers
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if engine is not None:
+            engine.start()  # resumes unfinished intents before new work is taken
+        if scheduler is not None:
+            scheduler.start()
+        # the actual port (listen.port 0 picks a free one): tests and operators read it here
+        log.info("remediator %s listening on http://%s:%s (config %s, store %s, dry_run=%s)", __version__,
+                 config.listen.host, server.effective_port, config.source, config.store.url, config.dry_run)
+        server.run()
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        if engine is not None:
+            engine.stop()
+        store.close()
+        log.info("stopped")
     return 0
+
+
+# ---------------------------------------------------------------- status
+
+
+def status(config: Config, *, api: str | None, out) -> int:
+    if api:
+        hosts, vms, incidents = _status_from_api(config, api)
+    else:
+        from remediator.web.context import plain
+        from remediator.web.views import hosts_view, vms_view
+
+        with open_store(config.store.url) as store:
+            hosts = hosts_view(config, store)
+            vms = vms_view(config, store)
+            incidents = [plain(i) for i in store.list_incidents(open_only=True, limit=1000)]
+    storm = hosts.get("storm") or {}
+    out.write(f"storm hold: {'ACTIVE - ' + str(storm.get('reason', '')) if storm.get('active') else 'no'}\n")
+    out.write(f"load: {hosts.get('load_source') or 'none recorded'} (at {hosts.get('load_at') or '-'})\n\n")
+    out.write("HOSTS\n")
+    out.write(table(
+        ["NAME", "CONDITION", "SCHEDULABLE", "LOAD1", "VMS", "INCIDENT", "REASON"],
+        [[h["name"], h["condition"], "yes" if h["schedulable"] else "no",
+          _fmt((h.get("load") or {}).get("load1")), len(h["vms"]), h["open_incident"] or "-", h["reason"]]
+         for h in hosts["hosts"]],
+    ))
+    out.write("\nPROTECTED VMS\n")
+    out.write(table(
+        ["NAME", "UUID", "HOST", "PRIORITY", "GROUP", "DEFINITION"],
+        [[v["name"], v["uuid"] or "?", v["host"] or "-", v["priority"], v["group"] or "-",
+          "stored" if v["definition"] else "none"] for v in vms],
+    ))
+    out.write("\nOPEN INCIDENTS\n")
+    out.write(table(
+        ["ID", "SUBJECT", "STATE", "ATTEMPTS", "OPENED", "REASON"],
+        [[i["id"], _subject(i), i["state"], i["attempts"], i["opened_at"][:19], i["reason"]] for i in incidents],
+    ) if incidents else "(none)\n")
+    return 0
+
+
+def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
+    import requests
+
+    session = requests.Session()
+    if config.auth.bearer_token:
+        session.headers["Authorization"] = f"Bearer {config.auth.bearer_token}"
+    elif config.auth.basic:
+        session.auth = (config.auth.basic.username, config.auth.basic.password)
+    base = api.rstrip("/") + "/api/v1"
+
+    def get(path: str) -> Any:
+        try:
+            r = session.get(base + path, timeout=10)
+        except requests.RequestException as e:
+            raise SystemExit(f"remediator status: {base}{path}: {e}") from e
+        if r.status_code != 200:
+            raise SystemExit(f"remediator status: {base}{path}: HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    return get("/hosts"), get("/vms")["vms"], get("/incidents?open=true")["incidents"]
+
+
+def _subject(incident: dict) -> str:
+    if incident.get("vm_name"):
+        return f"vm {incident['vm_name']} on {incident['host']}"
+    return f"host {incident['host']}" if incident["subject"].startswith("host:") else incident["subject"]
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_evacuation(config: Config, host: str, *, out) -> int:
+    """Ask libvirt (and Prometheus) for the hosts as they are now and run placement; change nothing."""
+    from remediator.edges.libvirt import HostUnreachable, Hypervisors
+    from remediator.model import HostCapacity, HostCondition
+    from remediator.placement import Overcommit, place
+
+    if config.host(host) is None:
+        print(f"remediator plan: host {host!r} is not in the inventory ({config.source})", file=sys.stderr)
+        return EXIT_CONFIG
+    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
+    try:
+        with open_store(config.store.url) as store:
+            states = store.host_states()
+            known = store.list_vms()
+        vms = [v for v in known if v.host == host and (v.protected or config.vm(uuid=v.uuid, name=v.name))]
+        try:
+            live = {d.uuid for d in hypervisors.domains(host)}
+            origin = f"{host} answers; its protected VMs: {len(vms)} stored, {len(live & {v.uuid for v in vms})} defined there"
+        except HostUnreachable as e:
+            origin = f"{host} is unreachable ({e.reason}); planning from stored definitions"
+        capacities: list[HostCapacity] = []
+        notes: list[str] = []
+        for h in config.hosts:
+            if h.name == host:
+                continue
+            condition = states[h.name].condition if h.name in states else HostCondition.UP
+            try:
+                cpus, memory = hypervisors.capacity(h.name)
+                domains = [d for d in hypervisors.domains(h.name)]
+            except HostUnreachable as e:
+                notes.append(f"{h.name}: unreachable ({e.reason})")
+                capacities.append(HostCapacity(h.name, 0, 0, condition=HostCondition.DOWN, labels=h.labels))
+                continue
+            alive = [d for d in domains if d.alive]
+            capacities.append(HostCapacity(
+                h.name, cpus, memory,
+                vcpus_allocated=sum(d.vcpus for d in alive),
+                memory_allocated_bytes=sum(d.memory_bytes for d in alive),
+                condition=condition, labels=h.labels, vms=frozenset(d.uuid for d in domains),
+            ))
+    finally:
+        hypervisors.close()
+    capacities, load_note = _with_load(config, capacities)
+    ratios = Overcommit(cpu=config.policy.overcommit.cpu, memory=config.policy.overcommit.memory)
+    result = place(capacities, vms, ratios, group_of={v.uuid: v.group for v in known}, exclude=[host])
+
+    out.write(f"evacuate {host}: {origin}\nload: {load_note}\n")
+    for note in notes:
+        out.write(f"note: {note}\n")
+    out.write("\nHOSTS\n")
+    out.write(table(["NAME", "CONDITION", "CPUS", "VCPUS", "MEMORY MIB", "ALLOCATED MIB", "LOAD1"],
+                    [[c.name, c.condition.value, c.cpus, c.vcpus_allocated, c.memory_bytes >> 20,
+                      c.memory_allocated_bytes >> 20, _fmt(c.load1)] for c in capacities]))
+    out.write("\nPLAN (nothing changed)\n")
+    by_uuid = {v.uuid: v for v in vms}
+    rows = [[v.name, v.priority, v.vcpus, v.memory_bytes >> 20, target, ""] for u, target in
+            result.assignments.items() for v in [by_uuid[u]]]
+    rows += [[by_uuid[u].name, by_uuid[u].priority, by_uuid[u].vcpus, by_uuid[u].memory_bytes >> 20, "-", why]
+             for u, why in result.unplaced.items()]
+    out.write(table(["VM", "PRIORITY", "VCPUS", "MEMORY MIB", "TARGET", "WHY NOT"], rows) if rows
+              else f"(no protected VMs stored for {host})\n")
+    return 0 if result.complete else EXIT_UNPLACED
+
+
+def _with_load(config: Config, hosts: list) -> tuple[list, str]:
+    """Fill load from Prometheus in one query; without it placement falls back to libvirt allocation."""
+    from dataclasses import replace
+
+    from remediator.edges.prometheus import LoadSource, PrometheusUnavailable
+
+    if config.prometheus.url is None:
+        return hosts, "libvirt allocation (no prometheus.url configured)"
+    try:
+        loads = LoadSource(config.prometheus.url, config.prometheus.timeout_s).host_load([h.name for h in hosts])
+    except PrometheusUnavailable as e:
+        return hosts, f"libvirt allocation (Prometheus unavailable: {e})"
+    filled = [replace(h, load1=loads[h.name].load1, memory_available_bytes=loads[h.name].memory_available_bytes)
+              if h.name in loads else h for h in hosts]
+    return filled, f"Prometheus {config.prometheus.url} ({len(loads)} of {len(hosts)} hosts reported)"
+
+
+# ---------------------------------------------------------------- output
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n" for r in cells)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

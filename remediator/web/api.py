@@ -14,16 +14,16 @@ from flask.typing import ResponseReturnValue
 
 from remediator.fsm import TERMINAL_STATES, EventKind, State
 from remediator.model import Event, HostCondition, host_subject
-from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE, NotFound
+from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound
 from remediator.web.auth import check_auth
 from remediator.web.context import error, plain, services
+from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(check_auth)
 
 # States in which a host's incident waits for the host to be known off before anything is restarted elsewhere.
 _WAITING_FOR_OFF = frozenset({State.HOST_VERIFYING, State.HOST_FENCING, State.HOST_FENCE_WAITING, State.HELD})
-MAX_LIMIT = 1000
 
 
 @bp.get("/incidents")
@@ -57,36 +57,13 @@ def incident(incident_id: int) -> ResponseReturnValue:
 @bp.get("/hosts")
 def hosts() -> ResponseReturnValue:
     s = services()
-    states = s.store.host_states()
-    load = s.store.get_setting(SETTING_HOST_LOAD) or {}
-    vms = s.store.list_vms()
-    open_by_subject = {i.subject: i for i in s.store.list_incidents(open_only=True, limit=MAX_LIMIT)}
-    out = []
-    for h in s.config.hosts:
-        state = states.get(h.name)
-        condition = state.condition if state else HostCondition.UP
-        incident = open_by_subject.get(host_subject(h.name))
-        out.append(
-            {
-                "name": h.name,
-                "uri": h.uri,
-                "condition": condition.value,
-                "reason": state.reason if state else "",
-                "since": state.since.isoformat() if state else None,
-                "schedulable": condition is HostCondition.UP,
-                "fence_agent": h.fence.agent if h.fence else None,
-                "labels": dict(h.labels),
-                "load": plain(load.get(h.name)),
-                "vms": [
-                    {"uuid": v.uuid, "name": v.name, "priority": v.priority, "protected": v.protected, "group": v.group}
-                    for v in vms
-                    if v.host == h.name
-                ],
-                "open_incident": incident.id if incident else None,
-            }
-        )
-    return jsonify({"hosts": out, "load_at": plain(load.get("at")), "load_source": load.get("source"),
-                    "storm": plain(s.store.get_setting(SETTING_STORM) or {"active": False})})
+    return jsonify(hosts_view(s.config, s.store))
+
+
+@bp.get("/vms")
+def vms() -> ResponseReturnValue:
+    s = services()
+    return jsonify({"vms": vms_view(s.config, s.store)})
 
 
 @bp.post("/hosts/<name>/maintenance")
