@@ -1,0 +1,56 @@
+"""Pure parts of the lab (no root, no daemons) and the component check."""
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from lab.guests import HA_NAMESPACE, guest_xml, ha_metadata
+from lab.requirements import COMMANDS, missing
+
+
+def test_ha_metadata_is_exactly_the_exporters_element():
+    assert ha_metadata(protected=True, priority=100, group="web") == \
+        '<rem:ha xmlns:rem="urn:remediator:ha:1" protected="true" priority="100" group="web"/>'
+    assert ha_metadata(protected=False) == \
+        '<rem:ha xmlns:rem="urn:remediator:ha:1" protected="false" priority="0"/>'
+
+
+def test_guest_xml_is_the_tiny_qboot_domain_with_metadata():
+    xml = guest_xml("g1", uuid="11111111-2222-3333-4444-555555555555", metadata=ha_metadata(priority=7),
+                    domain_type="qemu")
+    root = ET.fromstring(xml)
+    assert root.get("type") == "qemu" and root.findtext("name") == "g1"
+    assert root.find("memory").text == "32" and root.find("memory").get("unit") == "MiB"
+    assert root.find("os/loader").text == "/usr/share/qemu/qboot.rom"
+    assert root.find("devices/disk") is None and root.find("devices/console").get("type") == "pty"
+    assert root.find(f"metadata/{{{HA_NAMESPACE}}}ha").get("priority") == "7"
+
+
+def test_missing_component_is_named(tmp_path):
+    # A PATH holding every needed command except promtool.
+    for cmd in COMMANDS:
+        if cmd != "promtool":
+            for d in os.environ["PATH"].split(os.pathsep):
+                if (Path(d) / cmd).exists():
+                    (tmp_path / cmd).symlink_to(Path(d) / cmd)
+                    break
+    gone = missing(path=str(tmp_path), need_root=False)
+    assert gone == ["command promtool (prometheus)"]
+
+
+def test_a_run_without_promtool_fails_naming_it(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for cmd in COMMANDS:
+        if cmd != "promtool":
+            for d in os.environ["PATH"].split(os.pathsep):
+                if (Path(d) / cmd).exists():
+                    (bindir / cmd).symlink_to(Path(d) / cmd)
+                    break
+    env = dict(os.environ, PATH=str(bindir))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          f"{__file__}::test_ha_metadata_is_exactly_the_exporters_element"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "promtool" in run.stdout + run.stderr
