@@ -73,15 +73,39 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
-    """The core engineer's engine, when the module exists: `remediator.engine.from_config(config, store, metrics)`.
+    """The engine with its edges, built from the config; None when remediator.engine is not installed.
 
-    Without it the service still validates and stores every alert (nothing is lost), and says so."""
+    Without an engine the service still validates and stores every alert (nothing is lost), and says so."""
     if importlib.util.find_spec("remediator.engine") is None:
         log.warning("remediator.engine is not installed: alerts are stored but nothing is acted on")
         return None
-    from remediator import engine as engine_module
+    from remediator.edges.fencing import Fencer
+    from remediator.edges.libvirt import Hypervisors
+    from remediator.edges.prometheus import LoadSource
+    from remediator.engine import Engine
 
-    return engine_module.from_config(config, store, metrics)
+    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
+    fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s)
+    load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
+    if load is None:
+        log.warning("no prometheus.url: placement uses the allocation libvirt reports")
+    return Engine(config, store, hypervisors, fencer, load, metrics)
+
+
+# Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
+ENGINE_JOBS = {"tick": "run_timers", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
+
+
+def engine_jobs(engine: Any) -> dict[str, Any]:
+    """The timer jobs the engine provides; a missing one is named in the log, not silently skipped."""
+    jobs = {}
+    for job_id, method in ENGINE_JOBS.items():
+        fn = getattr(engine, method, None)
+        if fn is None:
+            log.warning("timer %s disabled: the engine has no %s()", job_id, method)
+            continue
+        jobs[job_id] = fn
+    return jobs
 
 
 def serve(config: Config) -> int:
@@ -96,7 +120,7 @@ def serve(config: Config) -> int:
     metrics.watch_store(store, lambda: [h.name for h in config.hosts])
     engine = build_engine(config, store, metrics)
     app = create_app(config, store=store, engine=engine, metrics=metrics)
-    scheduler = Scheduler(config.policy.timings, engine) if engine is not None else None
+    scheduler = Scheduler(config.policy.timings, engine_jobs(engine)) if engine is not None else None
     server = waitress.create_server(app, host=config.listen.host, port=config.listen.port,
                                     threads=config.listen.threads, ident="remediator")
 
@@ -119,7 +143,7 @@ def serve(config: Config) -> int:
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         if engine is not None:
-            engine.stop()
+            engine.shutdown(wait=False)
         store.close()
         log.info("stopped")
     return 0

@@ -1,15 +1,15 @@
-"""The service's timers, on APScheduler: each job one line, each calling one engine method.
+"""The service's periodic timers, on APScheduler: each job one line, each calling one engine method.
 
-Timers hold no state of their own: a retry's due time and an action's deadline live in the store
-(as intents), and `tick` fires whatever is due, so a restart loses no timer. Jobs never overlap
-themselves (max_instances=1) and missed runs collapse into one (coalesce).
+The jobs keep no state of their own (what is due lives in the engine and the store), so a restart
+loses nothing. Jobs never overlap themselves (max_instances=1) and missed runs collapse into one
+(coalesce); a job that raises is logged with its id and keeps its timer.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import Callable, Mapping
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -19,39 +19,29 @@ from remediator.config import Timings
 log = logging.getLogger(__name__)
 
 
-class EngineJobs(Protocol):
-    """What the timers call on the engine. Each returns quickly or bounds its own I/O."""
-
-    def tick(self) -> None:
-        """Fire due retries, time out overdue actions, drain queued alerts and events."""
-
-    def sync_inventory(self) -> None:
-        """Refresh the stored definitions (domain XML, host) of protected VMs from every reachable host."""
-
-    def reconcile(self) -> None:
-        """Find protected VMs that are down with no alert (alerts can be lost) and feed them in as events."""
-
-
-JOBS: tuple[tuple[str, str, Callable[[Timings], float]], ...] = (
-    ("tick", "tick", lambda t: t.timeout_check_s),
-    ("inventory-sync", "sync_inventory", lambda t: t.inventory_sync_s),
-    ("reconcile", "reconcile", lambda t: t.reconcile_s),
-)
+# The service's periodic jobs and the Timings field giving each one's interval.
+INTERVALS: dict[str, Callable[[Timings], float]] = {
+    "tick": lambda t: t.timeout_check_s,  # fire due retries, time out overdue actions
+    "inventory-sync": lambda t: t.inventory_sync_s,  # refresh stored definitions of protected VMs
+    "reconcile": lambda t: t.reconcile_s,  # protected VMs down with no alert (alerts can be lost)
+}
 
 
 class Scheduler:
-    def __init__(self, timings: Timings, engine: EngineJobs):
+    def __init__(self, timings: Timings, jobs: Mapping[str, Callable[[], object]]):
+        """`jobs` maps job ids of INTERVALS to what they call (an engine method each)."""
+        unknown = sorted(set(jobs) - set(INTERVALS))
+        if unknown:
+            raise ValueError(f"unknown timer job(s) {unknown}: expected some of {sorted(INTERVALS)}")
         self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
         self._scheduler.add_listener(_log_job_problem, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-        for job_id, method, interval in JOBS:
-            seconds = interval(timings)
+        for job_id, fn in jobs.items():
+            seconds = INTERVALS[job_id](timings)
             if seconds <= 0:
                 log.info("timer %s disabled (interval %s s)", job_id, seconds)
                 continue
-            self._scheduler.add_job(
-                getattr(engine, method), "interval", seconds=seconds, id=job_id, name=f"engine.{method}",
-                misfire_grace_time=max(1, int(seconds)),
-            )
+            self._scheduler.add_job(fn, "interval", seconds=seconds, id=job_id, name=job_id,
+                                    misfire_grace_time=max(1, int(seconds)))
 
     def start(self) -> None:
         self._scheduler.start()

@@ -166,8 +166,8 @@ def test_alert_stored_before_200_survives_kill_9(served, tmp_path):
     assert second.post_alerts(body(alert(uuid=UUIDS[0]))).json()["repeats"] == 1
     second.kill(signal.SIGTERM)
     with SQLiteStore(tmp_path / "state.db") as store:
-        (pending,) = store.pending_alerts()
-        assert pending.alert.uuid == UUIDS[0]
+        (stored,) = store.recent_alerts()  # one row; the engine (when installed) may have handled it already
+        assert stored.alert.uuid == UUIDS[0]
 
 
 def test_status_tables_from_the_store(tmp_path):

@@ -7,6 +7,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from remediator.config import Timings
 from remediator.scheduler import Scheduler
 
@@ -35,6 +37,10 @@ class CountingEngine:
             raise RuntimeError("libvirt said no")
 
 
+def jobs(engine: CountingEngine) -> dict:
+    return {"tick": engine.tick, "inventory-sync": engine.sync_inventory, "reconcile": engine.reconcile}
+
+
 def _wait_for(predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -46,7 +52,7 @@ def _wait_for(predicate, timeout=5.0):
 
 def test_jobs_run_at_their_intervals_and_a_failing_job_keeps_its_timer(caplog):
     engine = CountingEngine(fail_reconcile=True)
-    s = Scheduler(Timings(timeout_check_s=0.1, inventory_sync_s=0.2, reconcile_s=0.1), engine)
+    s = Scheduler(Timings(timeout_check_s=0.1, inventory_sync_s=0.2, reconcile_s=0.1), jobs(engine))
     assert sorted(s.job_ids()) == ["inventory-sync", "reconcile", "tick"]
     with caplog.at_level(logging.ERROR, logger="remediator.scheduler"):
         s.start()
@@ -59,7 +65,7 @@ def test_jobs_run_at_their_intervals_and_a_failing_job_keeps_its_timer(caplog):
 
 def test_wake_now_and_call_at():
     engine = CountingEngine()
-    s = Scheduler(Timings(timeout_check_s=3600, inventory_sync_s=3600, reconcile_s=3600), engine)
+    s = Scheduler(Timings(timeout_check_s=3600, inventory_sync_s=3600, reconcile_s=3600), jobs(engine))
     s.start()
     try:
         s.wake_now("tick")
@@ -72,9 +78,14 @@ def test_wake_now_and_call_at():
 
 
 def test_zero_interval_disables_a_timer():
-    s = Scheduler(Timings(timeout_check_s=1, inventory_sync_s=0, reconcile_s=1), CountingEngine())
+    s = Scheduler(Timings(timeout_check_s=1, inventory_sync_s=0, reconcile_s=1), jobs(CountingEngine()))
     s.start()
     try:
         assert sorted(s.job_ids()) == ["reconcile", "tick"]
     finally:
         s.shutdown()
+
+
+def test_unknown_job_refused():
+    with pytest.raises(ValueError, match=r"unknown timer job\(s\) \['cleanup'\]"):
+        Scheduler(Timings(), {"cleanup": lambda: None})
