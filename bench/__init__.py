@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench-exporter` (python -m bench.exporter)."""
