@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -174,7 +175,7 @@ def test_lab_of_a_crashed_run_is_torn_down_before_its_index_is_reused(tmp_path):
     # A process brings a lab up and dies without down(): its lab is abandoned.
     code = ("import os; from lab import Lab; l = Lab(1); l.up(); l.define_guest('h1', 'orphan');"
             "print(l.index, flush=True); os._exit(0)")
-    out = subprocess.run([".venv/bin/python", "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     index = int(out.stdout.strip())
     roots = st.Roots()
