@@ -1,0 +1,217 @@
+"""The whole product on a lab: exporters, Prometheus with rules/, Alertmanager routing, the remediator.
+
+    with Lab(3) as lab, Stack(lab, workdir, vms=[...]) as stack:
+        lab.crash_guest("h1", "web-1")
+        stack.wait_running(...)
+
+Every part is the shipped one, configured the way docs/ tells an operator to: the exporter runs on
+each lab host (a service of the host, so a power loss takes it down too), Prometheus loads
+rules/hypervisor.rules.yml with rules/prometheus.yml's timings, Alertmanager routes with
+rules/alertmanager.yml (only the webhook address and token file are the lab's), and the remediator
+runs as `remediator serve --config FILE` in its own process, so `kill -9` is a real crash.
+Used by tests/e2e and the demo; the service never imports it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+import yaml
+
+from lab.lab import Lab
+from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "rules"
+BIN = Path(sys.executable).parent
+EXPORTER_PORT = 9177
+TOKEN = "lab-webhook-token-0123456789abcdef"
+
+
+def exporter_config(host) -> dict:
+    """The exporter's view of a lab host: its private libvirt dirs, its own boot directory."""
+    return {"checks": {"boot_dir": str(host.boot_dir), "storage_path": "/var/lib/libvirt",
+                       "disk_space_paths": ["/", "/var/lib/libvirt"]}}
+
+
+def start_exporters(lab: Lab, workdir: Path) -> None:
+    """remediator-exporter on every lab host, listening on the host's own address."""
+    for host in lab.hosts:
+        config = workdir / f"exporter-{host.name}.yml"
+        config.write_text(yaml.safe_dump(exporter_config(host)))
+        lab.add_service(host, "exporter", [
+            str(BIN / "remediator-exporter"), "--libvirt-uri", host.uri,
+            "--listen", f"{host.address}:{EXPORTER_PORT}", "--host-name", host.name, "--config", str(config),
+        ])
+
+
+def prometheus_config(lab: Lab, alertmanager: str | None) -> dict:
+    """rules/prometheus.yml with the lab's targets (and Alertmanager) in place of the example's."""
+    config = yaml.safe_load((RULES / "prometheus.yml").read_text())
+    config.pop("rule_files", None)  # Prometheus() passes absolute paths itself
+    job = config["scrape_configs"][0]
+    job["static_configs"] = [
+        {"targets": [f"{h.address}:{EXPORTER_PORT}"], "labels": {"host": h.name}} for h in lab.hosts
+    ]
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    else:
+        config.pop("alerting", None)
+    return config
+
+
+def alertmanager_config(webhook_url: str, token_file: Path) -> dict:
+    """rules/alertmanager.yml, pointed at this remediator and its token file."""
+    config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = webhook_url
+            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    return config
+
+
+def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str | None,
+                      vms: list[dict], policy: dict | None = None) -> dict:
+    """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device."""
+    return {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "auth": {"bearer_token": TOKEN},
+        "prometheus": {"url": prometheus_url, "timeout_s": 1} if prometheus_url else {},
+        "store": {"url": f"sqlite:///{store}"},
+        "libvirt": {"connect_timeout_s": 2},
+        "hosts": [
+            {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
+                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
+                "lanplus": True, "power_wait": 0}}}
+            for h in lab.hosts
+        ],
+        "vms": vms,
+        "policy": policy or {},
+    }
+
+
+class Stack:
+    def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
+                 monitoring: bool = True):
+        self.lab = lab
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.vms = list(vms)
+        self.policy = policy
+        self.monitoring = monitoring
+        self.port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.prometheus: Prometheus | None = None
+        self.alertmanager: Alertmanager | None = None
+        self.remediator: subprocess.Popen | None = None
+        self.config_path = self.workdir / "remediator.yml"
+        self.store_path = self.workdir / "state.db"
+        self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "Stack":
+        try:
+            if self.monitoring:
+                token_file = self.workdir / "webhook-token"
+                token_file.write_text(TOKEN)
+                self.alertmanager = Alertmanager(
+                    alertmanager_config(f"{self.url}/api/v1/alerts", token_file), self.workdir / "alertmanager")
+                self.alertmanager.start()
+                start_exporters(self.lab, self.workdir)
+                self.prometheus = Prometheus(
+                    prometheus_config(self.lab, self.alertmanager.address),
+                    rule_files=[RULES / "hypervisor.rules.yml"], workdir=self.workdir / "prometheus")
+                self.prometheus.start()
+            self.config_path.write_text(yaml.safe_dump(remediator_config(
+                self.lab, port=self.port, store=self.store_path,
+                prometheus_url=self.prometheus.url if self.prometheus else None,
+                vms=self.vms, policy=self.policy)))
+            self.start_remediator()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_remediator(self, timeout: float = 20.0) -> None:
+        log = open(self.workdir / "remediator.log", "ab")
+        self.remediator = subprocess.Popen(
+            [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        wait_for(self._ready, timeout, "remediator /readyz", on_timeout=self.log_tail)
+
+    def _ready(self) -> bool:
+        if self.remediator is not None and self.remediator.poll() is not None:
+            raise RuntimeError(f"remediator exited with {self.remediator.returncode}:\n{self.log_tail()}")
+        try:
+            return self._session.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def kill_remediator(self) -> None:
+        """kill -9: the crash the store must survive."""
+        if self.remediator is not None:
+            self.remediator.send_signal(signal.SIGKILL)
+            self.remediator.wait()
+            self.remediator = None
+
+    def stop_remediator(self) -> None:
+        if self.remediator is not None:
+            self.remediator.terminate()
+            try:
+                self.remediator.wait(10)
+            except subprocess.TimeoutExpired:
+                self.remediator.kill()
+                self.remediator.wait()
+            self.remediator = None
+
+    def stop(self) -> None:
+        self.stop_remediator()
+        for daemon in (self.prometheus, self.alertmanager):
+            if daemon is not None:
+                daemon.stop()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.workdir / "remediator.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # ---- the remediator's API ------------------------------------------------------------
+    def api(self, path: str) -> Any:
+        response = self._session.get(f"{self.url}/api/v1/{path.lstrip('/')}", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, json: Any = None) -> requests.Response:
+        return self._session.post(f"{self.url}/api/v1/{path.lstrip('/')}", json=json, timeout=10)
+
+    def incidents(self) -> list[dict]:
+        data = self.api("incidents")
+        return data["incidents"] if isinstance(data, dict) else data
+
+    def metrics(self) -> str:
+        return self._session.get(f"{self.url}/metrics", timeout=5).text
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,
+             on_timeout: Callable[[], str] | None = None) -> float:
+    """Seconds until condition() is truthy; fails naming `what` (and any context) after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            context = f"\n{on_timeout()}" if on_timeout else ""
+            raise AssertionError(f"not within {timeout} s: {what}{context}")
+        time.sleep(interval)
+    return time.monotonic() - started
