@@ -192,3 +192,15 @@ def test_a_domain_vanishing_mid_scrape_degrades_only_itself(monitored):
         assert "vanishes" not in {vm.name for vm in source.collect().vms}
     finally:
         source.reset()
+
+
+def test_changing_the_ha_declaration_shows_at_the_next_scrape(monitored):
+    lab, _prom = monitored
+    h2 = lab.hosts[1]
+    lab.define_guest(h2, "toggle", metadata=lab.ha_metadata(protected=True, priority=7))
+    assert value(scrape(h2), "hypervisor_vm_info", vm="toggle", ha="true", priority="7") == 1  # now cached
+    subprocess.run(["virsh", "-c", h2.uri, "metadata", "toggle", "urn:remediator:ha:1", "--key", "rem",
+                    "--set", '<ha protected="false"/>', "--live", "--config"], check=True, capture_output=True)
+    # The metadata-change event invalidates the cached definition (not the 60 s refresh).
+    wait_for(lambda: value(scrape(h2), "hypervisor_vm_info", vm="toggle", ha="false") == 1, 3,
+             "ha=false after virsh metadata")
