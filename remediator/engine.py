@@ -99,11 +99,7 @@ class Engine:
     def handle_pending_alerts(self) -> int:
         """Turn stored, unhandled alerts into incidents or events; returns how many were handled."""
         pending = self.store.pending_alerts()
-        # Hosts with a host alert in this batch count as out for the storm share before any
-        # incident exists, so two hosts failing together are held together.
-        suspects = {sa.alert.host for sa in pending
-                    if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING}
-        self.check_storm(extra_out=suspects)
+        self.check_storm()
         for sa in pending:
             self._handle_alert(sa.id, sa.alert)
         return len(pending)
@@ -678,11 +674,17 @@ class Engine:
     def storm_active(self) -> bool:
         return bool((self.store.get_setting(SETTING_STORM) or {}).get("active"))
 
-    def check_storm(self, extra_out: Iterable[str] = ()) -> bool:
-        """Hold when more than the configured share of hosts are out; release held incidents when not."""
+    def check_storm(self) -> bool:
+        """Hold when more than the configured share of hosts are out; release held incidents when not.
+
+        Out: down, fenced or damaged in the store, with an open host incident, or with a host alert
+        still waiting in the store (so that two hosts failing together are held together, whatever
+        order their alerts are handled in)."""
         names = [h.name for h in self.config.hosts]
         conditions = self._conditions()
-        out = {n for n in names if conditions.get(n) in OUT_CONDITIONS} | (set(extra_out) & set(names))
+        out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
+        out |= {sa.alert.host for sa in self.store.pending_alerts()
+                if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING} & set(names)
         for incident in self.store.list_incidents(open_only=True, limit=100000):
             if incident.kind in _HOST_ALERTS:
                 out.add(incident.host)
