@@ -20,7 +20,7 @@ import yaml
 from exporter.collect import LibvirtSource
 from exporter.errors import ErrorCounter
 from lab.monitoring import Prometheus
-from tests.exporter.parse import value
+from tests.exporter.exporter_parse import value
 
 pytestmark = pytest.mark.lab
 

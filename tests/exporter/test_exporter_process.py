@@ -10,8 +10,8 @@ import time
 import pytest
 
 from exporter.domains import PUBLISHED_STATES
-from tests.exporter.conftest import free_port, node_file
-from tests.exporter.parse import names, samples, value
+from tests.exporter.exporter_helpers import free_port, node_file
+from tests.exporter.exporter_parse import names, samples, value
 
 DOMAINS = [
     {"name": "web1", "uuid": "11111111-0000-0000-0000-000000000001", "ha": True, "priority": 100, "group": "web",
