@@ -26,17 +26,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from remediator import fsm, placement
+from remediator import fsm, placement, reconcile
 from remediator.edges.fencing import UnknownHost
 from remediator.edges.libvirt import DomainError, HostUnreachable
 from remediator.edges.prometheus import PrometheusUnavailable
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.model import (Action, Alert, AlertStatus, Event, HostCapacity, HostCondition, Incident,
-                              ProtectedVM, Remediation, host_subject, vm_subject)
+                              ProtectedVM, Remediation, host_subject)
 from remediator.store.base import (SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store,
                                    StoreError)
 
@@ -143,6 +143,23 @@ class Engine:
         self.store.set_setting(SETTING_STORM_RELEASE, {"at": self.clock(), "by": by, "reason": reason})
         self.check_storm()
 
+    def tick(self) -> None:
+        """One pass of everything due: queued operator events, pending alerts, timers, timeouts."""
+        self.handle_pending_events()
+        self.handle_pending_alerts()
+        self.run_timers()
+
+    def sync_inventory(self) -> reconcile.SyncReport:
+        """Scheduler job: refresh the stored definitions and locations of the protected VMs."""
+        return reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
+
+    def reconcile(self) -> list[reconcile.Finding]:
+        """Scheduler job: catch what alerts missed; a VM down with no alert is handled at once."""
+        findings = reconcile.reconcile(self.config, self.store, self.hv, self.clock())
+        if any(f.kind == "vm_down_without_incident" for f in findings):
+            self.handle_pending_alerts()
+        return findings
+
     def notify(self) -> None:
         """Wake the background loop (the web layer calls this after storing alerts or events)."""
         self._wake.set()
@@ -173,9 +190,7 @@ class Engine:
             if self._stop.is_set():
                 break
             try:
-                self.handle_pending_events()
-                self.handle_pending_alerts()
-                self.run_timers()
+                self.tick()
             except StoreError:
                 log.exception("engine loop: the store failed; trying again in a second")
                 time.sleep(1.0)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
-from datetime import timedelta
 
-from remediator import fsm
 from remediator.fsm import ActionKind as A
 from remediator.fsm import State as S
-from remediator.model import Alert, AlertStatus, Event, HostCondition, Remediation, host_subject, vm_subject
+from remediator.model import Alert, AlertStatus, HostCondition, Remediation, vm_subject
 from remediator.reconcile import reconcile
 from remediator.store.base import SETTING_STORM
 
@@ -289,12 +289,10 @@ def test_action_timeout_fails_the_step_and_drops_the_late_result(make_dc):
     dc.store.record_alerts([vm_alert(dc, "g1", "h1")], NOW)
     engine = dc.engine
     # Hold the verification until the timeout has fired.
-    import threading
     gate = threading.Event()
     real = engine.verify_vm
     engine.verify_vm = lambda uuid, host: (gate.wait(5), real(uuid, host))[1]
     engine.handle_pending_alerts()
-    import time
     time.sleep(0.05)
     engine.check_timeouts()
     gate.set()
