@@ -398,6 +398,8 @@ class Engine:
                 decision = replace(decision, data=outcome.data)
             intents = self._persist(incident, event, decision)
         self._dispatch(incident_id, intents)
+        if decision.closes and incident.kind is Remediation.HOST_DOWN:
+            self._host_changed(incident.host)  # VM incidents waiting on this host may look again now
 
     def _finish_intent(self, intent_id: int, ok: bool, detail: str) -> bool:
         """Record the result; False when it already had one (timed out, or finished by another run)."""
@@ -441,9 +443,11 @@ class Engine:
     # ---- the actions ------------------------------------------------------------------------------
 
     def verify_vm(self, uuid: str, host: str) -> Outcome:
-        running, unknown = self.hv.find_running(uuid)
+        running, unknown = self._find_running(uuid)
         if running:
             return Outcome(E.VM_RUNNING, True, f"running on {', '.join(running)}", {"hosts": running})
+        if self._conditions().get(host) is HostCondition.FENCED:
+            return Outcome(E.HOST_UNREACHABLE, True, f"its host {host} is fenced (off)", {"host_unreachable": True})
         if host in unknown:
             return Outcome(E.HOST_UNREACHABLE, True, f"its host {host} does not answer", {"host_unreachable": True})
         note = f" ({', '.join(unknown)} could not be asked)" if unknown else ""
@@ -460,7 +464,7 @@ class Engine:
 
     def start_vm(self, uuid: str, host: str) -> Outcome:
         with self._vm_lock(uuid):
-            running, unknown = self.hv.find_running(uuid)
+            running, unknown = self._find_running(uuid)
             if running:
                 return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
             if host in unknown:
@@ -480,7 +484,7 @@ class Engine:
         if vm is None or not vm.xml:
             return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
         with self._vm_lock(uuid):
-            running, unknown = self.hv.find_running(uuid)
+            running, unknown = self._find_running(uuid)
             if running:
                 return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
             conditions = self._conditions()
@@ -527,7 +531,7 @@ class Engine:
         vms = placement.placement_order(v for v in self.store.list_vms() if v.host == host and v.protected)
         to_place, already = [], []
         for vm in vms:
-            running, _ = self.hv.find_running(vm.uuid)
+            running, _ = self._find_running(vm.uuid)
             (already if running else to_place).append(vm)
         caps = self.capacities()
         plan = placement.place(caps.hosts, to_place, self._overcommit(), group_of=self._groups(), exclude={host})
@@ -555,7 +559,7 @@ class Engine:
 
     def _start_placed(self, vm: ProtectedVM, dst: str) -> None:
         with self._vm_lock(vm.uuid):
-            running, _ = self.hv.find_running(vm.uuid)
+            running, _ = self._find_running(vm.uuid)
             if running:
                 return
             if self.config.dry_run:
@@ -673,6 +677,13 @@ class Engine:
         except (HostUnreachable, DomainError) as err:
             return f"; the stale copy on {origin} could not be undefined ({err})"
         return f"; undefined the stale copy on {origin}"
+
+    def _find_running(self, uuid: str) -> tuple[list[str], list[str]]:
+        """(hosts running it, hosts that could not be asked), over every host but the fenced ones:
+        those are proven off, and asking a partitioned one costs a connect timeout per question."""
+        conditions = self._conditions()
+        return self.hv.find_running(uuid, [h.name for h in self.config.hosts
+                                           if conditions.get(h.name) is not HostCondition.FENCED])
 
     def _vm_lock(self, uuid: str) -> threading.Lock:
         with self._vm_locks_guard:

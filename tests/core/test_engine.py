@@ -126,6 +126,21 @@ def test_host_power_loss_fences_then_starts_its_vms_elsewhere_spread_once(make_d
     assert "4 started" in [i for i in dc.store.intents(inc.id) if i.action.kind == A.EVACUATE_HOST][0].detail
 
 
+def test_vm_alert_from_a_dead_host_waits_for_the_host_incident(make_dc):
+    dc = make_dc({"h1": ["g1", "g2"], "h2": [], "h3": []})
+    dc.sync()
+    dc.switch.cut.add("h1")
+    deliver(dc, vm_alert(dc, "g1", "h1"), host_alert("h1"))
+    by_subject = {i.subject: i for i in dc.store.list_incidents()}
+    assert by_subject["host:h1"].state == S.RECOVERED
+    vm_inc = by_subject[vm_subject(dc.vms["g1"])]
+    assert vm_inc.state == S.DISMISSED, vm_inc.reason
+    states = [t.to_state for t in dc.store.history(vm_inc.id)]
+    assert S.VM_AWAITING_HOST in states and S.VM_RELOCATING not in states
+    assert sorted(dc.running()) == sorted(dc.vms.values())
+    assert_never_twice(dc)
+
+
 def test_reachable_host_is_not_fenced(make_dc):
     dc = make_dc({"h1": ["g1"], "h2": []})
     dc.sync()
