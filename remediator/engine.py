@@ -368,6 +368,8 @@ class Engine:
             outcome = Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",
                               {"host_unreachable": isinstance(err, HostUnreachable)})
         except Exception:
+            # Not a fallback: an unexpected error is a bug, logged with its traceback and recorded as the
+            # action's failure; swallowed silently by the pool it would leave the incident hanging.
             log.exception("action %s of incident %s crashed (a bug)", action.kind, incident_id)
             outcome = Outcome(E.ACTION_FAILED, False, f"{action.kind} crashed: see the service log")
         finally:
