@@ -94,7 +94,7 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
-ENGINE_JOBS = {"tick": "run_timers", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
+ENGINE_JOBS = {"tick": "tick", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
 
 
 def engine_jobs(engine: Any) -> dict[str, Any]:

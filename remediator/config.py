@@ -175,7 +175,9 @@ class Storm:
 
 @dataclass(frozen=True)
 class Timings:
-    inventory_sync_s: float = 60.0
+    # The stored definitions are what a VM is rebuilt from when its host is gone: a VM defined less
+    # than this long before its host dies cannot be restarted elsewhere. One bulk listing per host.
+    inventory_sync_s: float = 10.0
     reconcile_s: float = 30.0
     timeout_check_s: float = 5.0  # how often the scheduler looks for actions past their timeout
     verify_retry_s: float = 2.0

@@ -178,7 +178,12 @@ class Engine:
         self.handle_pending_alerts()
 
     def start(self) -> None:
-        """Resume, then run a background loop: pending alerts and events on notify, timers when due."""
+        """Sync the inventory, resume, then run a background loop: pending alerts and events on notify,
+        timers when due. The first sync comes first so that a host lost before the first timer run
+        still has its VMs' definitions to restart them from."""
+        report = self.sync_inventory()
+        log.info("inventory: %d protected VMs (%d updated)%s", report.protected, report.updated,
+                 f"; unreachable: {', '.join(report.unreachable)}" if report.unreachable else "")
         self.resume()
         self._loop = threading.Thread(target=self._run_loop, name="engine", daemon=True)
         self._loop.start()

@@ -21,6 +21,27 @@ def running_where(lab, uuid) -> list[str]:
     return [h.name for h in lab.hosts if lab.is_on(h) and uuid in lab.running(h, inside=True)]
 
 
+def wait_inventory(stack, names: set[str], host: str) -> None:
+    """Until an inventory sync has stored the definitions of `names` on `host` (the evacuation's source)."""
+    def synced():
+        vms = {v["name"]: v for v in stack.api("vms")["vms"]}
+        return all(vms.get(n, {}).get("host") == host and vms[n].get("definition") for n in names)
+    wait_for(synced, 20, "inventory synced", on_timeout=lambda: str(stack.api("vms")))
+
+
+def incident_for(stack, subject: str) -> dict | None:
+    return next((i for i in stack.incidents() if i["subject"] == subject), None)
+
+
+def evacuation_setup(stack_factory, n: int, **stack_kw):
+    vms = [{"name": f"app-{i}", "priority": i} for i in range(n)]
+    lab, stack, sampler = stack_factory(vms=vms, **stack_kw)
+    uuids = [ha(lab, "h1", v["name"], priority=v["priority"]) for v in vms]
+    wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) == n, 20, "VMs seen")
+    wait_inventory(stack, {v["name"] for v in vms}, "h1")
+    return lab, stack, sampler, uuids
+
+
 def test_crashed_vm_runs_again_on_its_host(stack_factory):
     lab, stack, sampler = stack_factory(vms=[{"name": "web-1", "priority": 100}])
     uuid = ha(lab, "h1", "web-1", priority=100)
@@ -41,7 +62,7 @@ def test_host_power_loss_fences_and_restarts_guests_elsewhere_once(stack_factory
     uuids = [ha(lab, "h1", v["name"], priority=v["priority"]) for v in vms]
     ha(lab, "h2", "load-2")  # h2 busier than h3 by allocation: spreading must still use both
     wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) == 5, 20, "VMs seen")
-    time.sleep(2)  # an inventory sync has stored their definitions
+    wait_inventory(stack, {v["name"] for v in vms}, "h1")
     started = time.monotonic()
     lab.power_off("h1")
     wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "every h1 guest running elsewhere",
@@ -52,4 +73,90 @@ def test_host_power_loss_fences_and_restarts_guests_elsewhere_once(stack_factory
     assert all(len(hosts) == 1 and hosts[0] != "h1" for hosts in placed.values()), placed
     assert {hosts[0] for hosts in placed.values()} == {"h2", "h3"}, f"not spread: {placed}"
     assert not lab.is_on("h1"), "h1 must have been fenced (powered off by its BMC)"
+    assert sampler.duplicates == []
+
+
+def test_partitioned_host_is_fenced_before_its_guests_start_elsewhere(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 4)
+    started = time.monotonic()
+    lab.partition("h1")  # h1 and its guests keep running: the split-brain case
+    wait_for(lambda: all(running_where(lab, u) and "h1" not in running_where(lab, u) for u in uuids), 60,
+             "every h1 guest running elsewhere", on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    print(f"\nhost_partition: 4 guests running elsewhere after {time.monotonic() - started:.2f} s, "
+          f"{sampler.samples} samples, duplicates {sampler.duplicates}")
+    assert not lab.is_on("h1"), "the partitioned host must be powered off before its guests start elsewhere"
+    assert sampler.duplicates == []
+
+
+def test_storm_two_of_three_hosts_down_holds_everything(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 2)
+    lab.power_off("h1")
+    lab.power_off("h2")
+    wait_for(lambda: stack.api("storm")["hold"].get("active"), 30, "storm hold active",
+             on_timeout=lambda: stack.log_tail() + "\n" + str(stack.api("storm")))
+    time.sleep(5)  # long enough for a fence and an evacuation, were they to happen
+    assert "remediator_storm_hold 1.0" in stack.metrics()
+    assert not any(running_where(lab, u) for u in uuids), "nothing may be evacuated during a storm hold"
+    assert lab.bmc_alive("h1") and lab.bmc_alive("h2")
+    held = [i for i in stack.incidents() if i["subject"].startswith("host:")]
+    assert held and all(i["state"] == "held" for i in held), held
+    assert sampler.duplicates == []
+
+
+def test_remediator_killed_mid_evacuation_completes_after_restart_without_repeating(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 8, policy={"max_concurrent_actions": 1})
+    lab.power_off("h1")
+    wait_for(lambda: any(running_where(lab, u) for u in uuids), 60, "evacuation under way",
+             interval=0.02, on_timeout=stack.log_tail)
+    stack.kill_remediator()
+    done_before = [u for u in uuids if running_where(lab, u)]
+    print(f"\nkilled the remediator with {len(done_before)} of 8 guests started elsewhere")
+    assert len(done_before) < 8, "the kill came too late to interrupt the evacuation"
+    stack.start_remediator()
+    wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "evacuation completed after restart",
+             on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    incident = incident_for(stack, "host:h1")
+    detail = stack.api(f"incidents/{incident['id']}")
+    fences = [a for a in detail["actions"] if a["action"]["kind"] == "fence_host"]
+    assert len(fences) == 1, f"a completed fence was repeated: {fences}"
+    assert all(len(running_where(lab, u)) == 1 for u in uuids)
+    assert sampler.duplicates == []
+
+
+def test_the_same_alert_three_times_makes_one_incident_and_one_recovery(stack_factory):
+    lab, stack, sampler = stack_factory(vms=[{"name": "web-1"}], monitoring=False)
+    uuid = ha(lab, "h1", "web-1")
+    lab.crash_guest("h1", "web-1")
+    wait_for(lambda: lab.domain_state("h1", "web-1")[0] == "shutoff", 5, "crash visible")
+    alert = {"status": "firing", "fingerprint": "a1b2c3d4e5f60718", "startsAt": "2026-11-25T10:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "annotations": {},
+             "labels": {"alertname": "HypervisorVMDown", "remediation": "vm_down", "severity": "critical",
+                        "host": "h1", "vm": "web-1", "uuid": uuid}}
+    payload = {"version": "4", "groupKey": "{}:{alertname=\"HypervisorVMDown\"}", "truncatedAlerts": 0,
+               "status": "firing", "receiver": "remediator", "groupLabels": {}, "commonLabels": alert["labels"],
+               "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert]}
+    assert [stack.post("alerts", payload).status_code for _ in range(3)] == [200, 200, 200]
+    wait_for(lambda: running_where(lab, uuid) == ["h1"], 20, "web-1 running again", on_timeout=stack.log_tail)
+    incidents = [i for i in stack.incidents() if i["subject"] == f"vm:{uuid}"]
+    assert len(incidents) == 1, incidents
+    detail = stack.api(f"incidents/{incidents[0]['id']}")
+    starts = [a for a in detail["actions"] if a["action"]["kind"].startswith(("start_vm", "rebuild"))]
+    assert len(starts) == 1, starts
+    assert sampler.duplicates == []
+
+
+def test_power_loss_with_dead_bmc_waits_for_confirm_off(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 4)
+    lab.kill_bmc("h1")
+    lab.power_off("h1")
+    wait_for(lambda: (i := incident_for(stack, "host:h1")) and i["state"] == "host_fence_waiting", 60,
+             "incident waiting for the fence", on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    incident = incident_for(stack, "host:h1")
+    print(f"\nfence failed, incident waits: {incident['reason']}")
+    assert not any(running_where(lab, u) for u in uuids), "nothing may start elsewhere before the host is off"
+    response = stack.post("hosts/h1/confirm-off")
+    assert response.status_code == 202, response.text
+    wait_for(lambda: all(running_where(lab, u) for u in uuids), 30, "guests running elsewhere after confirm-off",
+             on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    assert all(len(running_where(lab, u)) == 1 for u in uuids)
     assert sampler.duplicates == []

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -139,9 +140,14 @@ def test_service_runs_in_host_dies_with_power_and_returns_at_power_on(lab_factor
     h1 = lab.host("h1")
     lab.add_service(h1, "sleeper", ["sh", "-c", "hostname > /var/log/libvirt/sleeper.who; exec sleep 1000"])
     from lab import procs
+    def comm(pid):
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except FileNotFoundError:  # gone between listing and reading (the sh before its exec, say)
+            return None
+
     def sleepers():
-        return [p for p in procs.netns_pids(h1.netns)
-                if open(f"/proc/{p}/comm").read().strip() == "sleep"]
+        return [p for p in procs.netns_pids(h1.netns) if comm(p) == "sleep"]
     wait_for(sleepers, 5, "service running in the host's namespace")
     assert (h1.log_dir / "sleeper.who").read_text().strip() == h1.netns  # sees the host's mounts
     lab.power_off(h1)
