@@ -82,9 +82,8 @@ def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str |
     return {
         "listen": {"host": "127.0.0.1", "port": port},
         "auth": {"bearer_token": TOKEN},
-        "prometheus": {"url": prometheus_url, "timeout_s": 1} if prometheus_url else {},
+        "prometheus": {"url": prometheus_url} if prometheus_url else {},
         "store": {"url": f"sqlite:///{store}"},
-        "libvirt": {"connect_timeout_s": 2},
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
                 "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
