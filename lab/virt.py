@@ -75,7 +75,8 @@ def define(uri: str, xml: str, start: bool) -> str:
 def running(uri: str) -> dict[str, str]:
     conn = connect(uri)
     try:
-        doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        # RUNNING, not ACTIVE: a domain still starting (paused until libvirt resumes it) is not running yet.
+        doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
         return {d.UUIDString(): d.name() for d in doms}
     finally:
         conn.close()

@@ -101,7 +101,7 @@ class Engine:
         pending = self.store.pending_alerts()
         self.check_storm()
         for sa in pending:
-            self._handle_alert(sa.id, sa.alert)
+            self._handle_alert(sa.id, sa.alert, sa.received_at)
         return len(pending)
 
     def handle_pending_events(self) -> int:
@@ -279,7 +279,7 @@ class Engine:
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
                            has_definition=bool(vm and vm.xml))
 
-    def _handle_alert(self, alert_id: int, alert: Alert) -> None:
+    def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
         with self._decide_lock:
             incident = self.store.open_incident_for(alert.subject)
             if incident is not None:
@@ -299,7 +299,8 @@ class Engine:
                 incident = self.store.create_incident(
                     alert.subject, alert.remediation, alert.host, alert.uuid, alert.vm or (vm.name if vm else None),
                     decision.next_state, decision.reason, self.clock(),
-                    data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname})
+                    data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
+                          "alert_received_at": received_at.isoformat()})
                 self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
                 event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
                 intents = self._persist(incident, event, decision, opening=True)
