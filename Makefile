@@ -30,13 +30,13 @@ lab-status: bootstrap
 lab-down: bootstrap
 	$(PY) -m lab down $(ARGS)
 
-bench: bench-exporter
+bench: bench-exporter bench-recovery
 
 bench-exporter: bootstrap
 	$(PY) -m bench.exporter $(ARGS)
 
 bench-recovery: bootstrap
-	@echo "make bench-recovery: not yet (issue 6)"
+	$(PY) -m bench.recovery $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

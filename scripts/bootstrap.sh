@@ -2,7 +2,7 @@
 # Bring this machine to the state the tests, the lab and the demo need, idempotently:
 #   1. the Debian packages (installed when run as root; otherwise the missing ones are named),
 #   2. libvirt's QEMU driver prepared to run as root inside a container (see docs/lab.md),
-#   3. .venv with the project and its test extra.
+#   3. .venv with the project and its test and bench extras.
 # Every step checks before it acts, so a second run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +60,6 @@ fi
 stamp=.venv/.installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   # (this machine's pip.conf names index folders that may not exist: drop only that noise)
-  .venv/bin/pip install -q -e '.[test]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+  .venv/bin/pip install -q -e '.[test,bench]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   touch "$stamp"
 fi

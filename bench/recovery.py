@@ -1,0 +1,339 @@
+"""Recovery on the real stack: seconds from a fault until every affected guest runs again.
+
+Scenarios, each run `--runs` times with the shipped default timings (rules/prometheus.yml,
+rules/hypervisor.rules.yml, rules/alertmanager.yml, the remediator's config defaults):
+
+    vm_crash         one protected guest's qemu killed; it must run again (on its host).
+    host_power_loss  a host with `--guests` protected guests loses power (every process killed).
+    host_partition   the same host's link goes down instead: libvirtd and the guests keep running,
+                     so it must be fenced before any guest starts elsewhere.
+
+"Runs" is the hosts' word, not the remediator's: libvirt on the host lists the guest as running,
+asked every 50 ms through the host's own socket. Each run's time is split at the moments the
+remediator recorded (lab.timeline): detection (fault -> alert received by the remediator),
+decision (-> first action recorded), action (-> every guest running); for the host scenarios also
+verify, fence and start. A 200 ms sampler of every host runs through each run and counts any UUID
+seen on two hosts at once (`duplicates_observed`, must be 0).
+
+The peer bar is the design this product descends from (3RC): a crashed machine recovered in under
+3 minutes, a critically damaged host in under 7; each scenario's `ratio_to_3rc` is p50 / that bar.
+
+vm_crash uses one lab and stack for all its runs, a different guest each run (so no run waits on
+Alertmanager's group of the previous one); each host scenario run gets a fresh lab and stack, since
+the fenced host stays out until an operator brings it back.
+
+    python -m bench.recovery [--runs 5] [--guests 8] [--scenarios vm_crash,host_power_loss,host_partition]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lab import HostUnreachable, Lab, virt
+from lab.guests import ha_metadata
+from lab.sampler import DuplicateSampler
+from lab.stack import RULES, Stack, wait_for
+from lab.timeline import moments
+from remediator.config import Policy
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("vm_crash", "host_power_loss", "host_partition")
+BAR_3RC_S = {"vm_crash": 180.0, "host_power_loss": 420.0, "host_partition": 420.0}
+TARGET_P50_S = {"vm_crash": 5.0, "host_power_loss": 15.0, "host_partition": 20.0}
+TARGET_REMEDIATOR_S = 1.0  # alert received -> all guests running, host scenarios
+WATCH_INTERVAL_S = 0.05
+ORIGIN = "h1"
+
+
+@dataclass
+class Run:
+    scenario: str
+    total_s: float  # fault -> every affected guest running again
+    detection_s: float  # fault -> alert received by the remediator
+    decision_s: float  # alert received -> first action recorded
+    action_s: float  # first action -> every guest running
+    remediator_s: float  # alert received -> every guest running (the remediator's own share)
+    steps_s: dict[str, float] = field(default_factory=dict)  # verify, fence, start (host scenarios)
+    guests_s: dict[str, float] = field(default_factory=dict)  # guest name -> fault -> running
+    moments_s: dict[str, float] = field(default_factory=dict)  # lab.timeline moments, seconds since the fault
+    duplicates: int = 0
+    started_at: float = 0.0  # epoch of the fault
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def shipped_timings() -> dict:
+    """The defaults this bench runs with, read from the files it runs (so the record cannot drift)."""
+    prom = yaml.safe_load((RULES / "prometheus.yml").read_text())["global"]
+    rules = {r["alert"]: r.get("for", "0s") for g in yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())["groups"]
+             for r in g["rules"] if "alert" in r}
+    routes = yaml.safe_load((RULES / "alertmanager.yml").read_text())["route"]["routes"]
+    route = next(r for r in routes if r["receiver"] == "remediator")
+    return {"scrape_interval": prom["scrape_interval"], "evaluation_interval": prom["evaluation_interval"],
+            "for": rules, "group_wait": route["group_wait"], "group_interval": route["group_interval"], "remediator_policy": "config defaults"}
+
+
+def wait_running(lab: Lab, names: dict[str, str], hosts: set[str], timeout: float) -> dict[str, float]:
+    """Epoch time each guest (uuid -> name) was first seen running on one of `hosts`; waits for all.
+
+    Running is libvirt's word (state running: started and resumed), asked through each host's own
+    socket, which answers while the host is cut off; a QEMU process alone may still be starting."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(names):
+        if time.monotonic() > deadline:
+            missing = sorted(names[u] for u in names if u not in seen)
+            raise TimeoutError(f"not running within {timeout} s: {', '.join(missing)}")
+        for host in hosts:
+            try:
+                running = lab.running(host, inside=True)
+            except HostUnreachable:
+                continue  # powered off
+            now = time.time()
+            for uuid in running.keys() & names.keys():
+                seen.setdefault(uuid, now)
+        time.sleep(WATCH_INTERVAL_S)
+    return {names[u]: t for u, t in seen.items()}
+
+
+def closed_incident(stack: Stack, subject: str, timeout: float = 30.0) -> dict:
+    """The incident of `subject` once it is closed, with its history and actions."""
+    def closed():
+        found = [i for i in stack.incidents() if i["subject"] == subject and i.get("closed_at")]
+        return found[0] if found else None
+    wait_for(closed, timeout, f"incident of {subject} closed", on_timeout=stack.log_tail)
+    return stack.api(f"incidents/{closed()['id']}")
+
+
+def split(scenario: str, fault_at: float, running: dict[str, float], detail: dict, duplicates: int) -> Run:
+    m = moments(detail)
+    done = max(running.values())
+    steps = {}
+    if "fenced" in m:
+        steps = {"verify_s": m["verified"] - m["acting"], "fence_s": m["fenced"] - m["verified"],
+                 "start_s": done - m["fenced"]}
+    return Run(scenario, total_s=done - fault_at, detection_s=m["detected"] - fault_at,
+               decision_s=m["acting"] - m["detected"], action_s=done - m["acting"],
+               remediator_s=done - m["detected"], steps_s=steps,
+               guests_s={n: t - fault_at for n, t in sorted(running.items())},
+               moments_s={k: t - fault_at for k, t in m.items()}, duplicates=duplicates,
+               started_at=fault_at)
+
+
+def seen_everywhere(stack: Stack, lab: Lab, uuids: list[str]) -> None:
+    """Before a fault: Prometheus scrapes every guest and the remediator has stored their definitions."""
+    wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) >= len(uuids), 30,
+             "every guest seen by Prometheus")
+    wait_for(lambda: len(stack.prometheus.query("up == 1")) == len(lab.hosts), 30, "every exporter up")
+
+    def stored():
+        return set(uuids) <= {v["uuid"] for v in stack.api("vms")["vms"] if v["definition"]}
+    wait_for(stored, 30, "every guest's definition stored", on_timeout=stack.log_tail)
+
+
+def run_vm_crash(runs: int, workdir: Path, log) -> list[Run]:
+    results = []
+    with Lab(3) as lab:
+        names = [f"crash-{i}" for i in range(runs)]
+        uuids = {lab.define_guest(ORIGIN, n, metadata=ha_metadata(priority=100)): n for n in names}
+        with Stack(lab, workdir / "vm_crash") as stack, DuplicateSampler(lab) as sampler:
+            seen_everywhere(stack, lab, list(uuids))
+            for i, (uuid, name) in enumerate(uuids.items()):
+                before = len(sampler.duplicates)
+                fault_at = time.time()
+                lab.crash_guest(ORIGIN, name)
+                wait_for(lambda: uuid not in lab.running(ORIGIN, inside=True), 5, f"{name} seen down by libvirt")
+                running = wait_running(lab, {uuid: name}, {h.name for h in lab.hosts}, 60)
+                detail = closed_incident(stack, f"vm:{uuid}")
+                run = split("vm_crash", fault_at, running, detail, len(sampler.duplicates) - before)
+                log(f"vm_crash run {i + 1}/{runs}: {run.total_s:.2f} s (detection {run.detection_s:.2f}, "
+                    f"decision {run.decision_s:.3f}, action {run.action_s:.2f})")
+                results.append(run)
+                time.sleep(1.0)
+    return results
+
+
+def run_host_fault(scenario: str, runs: int, guests: int, workdir: Path, log) -> list[Run]:
+    results = []
+    for i in range(runs):
+        with Lab(3) as lab:
+            names = [f"app-{g}" for g in range(guests)]
+            uuids = {lab.define_guest(ORIGIN, n, metadata=ha_metadata(priority=10 * g)): n
+                     for g, n in enumerate(names)}
+            with Stack(lab, workdir / f"{scenario}-{i}") as stack, DuplicateSampler(lab) as sampler:
+                seen_everywhere(stack, lab, list(uuids))
+                time.sleep(1.0)  # a quiet second: every rule evaluated on a healthy lab
+                fault_at = time.time()
+                if scenario == "host_power_loss":
+                    lab.power_off(ORIGIN)
+                else:
+                    lab.partition(ORIGIN)
+                others = {h.name for h in lab.hosts if h.name != ORIGIN}
+                running = wait_running(lab, uuids, others, 120)
+                detail = closed_incident(stack, f"host:{ORIGIN}")
+                run = split(scenario, fault_at, running, detail, len(sampler.duplicates))
+                if lab.is_on(ORIGIN):
+                    raise AssertionError(f"{scenario}: {ORIGIN} is still on after its guests started elsewhere")
+        log(f"{scenario} run {i + 1}/{runs}: {run.total_s:.2f} s (detection {run.detection_s:.2f}, "
+            f"decision {run.decision_s:.3f}, action {run.action_s:.2f}: "
+            + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in run.steps_s.items()) + ")")
+        results.append(run)
+    return results
+
+
+def run_start_floor(runs: int, guests: int, log) -> dict:
+    """The evacuation's floor: the same guests defined and started straight through libvirt on the two
+    surviving hosts, as many at a time as the remediator's default `max_concurrent_actions`, with no
+    remediator, Prometheus or exporter. What the start step costs on this machine, whoever starts."""
+    workers = Policy().max_concurrent_actions
+    times = []
+    with Lab(3) as lab:
+        targets = [h.name for h in lab.hosts if h.name != ORIGIN]
+        conns = {h: virt.connect(lab.host(h).uri) for h in targets}
+        try:
+            for i in range(runs):
+                xmls = [(targets[g % len(targets)], lab.guest_xml(f"floor{i}-{g}")) for g in range(guests)]
+                started = time.monotonic()
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(lambda hx: conns[hx[0]].defineXML(hx[1]).create(), xmls))
+                times.append(time.monotonic() - started)
+                for conn in conns.values():
+                    for dom in conn.listAllDomains():
+                        dom.destroy()
+                        dom.undefine()
+                time.sleep(0.5)
+        finally:
+            for conn in conns.values():
+                conn.close()
+    log(f"start floor: {guests} guests, {workers} at a time, straight through libvirt: "
+        f"p50 {statistics.median(times):.2f} s")
+    return {"guests": guests, "workers": workers, "runs": runs, "p50_s": round(statistics.median(times), 3),
+            "max_s": round(max(times), 3)}
+
+
+def summarize(scenario: str, runs: list[Run]) -> dict:
+    def stats(key: str) -> dict:
+        values = [getattr(r, key) for r in runs]
+        return {"p50": round(statistics.median(values), 3), "p95": round(percentile(values, 0.95), 3),
+                "max": round(max(values), 3)}
+    total = stats("total_s")
+    summary = {
+        "scenario": scenario, "runs": len(runs),
+        "guests": len(runs[0].guests_s) if runs else 0,
+        "p50_s": total["p50"], "p95_s": total["p95"], "max_s": total["max"],
+        "detection_s": stats("detection_s"), "decision_s": stats("decision_s"), "action_s": stats("action_s"),
+        "remediator_s": stats("remediator_s"),
+        "duplicates_observed": sum(r.duplicates for r in runs),
+        "target_p50_s": TARGET_P50_S[scenario], "target_met": total["p50"] <= TARGET_P50_S[scenario],
+        "bar_3rc_s": BAR_3RC_S[scenario], "ratio_to_3rc": round(total["p50"] / BAR_3RC_S[scenario], 4),
+    }
+    if runs and runs[0].steps_s:
+        summary["steps_s"] = {k: round(statistics.median(r.steps_s[k] for r in runs), 3) for k in runs[0].steps_s}
+    if scenario != "vm_crash":
+        summary["target_remediator_s"] = TARGET_REMEDIATOR_S
+        summary["remediator_target_met"] = summary["remediator_s"]["p50"] <= TARGET_REMEDIATOR_S
+    summary["each"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()
+                        if k not in ("scenario", "guests_s", "started_at")} for r in runs]
+    return summary
+
+
+def plot_timeline(run: Run, path: Path) -> None:
+    """One host power loss: a bar per guest from the fault to running, split at the remediator's moments."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = run.moments_s
+    phases = [("detection: fault -> alert received", 0.0, m["detected"], "#bbbbbb"),
+              ("verify: libvirt unreachable too", m["acting"], m["verified"], "#f0a202"),
+              ("fence: BMC off, status off", m["verified"], m["fenced"], "#d1495b")]
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(run.guests_s) + 2.2))
+    for row, (guest, done) in enumerate(run.guests_s.items()):
+        for label, a, b, color in phases + [("start elsewhere: define + start", m["fenced"], done, "#2e86ab")]:
+            ax.barh(row, b - a, left=a, color=color, height=0.6, label=label if row == 0 else None)
+        ax.text(done + 0.05, row, f"{done:.2f} s", va="center", fontsize=8)
+    ax.set_yticks(range(len(run.guests_s)), list(run.guests_s))
+    ax.set_xlabel("seconds since the host lost power")
+    ax.set_xlim(0, max(run.guests_s.values()) * 1.12)
+    ax.set_title(f"Host power loss: {len(run.guests_s)} protected guests running on other hosts in "
+                 f"{run.total_s:.2f} s (remediator's share {run.remediator_s:.2f} s)", fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(summaries: list[dict]) -> str:
+    head = (f"{'scenario':<16}{'runs':>5}{'p50 s':>8}{'p95 s':>8}{'max s':>8}{'detect':>8}{'decide':>8}"
+            f"{'act':>8}{'remed.':>8}{'dups':>6}{'target':>8}{'x 3RC':>8}")
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        lines.append(f"{s['scenario']:<16}{s['runs']:>5}{s['p50_s']:>8.2f}{s['p95_s']:>8.2f}{s['max_s']:>8.2f}"
+                     f"{s['detection_s']['p50']:>8.2f}{s['decision_s']['p50']:>8.3f}{s['action_s']['p50']:>8.2f}"
+                     f"{s['remediator_s']['p50']:>8.2f}{s['duplicates_observed']:>6}"
+                     f"{('<=' if s['target_met'] else '> ') + format(s['target_p50_s'], 'g'):>8}"
+                     f"{s['ratio_to_3rc']:>8.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of each scenario (default 5)")
+    parser.add_argument("--guests", type=int, default=8, help="protected guests on the failing host (default 8)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--output-dir", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown or args.runs < 1 or args.guests < 1:
+        parser.error(f"unknown scenarios {unknown}" if unknown else "--runs and --guests must be at least 1")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    summaries, plotted, floor = [], None, None
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
+        if any(s != "vm_crash" for s in scenarios):
+            floor = run_start_floor(args.runs, args.guests, log)
+        for scenario in scenarios:
+            if scenario == "vm_crash":
+                runs = run_vm_crash(args.runs, Path(tmp), log)
+            else:
+                runs = run_host_fault(scenario, args.runs, args.guests, Path(tmp), log)
+            summaries.append(summarize(scenario, runs))
+            if scenario == "host_power_loss":
+                plotted = runs[len(runs) // 2]
+    result = {"cores": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "timings": shipped_timings(), "start_floor": floor, "scenarios": {s["scenario"]: s for s in summaries}}
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    out = args.output_dir / "recovery.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n" + table(summaries))
+    if floor:
+        print(f"\nstart floor ({floor['guests']} guests straight through libvirt, {floor['workers']} at a time, "
+              f"no remediator): p50 {floor['p50_s']:.2f} s")
+    print(f"\nwritten to {out}")
+    if plotted is not None:
+        png = args.output_dir / "recovery-host-power-loss.png"
+        plot_timeline(plotted, png)
+        print(f"timeline of one host power loss run: {png}")
+    return 0 if all(s["duplicates_observed"] == 0 for s in summaries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
