@@ -134,24 +134,13 @@ def split(scenario: str, fault_at: float, running: dict[str, float], detail: dic
                started_at=fault_at)
 
 
-def seen_everywhere(stack: Stack, lab: Lab, uuids: list[str]) -> None:
-    """Before a fault: Prometheus scrapes every guest and the remediator has stored their definitions."""
-    wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) >= len(uuids), 30,
-             "every guest seen by Prometheus")
-    wait_for(lambda: len(stack.prometheus.query("up == 1")) == len(lab.hosts), 30, "every exporter up")
-
-    def stored():
-        return set(uuids) <= {v["uuid"] for v in stack.api("vms")["vms"] if v["definition"]}
-    wait_for(stored, 30, "every guest's definition stored", on_timeout=stack.log_tail)
-
-
 def run_vm_crash(runs: int, workdir: Path, log) -> list[Run]:
     results = []
     with Lab(3) as lab:
         names = [f"crash-{i}" for i in range(runs)]
         uuids = {lab.define_guest(ORIGIN, n, metadata=ha_metadata(priority=100)): n for n in names}
         with Stack(lab, workdir / "vm_crash") as stack, DuplicateSampler(lab) as sampler:
-            seen_everywhere(stack, lab, list(uuids))
+            stack.wait_watching(uuids)
             for i, (uuid, name) in enumerate(uuids.items()):
                 before = len(sampler.duplicates)
                 fault_at = time.time()
@@ -175,7 +164,7 @@ def run_host_fault(scenario: str, runs: int, guests: int, workdir: Path, log) ->
             uuids = {lab.define_guest(ORIGIN, n, metadata=ha_metadata(priority=10 * g)): n
                      for g, n in enumerate(names)}
             with Stack(lab, workdir / f"{scenario}-{i}") as stack, DuplicateSampler(lab) as sampler:
-                seen_everywhere(stack, lab, list(uuids))
+                stack.wait_watching(uuids)
                 time.sleep(1.0)  # a quiet second: every rule evaluated on a healthy lab
                 fault_at = time.time()
                 if scenario == "host_power_loss":

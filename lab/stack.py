@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import requests
 import yaml
@@ -202,6 +202,16 @@ class Stack:
 
     def metrics(self) -> str:
         return self._session.get(f"{self.url}/metrics", timeout=5).text
+
+    def wait_watching(self, uuids: Iterable[str], timeout: float = 30.0) -> None:
+        """Until the stack watches these protected guests: every exporter is up, Prometheus has every
+        guest, and the remediator has stored each one's definition (what it restarts them from)."""
+        uuids = set(uuids)
+        wait_for(lambda: len(self.prometheus.query("up == 1")) == len(self.lab.hosts), timeout, "every exporter up")
+        wait_for(lambda: uuids <= {s["metric"]["uuid"] for s in self.prometheus.query('hypervisor_vm_info{ha="true"}')},
+                 timeout, "every protected guest seen by Prometheus")
+        wait_for(lambda: uuids <= {v["uuid"] for v in self.api("vms")["vms"] if v["definition"]}, timeout,
+                 "every protected guest's definition stored by the remediator", on_timeout=self.log_tail)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1,

@@ -36,9 +36,10 @@ def moments(detail: dict[str, Any]) -> dict[str, float]:
         "detected": epoch(data.get("alert_received_at") or incident.get("opened_at")),
         "acting": epoch(actions[0]["at"]) if actions else None,
     }
+    verified = verification(history)
+    if verified:
+        found["verified"] = epoch(verified["at"])
     for t in history:
-        if t["from_state"] in _VERIFYING and t["to_state"] not in _VERIFYING:
-            found.setdefault("verified", epoch(t["at"]))
         if t["to_state"] == "host_evacuating":
             found.setdefault("fenced", epoch(t["at"]))
     recovery = [a for a in actions if a["action"]["kind"] in _RECOVERY_ACTIONS]
@@ -50,7 +51,7 @@ def moments(detail: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in found.items() if v is not None}
 
 
-def placements(detail: dict[str, Any]) -> dict[str, str]:
-    """VM name or UUID -> host, as placement chose them for this incident (empty before it placed)."""
-    data = detail["incident"].get("data") or {}
-    return dict(data.get("placement") or {})
+def verification(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The transition that ended verification (its event says what libvirt answered), if any yet."""
+    return next((t for t in history if t["from_state"] in _VERIFYING and t["to_state"] not in _VERIFYING), None)
+

@@ -21,14 +21,6 @@ def running_where(lab, uuid) -> list[str]:
     return [h.name for h in lab.hosts if lab.is_on(h) and uuid in lab.running(h, inside=True)]
 
 
-def wait_inventory(stack, names: set[str], host: str) -> None:
-    """Until an inventory sync has stored the definitions of `names` on `host` (the evacuation's source)."""
-    def synced():
-        vms = {v["name"]: v for v in stack.api("vms")["vms"]}
-        return all(vms.get(n, {}).get("host") == host and vms[n].get("definition") for n in names)
-    wait_for(synced, 20, "inventory synced", on_timeout=lambda: str(stack.api("vms")))
-
-
 def incident_for(stack, subject: str) -> dict | None:
     return next((i for i in stack.incidents() if i["subject"] == subject), None)
 
@@ -37,8 +29,7 @@ def evacuation_setup(stack_factory, n: int, **stack_kw):
     vms = [{"name": f"app-{i}", "priority": i} for i in range(n)]
     lab, stack, sampler = stack_factory(vms=vms, **stack_kw)
     uuids = [ha(lab, "h1", v["name"], priority=v["priority"]) for v in vms]
-    wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) == n, 20, "VMs seen")
-    wait_inventory(stack, {v["name"] for v in vms}, "h1")
+    stack.wait_watching(uuids)
     return lab, stack, sampler, uuids
 
 
@@ -61,8 +52,7 @@ def test_host_power_loss_fences_and_restarts_guests_elsewhere_once(stack_factory
     lab, stack, sampler = stack_factory(vms=vms)
     uuids = [ha(lab, "h1", v["name"], priority=v["priority"]) for v in vms]
     ha(lab, "h2", "load-2")  # h2 busier than h3 by allocation: spreading must still use both
-    wait_for(lambda: len(stack.prometheus.query('hypervisor_vm_info{ha="true"}')) == 5, 20, "VMs seen")
-    wait_inventory(stack, {v["name"] for v in vms}, "h1")
+    stack.wait_watching(uuids)
     started = time.monotonic()
     lab.power_off("h1")
     wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "every h1 guest running elsewhere",
