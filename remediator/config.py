@@ -367,7 +367,7 @@ class _Parser:
             policy=self.policy(top.get("policy")),
             limits=self.limits(top.get("limits")),
             libvirt_connect_timeout_s=self.number(
-                libvirt.get("connect_timeout_s", 5.0), "libvirt.connect_timeout_s", above=True
+                libvirt.get("connect_timeout_s", Config.libvirt_connect_timeout_s), "libvirt.connect_timeout_s", above=True
             ),
             dry_run=self.boolean(top.get("dry_run", False), "dry_run"),
             source=self.source,
@@ -454,7 +454,8 @@ class _Parser:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise self.fail("prometheus.url", f"expected an http(s) URL, got {url!r}")
-        return Prometheus(url=url, timeout_s=self.number(raw.get("timeout_s", 2.0), "prometheus.timeout_s", above=True))
+        timeout = self.number(raw.get("timeout_s", Prometheus.timeout_s), "prometheus.timeout_s", above=True)
+        return Prometheus(url=url, timeout_s=timeout)
 
     def store(self, value: Any) -> Store:
         raw = self.mapping(value, "store", ["url"])
@@ -576,7 +577,7 @@ class _Parser:
             action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
             storm=Storm(max_unhealthy_share=float(share)),
             max_concurrent_actions=self.number(
-                raw.get("max_concurrent_actions", 4), "policy.max_concurrent_actions", integer=True, minimum=1
+                raw.get("max_concurrent_actions", Policy.max_concurrent_actions), "policy.max_concurrent_actions", integer=True, minimum=1
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
