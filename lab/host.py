@@ -162,12 +162,39 @@ def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | Non
     else:
         (hdir / "cache").mkdir(exist_ok=True)
     (hdir / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host.address))
+    # libvirtd looks for hooks once, at start: install it now so refuse_start() needs no restart.
+    (hdir / "etc" / "hooks").mkdir(exist_ok=True)
+    (hdir / "etc" / REFUSE_DIR).mkdir(exist_ok=True)
+    hook = hdir / "etc" / "hooks" / "qemu"
+    hook.write_text(QEMU_HOOK)
+    hook.chmod(0o755)
     shutil.copy(SYSTEM_QEMU_CONF, hdir / "etc" / "qemu.conf")
     (hdir / "hosts").write_text(etc_hosts(all_hosts))
     # Nothing listens on 127.0.0.1:53 in the namespace: a lookup fails at once instead of
     # waiting for a resolver that cannot be reached.
     (hdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     repair_boot(host)
+
+
+# A libvirt qemu hook (argv: domain, operation, sub-operation): a non-zero exit at "prepare" fails
+# the start with the hook's message, as a host whose storage or network for that guest broke would.
+REFUSE_DIR = "lab-refuse-start"
+QEMU_HOOK = f"""#!/bin/sh
+# remediator lab: refuse to start a guest while /etc/libvirt/{REFUSE_DIR}/<name> exists (Lab.refuse_start)
+if [ "$2" = prepare ] && [ -e "/etc/libvirt/{REFUSE_DIR}/$1" ]; then
+  echo "lab: start of $1 refused on this host" >&2
+  exit 1
+fi
+exit 0
+"""
+
+
+def refuse_start(host: LabHost, vm_name: str, refuse: bool = True) -> None:
+    marker = Path(host.dir) / "etc" / REFUSE_DIR / vm_name
+    if refuse:
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
 
 
 def repair_boot(host: LabHost) -> None:

@@ -350,6 +350,10 @@ class Lab:
     def heal(self, host: str | LabHost) -> None:
         hostmod.set_link(self.host(host), up=True)
 
+    def refuse_start(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:
+        """Make every start of vm_name on host fail (a libvirt hook refuses it), or allow it again."""
+        hostmod.refuse_start(self.host(host), vm_name, refuse)
+
     def kill_bmc(self, host: str | LabHost) -> None:
         h = self.host(host)
         if procs.kill(h.bmc_pid, h.bmc_start):

@@ -47,6 +47,27 @@ def test_crashed_vm_runs_again_on_its_host(stack_factory):
     assert sampler.duplicates == []
 
 
+def test_restart_in_place_failing_moves_it_to_the_least_loaded_other_host(stack_factory):
+    lab, stack, sampler = stack_factory(vms=[{"name": "web-1", "priority": 100}])
+    uuid = ha(lab, "h1", "web-1", priority=100)
+    for i in range(2):  # h2 carries more than h3: the least-loaded other host is h3
+        lab.define_guest("h2", f"busy-{i}")
+    stack.wait_watching([uuid])
+    lab.refuse_start("h1", "web-1")  # h1 can no longer start it (a libvirt hook refuses)
+    started = time.monotonic()
+    lab.crash_guest("h1", "web-1")
+    wait_for(lambda: running_where(lab, uuid), 60, "web-1 running again",
+             on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    print(f"\nvm_crash with restart in place refused: running on {running_where(lab, uuid)} after "
+          f"{time.monotonic() - started:.2f} s")
+    assert running_where(lab, uuid) == ["h3"]
+    incident = incident_for(stack, f"vm:{uuid}")
+    detail = stack.api(f"incidents/{incident['id']}")
+    kinds = [(a["action"]["kind"], a["ok"]) for a in detail["actions"]]
+    assert ("start_vm", False) in kinds and ("start_vm_elsewhere", True) in kinds, kinds
+    assert sampler.duplicates == []
+
+
 def test_host_power_loss_fences_and_restarts_guests_elsewhere_once(stack_factory):
     vms = [{"name": f"db-{i}", "priority": 10 * i} for i in range(4)]
     lab, stack, sampler = stack_factory(vms=vms)

@@ -54,3 +54,36 @@ def test_a_run_without_promtool_fails_naming_it(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "promtool" in run.stdout + run.stderr
+
+
+def test_timeline_moments_of_a_host_incident_from_its_api_detail():
+    from lab.timeline import moments, verification
+
+    def at(s):
+        return f"2026-11-25T10:00:{s:06.3f}+00:00"
+    detail = {
+        "incident": {"opened_at": at(5.2), "closed_at": at(7.0), "data": {"alert_received_at": at(5.1)}},
+        "history": [
+            {"at": at(5.2), "from_state": None, "to_state": "host_verifying", "event": {"kind": "alert_firing"}},
+            {"at": at(5.25), "from_state": "host_verifying", "to_state": "host_verifying",
+             "event": {"kind": "alert_firing"}},  # a repeat while verifying: not the verification's end
+            {"at": at(5.3), "from_state": "host_verifying", "to_state": "host_fencing",
+             "event": {"kind": "host_unreachable"}},
+            {"at": at(5.5), "from_state": "host_fencing", "to_state": "host_evacuating", "event": {"kind": "action_ok"}},
+            {"at": at(7.0), "from_state": "host_evacuating", "to_state": "recovered", "event": {"kind": "action_ok"}},
+        ],
+        "actions": [
+            {"at": at(5.2), "finished_at": at(5.3), "ok": True, "action": {"kind": "verify_host"}},
+            {"at": at(5.3), "finished_at": at(5.5), "ok": True, "action": {"kind": "fence_host"}},
+            {"at": at(5.5), "finished_at": at(7.0), "ok": True, "action": {"kind": "evacuate_host"}},
+        ],
+    }
+    m = {k: round(v % 60, 3) for k, v in moments(detail).items()}
+    assert m == {"detected": 5.1, "acting": 5.2, "verified": 5.3, "fenced": 5.5, "placed": 5.5, "running": 7.0}
+    assert verification(detail["history"])["event"]["kind"] == "host_unreachable"
+
+
+def test_timeline_moments_of_an_incident_not_yet_acted_on():
+    from lab.timeline import moments
+    detail = {"incident": {"opened_at": "2026-11-25T10:00:01+00:00", "data": {}}, "history": [], "actions": []}
+    assert list(moments(detail)) == ["detected"]
