@@ -6,6 +6,8 @@ Rules, in the order they are applied to each VM (highest priority first, then by
    memory * memory ratio; and never more memory than the host reports available, when it does.
 3. Anti-affinity: a VM never joins a host that holds another member of its group.
 4. Least loaded first: load1 per CPU when Prometheus gave it, else the share of CPUs allocated.
+   Loads within LOAD_TOLERANCE per CPU of the least loaded count as equal (load1 is a one-minute
+   average: such differences are noise), and among those the smaller allocated share goes first.
    Each placed VM raises its host's estimate (its vCPUs counted as busy), so a batch spreads.
 5. Ties go to the host name, so the same inputs always give the same plan.
 A VM no host can take gets a reason naming why each host refused it.
@@ -36,12 +38,32 @@ class Plan:
         return not self.unplaced
 
 
+LOAD_TOLERANCE = 0.05  # load1 per CPU
+
+
+def allocated_share(host: HostCapacity) -> float:
+    return host.vcpus_allocated / max(host.cpus, 1)
+
+
+def by_preference(hosts: Iterable[HostCapacity]) -> list[HostCapacity]:
+    """Least loaded first; hosts within LOAD_TOLERANCE of the least loaded of those left are
+    ordered by allocated share, then name."""
+    left = sorted(hosts, key=lambda h: (load_score(h), h.name))
+    ordered = []
+    while left:
+        floor = load_score(left[0]) + LOAD_TOLERANCE
+        near = [h for h in left if load_score(h) <= floor]
+        ordered += sorted(near, key=lambda h: (allocated_share(h), load_score(h), h.name))
+        left = left[len(near):]
+    return ordered
+
+
 def load_score(host: HostCapacity) -> float:
     """How busy a host is, per CPU: measured load when known, else the allocated share."""
     cpus = max(host.cpus, 1)
     if host.load1 is not None:
         return host.load1 / cpus
-    return host.vcpus_allocated / cpus
+    return allocated_share(host)
 
 
 def placement_order(vms: Iterable[ProtectedVM]) -> list[ProtectedVM]:
@@ -87,7 +109,7 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
         groups.setdefault(vm.uuid, vm.group)
         refusals = {}
         best: HostCapacity | None = None
-        for host in sorted(state.values(), key=lambda h: (load_score(h), h.name)):
+        for host in by_preference(state.values()):
             why = refusal(host, vm, ratios, groups, exclude)
             if why is None:
                 best = host

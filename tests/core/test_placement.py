@@ -26,6 +26,13 @@ def test_least_loaded_host_first_and_load_beats_allocation():
     assert place(hosts, [vm("x")]).assignments == {"uuid-x": "b"}
 
 
+def test_loads_within_the_tolerance_are_equal_and_the_allocated_share_decides():
+    # load1 is a one-minute average: 0.50 vs 0.52 per CPU is noise, 3 vCPUs vs 1 is not
+    hosts = [host("a", load1=0.50, vcpus_allocated=3), host("b", load1=0.52, vcpus_allocated=1),
+             host("c", load1=0.9, vcpus_allocated=0)]
+    assert place(hosts, [vm("x")]).assignments == {"uuid-x": "b"}
+
+
 def test_without_load_the_allocated_share_decides():
     hosts = [host("a", vcpus_allocated=3), host("b", vcpus_allocated=1)]
     assert place(hosts, [vm("x")]).assignments == {"uuid-x": "b"}

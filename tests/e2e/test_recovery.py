@@ -56,6 +56,7 @@ def test_restart_in_place_failing_moves_it_to_the_least_loaded_other_host(stack_
     lab.refuse_start("h1", "web-1")  # h1 can no longer start it (a libvirt hook refuses)
     started = time.monotonic()
     lab.crash_guest("h1", "web-1")
+    wait_for(lambda: lab.domain_state("h1", "web-1")[0] == "shutoff", 5, "crash visible")
     wait_for(lambda: running_where(lab, uuid), 60, "web-1 running again",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     print(f"\nvm_crash with restart in place refused: running on {running_where(lab, uuid)} after "
