@@ -367,7 +367,8 @@ class _Parser:
             policy=self.policy(top.get("policy")),
             limits=self.limits(top.get("limits")),
             libvirt_connect_timeout_s=self.number(
-                libvirt.get("connect_timeout_s", Config.libvirt_connect_timeout_s), "libvirt.connect_timeout_s", above=True
+                libvirt.get("connect_timeout_s", Config.libvirt_connect_timeout_s), "libvirt.connect_timeout_s",
+                above=True,
             ),
             dry_run=self.boolean(top.get("dry_run", False), "dry_run"),
             source=self.source,
@@ -577,7 +578,8 @@ class _Parser:
             action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
             storm=Storm(max_unhealthy_share=float(share)),
             max_concurrent_actions=self.number(
-                raw.get("max_concurrent_actions", Policy.max_concurrent_actions), "policy.max_concurrent_actions", integer=True, minimum=1
+                raw.get("max_concurrent_actions", Policy.max_concurrent_actions), "policy.max_concurrent_actions",
+                integer=True, minimum=1,
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
