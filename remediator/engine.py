@@ -37,8 +37,8 @@ from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.model import (Action, Alert, AlertStatus, Event, HostCapacity, HostCondition, Incident,
                               ProtectedVM, Remediation, host_subject)
-from remediator.store.base import (SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store,
-                                   StoreError)
+from remediator.store.base import (SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE, SETTING_UNREACHABLE,
+                                   Intent, Store, StoreError)
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,11 @@ class Engine:
         self.run_timers()
 
     def sync_inventory(self) -> reconcile.SyncReport:
-        """Scheduler job: refresh the stored definitions and locations of the protected VMs."""
-        return reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
+        """Scheduler job: refresh the stored definitions and locations of the protected VMs; it asks
+        every host, so it also refreshes which hosts the remediator cannot reach (the storm check)."""
+        report = reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
+        self._note_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
+        return report
 
     def reconcile(self) -> list[reconcile.Finding]:
         """Scheduler job: catch what alerts missed; a VM down with no alert is handled at once."""
@@ -462,7 +465,8 @@ class Engine:
         return Outcome(E.VM_NOT_RUNNING, True, f"not running on any reachable host{note}")
 
     def verify_host(self, host: str) -> Outcome:
-        if self.hv.is_reachable(host):
+        answers = self._probe_hosts()
+        if answers[host] if host in answers else self.hv.is_reachable(host):
             return Outcome(E.HOST_REACHABLE, True, f"libvirt on {host} answers")
         if self._conditions().get(host) not in (HostCondition.FENCED, HostCondition.MAINTENANCE):
             self.store.set_host_state(host, HostCondition.DOWN, "libvirt unreachable from the remediator",
@@ -686,6 +690,29 @@ class Engine:
             return f"; the stale copy on {origin} could not be undefined ({err})"
         return f"; undefined the stale copy on {origin}"
 
+    def _probe_hosts(self) -> dict[str, bool]:
+        """Ask every host that is not fenced or in maintenance whether libvirt answers, in parallel.
+
+        Done before any fence: a second host that died with the first may not have its alert in
+        yet (each host's alert is its own Alertmanager group), and the storm check must count it
+        before the first host's VMs are moved onto hosts that may be failing too."""
+        conditions = self._conditions()
+        names = [h.name for h in self.config.hosts
+                 if conditions.get(h.name) not in (HostCondition.FENCED, HostCondition.MAINTENANCE)]
+        with ThreadPoolExecutor(max_workers=min(32, max(1, len(names))), thread_name_prefix="probe") as pool:
+            answers = dict(zip(names, pool.map(self.hv.is_reachable, names)))
+        self._note_reachability(set(names), {n for n, ok in answers.items() if not ok})
+        return answers
+
+    def _note_reachability(self, asked: set[str], unreachable: set[str]) -> None:
+        """Remember which of the hosts just asked did not answer (first seen), for check_storm."""
+        before = self.store.get_setting(SETTING_UNREACHABLE) or {}
+        now = {h: at for h, at in before.items() if h not in asked}
+        now.update({h: before.get(h, self.clock()) for h in unreachable})
+        if now != before:
+            self.store.set_setting(SETTING_UNREACHABLE, now)
+            self.check_storm()
+
     def _find_running(self, uuid: str) -> tuple[list[str], list[str]]:
         """(hosts running it, hosts that could not be asked), over every host but the fenced ones:
         those are proven off, and asking a partitioned one costs a connect timeout per question."""
@@ -711,12 +738,14 @@ class Engine:
     def check_storm(self) -> bool:
         """Hold when more than the configured share of hosts are out; release held incidents when not.
 
-        Out: down, fenced or damaged in the store, with an open host incident, or with a host alert
-        still waiting in the store (so that two hosts failing together are held together, whatever
-        order their alerts are handled in)."""
+        Out: down, fenced or damaged in the store, with an open host incident, with a host alert
+        still waiting in the store, or unreachable when the remediator last asked it (so that two
+        hosts failing together are held together, whatever order their alerts arrive in)."""
         names = [h.name for h in self.config.hosts]
         conditions = self._conditions()
         out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
+        out |= {n for n in (self.store.get_setting(SETTING_UNREACHABLE) or {})
+                if conditions.get(n) is not HostCondition.MAINTENANCE} & set(names)
         out |= {sa.alert.host for sa in self.store.pending_alerts()
                 if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING} & set(names)
         for incident in self.store.list_incidents(open_only=True, limit=100000):

@@ -20,6 +20,7 @@ ALERT_OUTCOMES = ("incident", "ignored", "duplicate")
 # Settings (get_setting/set_setting keys) shared by the engine, which writes them, and the API, which shows them.
 SETTING_STORM = "storm_hold"  # {"active": bool, "reason": str, "since": datetime, "unhealthy": [host, ...]}
 SETTING_STORM_RELEASE = "storm_release"  # {"at": datetime, "by": str, "reason": str}: an operator lifted the hold
+SETTING_UNREACHABLE = "unreachable"  # {host: datetime first seen}: hosts the remediator itself could not reach when it last asked
 SETTING_HOST_LOAD = "host_load"  # {host: {"load1": float|None, "memory_available_bytes": int|None}, "at": datetime, "source": "prometheus"|"libvirt"}
 
 

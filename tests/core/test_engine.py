@@ -188,6 +188,24 @@ def test_storm_two_of_three_hosts_down_holds_everything(make_dc):
     assert sorted(dc.running()) == sorted(dc.vms.values()) and all(h == ["h3"] for h in dc.running().values())
 
 
+def test_two_hosts_lost_together_are_held_even_when_only_one_alert_has_come(make_dc):
+    # Each host's alert is its own Alertmanager group: the second may come a moment later. The
+    # remediator asks every host before it fences, and counts the one it cannot reach.
+    dc = make_dc({"h1": ["a-p1"], "h2": ["b-p1"], "h3": []})
+    dc.sync()
+    dc.switch.cut.update({"h1", "h2"})
+    deliver(dc, host_alert("h1"))
+    assert [i.state for i in dc.store.list_incidents()] == [S.HELD]
+    assert dc.switch.agent_calls() == [] and dc.running() == {}
+    assert dc.store.get_setting(SETTING_STORM)["unhealthy"] == ["h1", "h2"]
+    # h2 answers again (its blip is over): the next inventory sync sees it, the share drops, h1 goes on.
+    dc.switch.cut.discard("h2")
+    dc.engine.sync_inventory()
+    dc.settle()
+    assert [i.state for i in dc.store.list_incidents()] == [S.RECOVERED]
+    assert dc.running() == {dc.vms["a-p1"]: ["h3"], dc.vms["b-p1"]: ["h2"]}
+
+
 def test_damaged_host_is_cordoned_and_its_vms_migrate_away(make_dc):
     dc = make_dc({"h1": ["g1", "g2"], "h2": [], "h3": []})
     dc.sync()
