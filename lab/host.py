@@ -107,6 +107,11 @@ def set_link(host: LabHost, up: bool) -> None:
     _ip("link", "set", host.veth, "up" if up else "down")
 
 
+def forget_neighbour(host: LabHost, bridge: str) -> None:
+    """Drop the root namespace's ARP entry for the host (it may be FAILED after a partition)."""
+    _ip("neigh", "flush", "to", host.address, "dev", bridge, check=False)
+
+
 def link_is_up(host: LabHost) -> bool:
     try:
         flags = int(Path(f"/sys/class/net/{host.veth}/flags").read_text(), 16)

@@ -347,8 +347,16 @@ class Lab:
         """Link down (the switch port): daemon and guests keep running, unreachable from outside."""
         hostmod.set_link(self.host(host), up=False)
 
-    def heal(self, host: str | LabHost) -> None:
-        hostmod.set_link(self.host(host), up=True)
+    def heal(self, host: str | LabHost, timeout: float = 10.0) -> None:
+        """Link up again; returns once the host's libvirtd answers at its address (if it is on).
+
+        The bridge's neighbour entry for the host went FAILED while the link was down, and until
+        it is resolved again connects fail with "No route to host": forget it, then wait."""
+        h = self.host(host)
+        hostmod.set_link(h, up=True)
+        hostmod.forget_neighbour(h, self.bridge)
+        if self.is_on(h):
+            virt.wait_ready(h.uri, timeout)
 
     def refuse_start(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:
         """Make every start of vm_name on host fail (a libvirt hook refuses it), or allow it again."""
