@@ -184,6 +184,15 @@ def run_host_fault(scenario: str, runs: int, guests: int, workdir: Path, log) ->
     return results
 
 
+def remove_all_domains(conn) -> None:
+    # In a function of its own: a domain object outliving its connection's close() would close the
+    # connection later, from the garbage collector, by a call to a daemon the lab has torn down
+    # (it blocks forever: these connections have no keepalive).
+    for dom in conn.listAllDomains():
+        dom.destroy()
+        dom.undefine()
+
+
 def run_start_floor(runs: int, guests: int, log) -> dict:
     """The evacuation's floor: the same guests defined and started straight through libvirt on the two
     surviving hosts, as many at a time as the remediator's default `max_concurrent_actions`, with no
@@ -201,9 +210,7 @@ def run_start_floor(runs: int, guests: int, log) -> dict:
                     list(pool.map(lambda hx: conns[hx[0]].defineXML(hx[1]).create(), xmls))
                 times.append(time.monotonic() - started)
                 for conn in conns.values():
-                    for dom in conn.listAllDomains():
-                        dom.destroy()
-                        dom.undefine()
+                    remove_all_domains(conn)
                 time.sleep(0.5)
         finally:
             for conn in conns.values():
