@@ -69,6 +69,12 @@ def sync_inventory(config, store: Store, hypervisors, now: datetime) -> SyncRepo
         # Where it runs; else where the store last had it, if still defined there; else the first copy.
         alive = [h for h, d in copies if d.alive]
         hosts = [h for h, _ in copies]
+        if not alive and known is not None and known.host in unreachable:
+            # Its host does not answer, so it may still run there (or be fenced with it). A copy only
+            # defined elsewhere (a start cut short by a crash, a stale copy) is not where it lives:
+            # moving the record there would hide it from its host's evacuation.
+            protected += known.protected
+            continue
         host = alive[0] if alive else (known.host if known and known.host in hosts else hosts[0])
         try:
             xml = hypervisors.domain_xml(host, uuid)

@@ -285,6 +285,21 @@ def test_inventory_keeps_definition_priority_and_group(make_dc):
     assert report.protected == 1 and vm.priority == 40 and vm.host == "h1" and "<domain" in vm.xml
 
 
+def test_inventory_keeps_a_vm_on_its_unreachable_host_when_it_is_only_defined_elsewhere(make_dc):
+    # A remediator killed between define and start on h2 leaves a shut-off copy there; after a restart,
+    # the sync must not record h2 as the VM's home while h1 (which may still run it) does not answer.
+    dc = make_dc({"h1": ["a-p1"], "h2": [], "h3": []})
+    dc.sync()
+    uuid = dc.vms["a-p1"]
+    dc.switch.cut.add("h1")
+    dc.engine.hv.define("h2", dc.store.get_vm(uuid).xml)
+    dc.sync()
+    assert dc.store.get_vm(uuid).host == "h1"
+    # The host's evacuation then finds it and starts it once (h2's defined copy is reused or replaced).
+    deliver(dc, host_alert("h1"))
+    assert dc.running() == {uuid: [dc.running()[uuid][0]]} and dc.running()[uuid][0] in ("h2", "h3")
+
+
 def test_reconcile_reports_a_lost_alert_and_the_engine_recovers_it(make_dc):
     dc = make_dc({"h1": ["g1"], "h2": []})
     dc.sync()
