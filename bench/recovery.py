@@ -113,10 +113,10 @@ def wait_running(lab: Lab, names: dict[str, str], hosts: set[str], timeout: floa
 def closed_incident(stack: Stack, subject: str, timeout: float = 30.0) -> dict:
     """The incident of `subject` once it is closed, with its history and actions."""
     def closed():
-        found = [i for i in stack.incidents() if i["subject"] == subject and i.get("closed_at")]
-        return found[0] if found else None
+        detail = stack.incident(subject)
+        return detail if detail and detail["incident"].get("closed_at") else None
     wait_for(closed, timeout, f"incident of {subject} closed", on_timeout=stack.log_tail)
-    return stack.api(f"incidents/{closed()['id']}")
+    return closed()
 
 
 def split(scenario: str, fault_at: float, running: dict[str, float], detail: dict, duplicates: int) -> Run:

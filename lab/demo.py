@@ -65,9 +65,8 @@ def follow(stack: Stack, subject: str, fault_at: float, label: str, names: dict[
     shown: set[str] = set()
     deadline = time.monotonic() + INCIDENT_TIMEOUT_S
     while time.monotonic() < deadline:
-        found = [i for i in stack.incidents() if i["subject"] == subject]
-        if found:
-            detail = stack.api(f"incidents/{found[0]['id']}")
+        detail = stack.incident(subject)
+        if detail:
             reached = moments(detail)
             for name in MOMENTS:
                 if name in reached and name not in shown:

@@ -200,6 +200,12 @@ class Stack:
         data = self.api("incidents")
         return data["incidents"] if isinstance(data, dict) else data
 
+    def incident(self, subject: str) -> dict | None:
+        """The subject's incident ("vm:<uuid>", "host:<name>"; the open one, else the newest) with its
+        history and actions, as GET /api/v1/incidents/<id> gives it; None before there is one."""
+        found = [i for i in self.incidents() if i["subject"] == subject]
+        return self.api(f"incidents/{found[0]['id']}") if found else None
+
     def metrics(self) -> str:
         return self._session.get(f"{self.url}/metrics", timeout=5).text
 

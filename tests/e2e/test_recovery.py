@@ -21,10 +21,6 @@ def running_where(lab, uuid) -> list[str]:
     return [h.name for h in lab.hosts if lab.is_on(h) and uuid in lab.running(h, inside=True)]
 
 
-def incident_for(stack, subject: str) -> dict | None:
-    return next((i for i in stack.incidents() if i["subject"] == subject), None)
-
-
 def evacuation_setup(stack_factory, n: int, **stack_kw):
     vms = [{"name": f"app-{i}", "priority": i} for i in range(n)]
     lab, stack, sampler = stack_factory(vms=vms, **stack_kw)
@@ -62,8 +58,7 @@ def test_restart_in_place_failing_moves_it_to_the_least_loaded_other_host(stack_
     print(f"\nvm_crash with restart in place refused: running on {running_where(lab, uuid)} after "
           f"{time.monotonic() - started:.2f} s")
     assert running_where(lab, uuid) == ["h3"]
-    incident = incident_for(stack, f"vm:{uuid}")
-    detail = stack.api(f"incidents/{incident['id']}")
+    detail = stack.incident(f"vm:{uuid}")
     kinds = [(a["action"]["kind"], a["ok"]) for a in detail["actions"]]
     assert ("start_vm", False) in kinds and ("start_vm_elsewhere", True) in kinds, kinds
     assert sampler.duplicates == []
@@ -127,8 +122,7 @@ def test_remediator_killed_mid_evacuation_completes_after_restart_without_repeat
     stack.start_remediator()
     wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "evacuation completed after restart",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
-    incident = incident_for(stack, "host:h1")
-    detail = stack.api(f"incidents/{incident['id']}")
+    detail = stack.incident("host:h1")
     fences = [a for a in detail["actions"] if a["action"]["kind"] == "fence_host"]
     assert len(fences) == 1, f"a completed fence was repeated: {fences}"
     assert all(len(running_where(lab, u)) == 1 for u in uuids)
@@ -161,9 +155,9 @@ def test_power_loss_with_dead_bmc_waits_for_confirm_off(stack_factory):
     lab, stack, sampler, uuids = evacuation_setup(stack_factory, 4)
     lab.kill_bmc("h1")
     lab.power_off("h1")
-    wait_for(lambda: (i := incident_for(stack, "host:h1")) and i["state"] == "host_fence_waiting", 60,
+    wait_for(lambda: (d := stack.incident("host:h1")) and d["incident"]["state"] == "host_fence_waiting", 60,
              "incident waiting for the fence", on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
-    incident = incident_for(stack, "host:h1")
+    incident = stack.incident("host:h1")["incident"]
     print(f"\nfence failed, incident waits: {incident['reason']}")
     assert not any(running_where(lab, u) for u in uuids), "nothing may start elsewhere before the host is off"
     response = stack.post("hosts/h1/confirm-off")
