@@ -25,7 +25,7 @@ from lab import Lab
 from lab.guests import ha_metadata
 from lab.sampler import DuplicateSampler
 from lab.stack import TOKEN, Stack
-from lab.timeline import MOMENTS, moments, verification
+from lab.timeline import MOMENTS, moments, recovery_actions, verification
 
 # (host, guest, priority, anti-affinity group); priority None: not protected.
 GUESTS = [
@@ -94,8 +94,7 @@ def describe(moment: str, detail: dict, names: dict[str, str]) -> str:
     if moment == "fenced":
         return f"{incident['host']} proven off (fence_ipmilan off, then status off)"
     if moment == "placed":
-        kind = next(a["action"]["kind"] for a in actions if a["action"]["kind"] not in ("verify_vm", "verify_host",
-                                                                                        "fence_host", "cordon_host"))
+        kind = recovery_actions(actions)[0]["action"]["kind"]
         return {"start_vm": "start_vm: start it again on its own host",
                 "evacuate_host": "evacuate_host: start its protected guests on the least-loaded hosts with room"
                 }.get(kind, kind)

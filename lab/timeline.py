@@ -17,11 +17,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from remediator.fsm import STEP_ACTION, ActionKind, State
+
 MOMENTS = ("detected", "acting", "verified", "fenced", "placed", "running")
 
-_VERIFYING = {"vm_verifying", "host_verifying"}
-_RECOVERY_ACTIONS = {"start_vm", "start_vm_elsewhere", "rebuild_vm", "evacuate_host", "migrate_away",
-                     "rebalance_host"}
+# The fsm's own names (StrEnums compare equal to the API's strings): the step actions that start or move VMs.
+_VERIFYING = {State.VM_VERIFYING, State.HOST_VERIFYING}
+_RECOVERY_ACTIONS = set(STEP_ACTION.values()) - {ActionKind.VERIFY_VM, ActionKind.VERIFY_HOST, ActionKind.FENCE_HOST}
 
 
 def epoch(iso: str | None) -> float | None:
@@ -42,7 +44,7 @@ def moments(detail: dict[str, Any]) -> dict[str, float]:
     for t in history:
         if t["to_state"] == "host_evacuating":
             found.setdefault("fenced", epoch(t["at"]))
-    recovery = [a for a in actions if a["action"]["kind"] in _RECOVERY_ACTIONS]
+    recovery = recovery_actions(actions)
     if recovery:
         found["placed"] = epoch(recovery[0]["at"])
         done = [a for a in recovery if a.get("ok")]
@@ -55,3 +57,7 @@ def verification(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The transition that ended verification (its event says what libvirt answered), if any yet."""
     return next((t for t in history if t["from_state"] in _VERIFYING and t["to_state"] not in _VERIFYING), None)
 
+
+def recovery_actions(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The actions that start or move VMs (start, start elsewhere, rebuild, evacuate, migrate), in order."""
+    return [a for a in actions if a["action"]["kind"] in _RECOVERY_ACTIONS]
