@@ -24,7 +24,7 @@ from pathlib import Path
 from lab import Lab
 from lab.guests import ha_metadata
 from lab.sampler import DuplicateSampler
-from lab.stack import TOKEN, Stack
+from lab.stack import OPERATOR_TOKEN, Stack
 from lab.timeline import MOMENTS, moments, recovery_actions, verification
 
 # (host, guest, priority, anti-affinity group); priority None: not protected.
@@ -149,7 +149,7 @@ def run(once: bool) -> int:
 def show_endpoints(lab: Lab, stack: Stack) -> None:
     say(f"  Prometheus    {stack.prometheus.url}")
     say(f"  Alertmanager  http://{stack.alertmanager.address}")
-    say(f"  remediator    {stack.url}/api/v1/incidents   (Authorization: Bearer {TOKEN})")
+    say(f"  remediator    {stack.url}/api/v1/incidents   (Authorization: Bearer {OPERATOR_TOKEN})")
     for h in lab.hosts:
         say(f"  {h.name}  libvirt {h.uri}  exporter http://{h.address}:9177/metrics  BMC 127.0.0.1:{h.bmc_port}")
 

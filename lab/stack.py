@@ -31,7 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
 BIN = Path(sys.executable).parent
 EXPORTER_PORT = 9177
-TOKEN = "lab-webhook-token-0123456789abcdef"
+# One credential per role, as the docs tell an operator: Alertmanager's may only post alerts, the
+# Stack's own calls (and the demo's operator) use the operator's.
+ALERTMANAGER_TOKEN = "lab-webhook-token-0123456789abcdef"
+OPERATOR_TOKEN = "lab-operator-token-0123456789abcdef"
 
 
 def exporter_config(host) -> dict:
@@ -81,7 +84,7 @@ def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str |
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device."""
     return {
         "listen": {"host": "127.0.0.1", "port": port},
-        "auth": {"bearer_token": TOKEN},
+        "auth": {"alertmanager": {"bearer_token": ALERTMANAGER_TOKEN}, "operator": {"bearer_token": OPERATOR_TOKEN}},
         "prometheus": {"url": prometheus_url} if prometheus_url else {},
         "store": {"url": f"sqlite:///{store}"},
         "hosts": [
@@ -112,14 +115,14 @@ class Stack:
         self.config_path = self.workdir / "remediator.yml"
         self.store_path = self.workdir / "state.db"
         self._session = requests.Session()
-        self._session.headers["Authorization"] = f"Bearer {TOKEN}"
+        self._session.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Stack":
         try:
             if self.monitoring:
                 token_file = self.workdir / "webhook-token"
-                token_file.write_text(TOKEN)
+                token_file.write_text(ALERTMANAGER_TOKEN)
                 self.alertmanager = Alertmanager(
                     alertmanager_config(f"{self.url}/api/v1/alerts", token_file), self.workdir / "alertmanager")
                 self.alertmanager.start()
@@ -194,7 +197,13 @@ class Stack:
         return response.json()
 
     def post(self, path: str, json: Any = None) -> requests.Response:
+        """An operator's call (the operator's credential)."""
         return self._session.post(f"{self.url}/api/v1/{path.lstrip('/')}", json=json, timeout=10)
+
+    def post_alerts(self, payload: dict) -> requests.Response:
+        """A webhook post as Alertmanager makes it, with Alertmanager's credential (the operator's gets 403)."""
+        return requests.post(f"{self.url}/api/v1/alerts", json=payload, timeout=10,
+                             headers={"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"})
 
     def incidents(self) -> list[dict]:
         data = self.api("incidents")

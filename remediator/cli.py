@@ -188,14 +188,23 @@ def status(config: Config, *, api: str | None, out) -> int:
     return 0
 
 
-def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
+def _operator_session(config: Config):
+    """A requests session carrying the operator's credential: the API refuses Alertmanager's (403)."""
     import requests
 
     session = requests.Session()
-    if config.auth.bearer_token:
-        session.headers["Authorization"] = f"Bearer {config.auth.bearer_token}"
-    elif config.auth.basic:
-        session.auth = (config.auth.basic.username, config.auth.basic.password)
+    operator = config.auth.operator
+    if operator is not None and operator.bearer_token:
+        session.headers["Authorization"] = f"Bearer {operator.bearer_token}"
+    elif operator is not None and operator.basic:
+        session.auth = (operator.basic.username, operator.basic.password)
+    return session
+
+
+def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
+    import requests
+
+    session = _operator_session(config)
     base = api.rstrip("/") + "/api/v1"
 
     def get(path: str) -> Any:

@@ -5,9 +5,11 @@ Every validation error names the file and the key path, e.g.
 so an operator can fix the file without reading this module.
 
 Environment overrides (for secrets that should not live in the file):
-  REMEDIATOR_AUTH_TOKEN              auth.bearer_token
-  REMEDIATOR_AUTH_USERNAME           auth.basic.username
-  REMEDIATOR_AUTH_PASSWORD           auth.basic.password
+  REMEDIATOR_AUTH_<ROLE>_TOKEN       auth.<role>.bearer_token
+  REMEDIATOR_AUTH_<ROLE>_USERNAME    auth.<role>.basic.username
+  REMEDIATOR_AUTH_<ROLE>_PASSWORD    auth.<role>.basic.password
+                                     (ROLE: ALERTMANAGER or OPERATOR;
+                                     e.g. REMEDIATOR_AUTH_OPERATOR_TOKEN)
   REMEDIATOR_STORE_URL               store.url
   REMEDIATOR_PROMETHEUS_URL          prometheus.url
   REMEDIATOR_FENCE_<HOST>_<OPTION>   hosts[name=HOST].fence.options.OPTION
@@ -64,12 +66,28 @@ class BasicAuth:
 
 
 @dataclass(frozen=True)
-class Auth:
-    """Who may call the API. `none=True` only when the file says `auth: none` explicitly."""
+class Credentials:
+    """One role's credential: a bearer token and/or basic auth."""
 
-    none: bool = False
     bearer_token: str | None = None
     basic: BasicAuth | None = None
+
+
+# Alertmanager's credential may only post alerts; the operators' API (reads and writes) and the CLI need
+# the operator's. Separate, so a leaked webhook token cannot confirm a host off or close an incident.
+ROLES = ("alertmanager", "operator")
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Who may call the API, per role. `none=True` only when the file says `auth: none` explicitly."""
+
+    none: bool = False
+    alertmanager: Credentials | None = None
+    operator: Credentials | None = None
+
+    def of(self, role: str) -> Credentials | None:
+        return getattr(self, role) if role in ROLES else None
 
 
 @dataclass(frozen=True)
@@ -353,7 +371,7 @@ class _Parser:
         )
         self.apply_env(top)
         if "auth" not in top:
-            raise self.fail("auth", "required: give bearer_token and/or basic, or write `auth: none` explicitly")
+            raise self.fail("auth", f"required: {_AUTH_FORM}, or write `auth: none` explicitly")
         if not top.get("hosts"):
             raise self.fail("hosts", "required: at least one host")
         libvirt = self.mapping(top.get("libvirt"), "libvirt", ["connect_timeout_s"])
@@ -389,12 +407,15 @@ class _Parser:
                     return
             node[keys[-1]] = value
 
-        if (v := self.env.get("REMEDIATOR_AUTH_TOKEN")) is not None:
-            put("auth", ["bearer_token"], v)
-        if (v := self.env.get("REMEDIATOR_AUTH_USERNAME")) is not None:
-            put("auth", ["basic", "username"], v)
-        if (v := self.env.get("REMEDIATOR_AUTH_PASSWORD")) is not None:
-            put("auth", ["basic", "password"], v)
+        for old in ("TOKEN", "USERNAME", "PASSWORD"):
+            if f"REMEDIATOR_AUTH_{old}" in self.env:
+                raise self.fail("auth", f"REMEDIATOR_AUTH_{old} is no longer read: credentials are per role now, "
+                                        f"set REMEDIATOR_AUTH_ALERTMANAGER_{old} and REMEDIATOR_AUTH_OPERATOR_{old}")
+        for role in ROLES:
+            for suffix, keys in (("TOKEN", ["bearer_token"]), ("USERNAME", ["basic", "username"]),
+                                 ("PASSWORD", ["basic", "password"])):
+                if (v := self.env.get(f"REMEDIATOR_AUTH_{role.upper()}_{suffix}")) is not None:
+                    put("auth", [role, *keys], v)
         if (v := self.env.get("REMEDIATOR_STORE_URL")) is not None:
             put("store", ["url"], v)
         if (v := self.env.get("REMEDIATOR_PROMETHEUS_URL")) is not None:
@@ -430,22 +451,47 @@ class _Parser:
             return Auth(none=True)
         if isinstance(value, str):
             raise self.fail("auth", f"the only string value is `none`, got {value!r}")
-        raw = self.mapping(value, "auth", ["bearer_token", "basic"])
+        if isinstance(value, dict):
+            for flat in ("bearer_token", "basic"):
+                if flat in value:
+                    raise self.fail(f"auth.{flat}", f"one credential for everything is no longer accepted: {_AUTH_FORM}")
+        raw = self.mapping(value, "auth", ROLES)
+        roles = {role: self.credentials(raw.get(role), f"auth.{role}") for role in ROLES}
+        # A secret both roles know would give the webhook's credential the operator's rights.
+        for secret_key, secret in self.secrets(roles["operator"], "auth.operator"):
+            for other_key, other in self.secrets(roles["alertmanager"], "auth.alertmanager"):
+                if secret == other:
+                    raise self.fail(secret_key, f"the same secret as {other_key}: Alertmanager's credential would "
+                                                "then have the operator's rights; give each role its own")
+        return Auth(**roles)
+
+    def credentials(self, value: Any, key: str) -> Credentials:
+        if value is None:
+            raise self.fail(key, f"required: {_AUTH_FORM}")
+        raw = self.mapping(value, key, ["bearer_token", "basic"])
         token = raw.get("bearer_token")
         if token is not None:
-            token = self.string(token, "auth.bearer_token")
+            token = self.string(token, f"{key}.bearer_token")
             if len(token) < 16:
-                raise self.fail("auth.bearer_token", "too short: use at least 16 characters")
+                raise self.fail(f"{key}.bearer_token", "too short: use at least 16 characters")
         basic = None
         if raw.get("basic") is not None:
-            b = self.mapping(raw["basic"], "auth.basic", ["username", "password"])
+            b = self.mapping(raw["basic"], f"{key}.basic", ["username", "password"])
             basic = BasicAuth(
-                username=self.string(b.get("username"), "auth.basic.username"),
-                password=self.string(b.get("password"), "auth.basic.password"),
+                username=self.string(b.get("username"), f"{key}.basic.username"),
+                password=self.string(b.get("password"), f"{key}.basic.password"),
             )
         if token is None and basic is None:
-            raise self.fail("auth", "give bearer_token and/or basic, or write `auth: none` explicitly")
-        return Auth(bearer_token=token, basic=basic)
+            raise self.fail(key, "give bearer_token and/or basic")
+        return Credentials(bearer_token=token, basic=basic)
+
+    @staticmethod
+    def secrets(credentials: Credentials, key: str) -> list[tuple[str, str]]:
+        """(key path, secret) of each secret of one role's credential."""
+        found = [(f"{key}.bearer_token", credentials.bearer_token)]
+        if credentials.basic is not None:
+            found.append((f"{key}.basic.password", credentials.basic.password))
+        return [(k, s) for k, s in found if s]
 
     def prometheus(self, value: Any) -> Prometheus:
         raw = self.mapping(value, "prometheus", ["url", "timeout_s"])
@@ -598,6 +644,13 @@ class _AnyKey(list):  # type: ignore[type-arg]
 
     def __contains__(self, item: object) -> bool:
         return True
+
+
+_AUTH_FORM = (
+    "give each role its credential (bearer_token and/or basic: {username, password}): "
+    "`auth: {alertmanager: {bearer_token: ...}, operator: {bearer_token: ...}}`; "
+    "Alertmanager's may only post alerts, the operator's serves the API and the CLI"
+)
 
 
 def _join(key: str, sub: str) -> str:

@@ -16,11 +16,11 @@ from remediator.alerts import PayloadError, parse_body
 from remediator.config import Config
 from remediator.model import Alert, Remediation
 from remediator.store.base import Store, StoreError
-from remediator.web.auth import check_auth
+from remediator.web.auth import require
 from remediator.web.context import error, log, services
 
 bp = Blueprint("alerts", __name__)
-bp.before_request(check_auth)
+bp.before_request(require("alertmanager"))
 
 
 def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str | None]:

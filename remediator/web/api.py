@@ -15,12 +15,12 @@ from flask.typing import ResponseReturnValue
 from remediator.fsm import TERMINAL_STATES, EventKind, State
 from remediator.model import Event, HostCondition, host_subject
 from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound
-from remediator.web.auth import check_auth
+from remediator.web.auth import require
 from remediator.web.context import error, plain, services
 from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-bp.before_request(check_auth)
+bp.before_request(require("operator"))
 
 # States in which a host's incident waits for the host to be known off before anything is restarted elsewhere.
 _WAITING_FOR_OFF = frozenset({State.HOST_VERIFYING, State.HOST_FENCING, State.HOST_FENCE_WAITING, State.HELD})

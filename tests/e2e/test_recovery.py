@@ -141,7 +141,7 @@ def test_the_same_alert_three_times_makes_one_incident_and_one_recovery(stack_fa
     payload = {"version": "4", "groupKey": "{}:{alertname=\"HypervisorVMDown\"}", "truncatedAlerts": 0,
                "status": "firing", "receiver": "remediator", "groupLabels": {}, "commonLabels": alert["labels"],
                "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert]}
-    assert [stack.post("alerts", payload).status_code for _ in range(3)] == [200, 200, 200]
+    assert [stack.post_alerts(payload).status_code for _ in range(3)] == [200, 200, 200]
     wait_for(lambda: running_where(lab, uuid) == ["h1"], 20, "web-1 running again", on_timeout=stack.log_tail)
     incidents = [i for i in stack.incidents() if i["subject"] == f"vm:{uuid}"]
     assert len(incidents) == 1, incidents

@@ -14,14 +14,19 @@ from remediator.web import create_app
 
 from .payloads import VM_UUID
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-0123456789abcdef"  # Alertmanager's: may only post alerts
+OPERATOR_TOKEN = "operator-token-0123456789abcdef"
 NOW = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
 NON_HA_UUID = "5f1a9a0e-3c1b-4d2e-9f00-00000000a009"
 
 CONFIG = f"""
 auth:
-  bearer_token: {TOKEN}
-  basic: {{username: alertmanager, password: basic-secret}}
+  alertmanager:
+    bearer_token: {TOKEN}
+    basic: {{username: alertmanager, password: basic-secret}}
+  operator:
+    bearer_token: {OPERATOR_TOKEN}
+    basic: {{username: alice, password: operator-secret}}
 hosts:
   - {{name: h1, uri: "test:///default", fence: {{agent: fence_ipmilan, options: {{ip: 127.0.0.1, ipport: 6231}}}}}}
   - {{name: h2, uri: "test:///default"}}
@@ -75,8 +80,18 @@ def client(app):
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
+    """Alertmanager's token by default."""
     return {"Authorization": f"Bearer {token}"}
 
 
 def basic(user: str = "alertmanager", password: str = "basic-secret") -> dict[str, str]:
+    """Alertmanager's basic auth by default."""
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def operator() -> dict[str, str]:
+    return bearer(OPERATOR_TOKEN)
+
+
+def operator_basic() -> dict[str, str]:
+    return basic("alice", "operator-secret")

@@ -27,7 +27,8 @@ from remediator.store.sqlite import SQLiteStore
 
 from .payloads import alert, body
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-0123456789abcdef"  # Alertmanager's
+OPERATOR_TOKEN = "operator-token-0123456789abcdef"  # what `status --api` must send
 NOW = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
 UUIDS = [f"5f1a9a0e-3c1b-4d2e-9f00-00000000a00{i}" for i in range(4)]
 
@@ -49,7 +50,7 @@ def write_config(tmp_path: Path, *, port: int = 0, extra: str = "") -> Path:
     path = tmp_path / "remediator.yml"
     path.write_text(
         f"""
-auth: {{bearer_token: {TOKEN}}}
+auth: {{alertmanager: {{bearer_token: {TOKEN}}}, operator: {{bearer_token: {OPERATOR_TOKEN}}}}}
 listen: {{host: 127.0.0.1, port: {port}}}
 store: {{url: "sqlite:///{tmp_path}/state.db"}}
 limits: {{max_body_bytes: 4096}}

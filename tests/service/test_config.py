@@ -10,9 +10,8 @@ from remediator.config import ConfigError, FenceDevice, load_config, parse_confi
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
 
-MINIMAL = """
-auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}
-hosts:
+AUTH = "auth: {alertmanager: {bearer_token: alertmanager-token-0123456789}, operator: {bearer_token: abcdefghijklmnopqrstuvwxyz}}\n"
+MINIMAL = "\n" + AUTH + """hosts:
   - {name: h1, uri: "qemu+tcp://10.77.0.11/system"}
 """
 
@@ -39,31 +38,102 @@ def test_defaults():
     assert config.policy.backoff.delay(1) == 2 and config.policy.backoff.delay(10) == 60
 
 
+def test_example_has_both_roles_with_their_own_tokens():
+    auth = load_config(EXAMPLE, env={}).auth
+    assert auth.alertmanager.bearer_token and auth.operator.bearer_token
+    assert auth.alertmanager.bearer_token != auth.operator.bearer_token
+
+
+def test_readme_config_example_shows_both_roles_and_loads():
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    auth = parse_config(block, env={}).auth
+    assert auth.alertmanager.bearer_token and auth.operator.bearer_token and auth.operator.basic.username == "alice"
+
+
 def test_env_overrides_secrets():
     env = {
-        "REMEDIATOR_AUTH_TOKEN": "from-the-environment-token",
+        "REMEDIATOR_AUTH_ALERTMANAGER_TOKEN": "from-the-environment-webhook",
+        "REMEDIATOR_AUTH_OPERATOR_TOKEN": "from-the-environment-operator",
+        "REMEDIATOR_AUTH_OPERATOR_USERNAME": "alice",
+        "REMEDIATOR_AUTH_OPERATOR_PASSWORD": "alice-secret",
         "REMEDIATOR_STORE_URL": "sqlite:///tmp/x.db",
         "REMEDIATOR_FENCE_H1_PASSWORD": "s3cret",
     }
     config = load_config(EXAMPLE, env=env)
-    assert config.auth.bearer_token == "from-the-environment-token"
+    assert config.auth.alertmanager.bearer_token == "from-the-environment-webhook"
+    assert config.auth.operator.bearer_token == "from-the-environment-operator"
+    assert (config.auth.operator.basic.username, config.auth.operator.basic.password) == ("alice", "alice-secret")
     assert config.store.sqlite_path == "/tmp/x.db"
     assert config.fence_devices["h1"].options["password"] == "s3cret"
     assert config.fence_devices["h2"].options["password"] == "password"
 
 
-def test_env_token_satisfies_missing_auth_section():
-    text = MINIMAL.replace("auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}\n", "")
-    config = parse_config(text, env={"REMEDIATOR_AUTH_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
-    assert config.auth.bearer_token == "abcdefghijklmnopqrstuvwxyz"
+def test_env_tokens_satisfy_missing_auth_section():
+    text = MINIMAL.replace(AUTH, "")
+    config = parse_config(text, env={"REMEDIATOR_AUTH_ALERTMANAGER_TOKEN": "alertmanager-token-0123456789",
+                                     "REMEDIATOR_AUTH_OPERATOR_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
+    assert config.auth.operator.bearer_token == "abcdefghijklmnopqrstuvwxyz"
 
 
 def test_auth_none_must_be_explicit():
-    assert parse_config(MINIMAL.replace("{bearer_token: abcdefghijklmnopqrstuvwxyz}", "none"), env={}).auth.none
+    assert parse_config(MINIMAL.replace(AUTH, "auth: none\n"), env={}).auth.none
     with pytest.raises(ConfigError, match=r"config error in <string>: auth: required"):
-        parse_config(MINIMAL.replace("auth: {bearer_token: abcdefghijklmnopqrstuvwxyz}\n", ""), env={})
-    with pytest.raises(ConfigError, match=r"auth: give bearer_token and/or basic"):
-        parse_config(MINIMAL.replace("{bearer_token: abcdefghijklmnopqrstuvwxyz}", "{}"), env={})
+        parse_config(MINIMAL.replace(AUTH, ""), env={})
+    with pytest.raises(ConfigError, match=r"auth.alertmanager: required: give each role its credential"):
+        parse_config(MINIMAL.replace(AUTH, "auth: {}\n"), env={})
+
+
+OPERATOR = "operator: {bearer_token: operator-token-0123456789}"
+ALERTMANAGER = "alertmanager: {bearer_token: webhook-token-0123456789}"
+
+
+@pytest.mark.parametrize(
+    "auth, message",
+    [
+        (
+            "{bearer_token: abcdefghijklmnopqrstuvwxyz}",
+            "auth.bearer_token: one credential for everything is no longer accepted: give each role its credential",
+        ),
+        ("{basic: {username: u, password: p}}", "auth.basic: one credential for everything is no longer accepted"),
+        (f"{{{ALERTMANAGER}}}", "auth.operator: required: give each role its credential"),
+        (f"{{{OPERATOR}}}", "auth.alertmanager: required"),
+        (f"{{{ALERTMANAGER}, {OPERATOR}, admin: {{bearer_token: x}}}}", "auth.admin: unknown key (expected one of: alertmanager, operator)"),
+        (f"{{{ALERTMANAGER}, operator: {{}}}}", "auth.operator: give bearer_token and/or basic"),
+        (f"{{{ALERTMANAGER}, operator: {{bearer_token: short}}}}", "auth.operator.bearer_token: too short"),
+        (f"{{{ALERTMANAGER}, operator: {{basic: {{username: u}}}}}}", "auth.operator.basic.password: expected a non-empty string"),
+        (
+            f"{{{ALERTMANAGER}, operator: {{bearer_token: webhook-token-0123456789}}}}",
+            "auth.operator.bearer_token: the same secret as auth.alertmanager.bearer_token: Alertmanager's credential "
+            "would then have the operator's rights",
+        ),
+        (
+            "{alertmanager: {basic: {username: am, password: pw}}, operator: {basic: {username: alice, password: pw}}}",
+            "auth.operator.basic.password: the same secret as auth.alertmanager.basic.password",
+        ),
+        (
+            f"{{alertmanager: {{basic: {{username: am, password: operator-token-0123456789}}}}, {OPERATOR}}}",
+            "auth.operator.bearer_token: the same secret as auth.alertmanager.basic.password",
+        ),
+    ],
+)
+def test_auth_mistakes_name_the_file_and_key(tmp_path, auth, message):
+    path = tmp_path / "remediator.yml"
+    path.write_text(MINIMAL.replace(AUTH, f"auth: {auth}\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path, env={})
+    assert str(e.value).startswith(f"config error in {path}: {message}")
+
+
+def test_shared_secret_from_the_environment_is_refused_too():
+    with pytest.raises(ConfigError, match=r"auth.operator.bearer_token: the same secret as auth.alertmanager.bearer_token"):
+        parse_config(MINIMAL, env={"REMEDIATOR_AUTH_OPERATOR_TOKEN": "alertmanager-token-0123456789"})
+
+
+def test_old_environment_names_are_refused_with_the_new_ones():
+    with pytest.raises(ConfigError, match=r"auth: REMEDIATOR_AUTH_TOKEN is no longer read: .*"
+                                          r"set REMEDIATOR_AUTH_ALERTMANAGER_TOKEN and REMEDIATOR_AUTH_OPERATOR_TOKEN"):
+        parse_config(MINIMAL, env={"REMEDIATOR_AUTH_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
 
 
 def test_unknown_fence_agent_names_file_and_key(tmp_path):
@@ -96,8 +166,6 @@ def test_unknown_fence_agent_names_file_and_key(tmp_path):
         ("auth: none\nlisten: {port: 99999}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen.port: must be 0..65535"),
         ("auth: none\nlisten: {port: '80'}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen.port: expected an integer, got the string '80'"),
         ("auth: nope\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth: the only string value is `none`"),
-        ("auth: {bearer_token: short}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth.bearer_token: too short"),
-        ("auth: {basic: {username: u}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "auth.basic.password: expected a non-empty string"),
         (
             "auth: none\npolicy: {storm: {max_unhealthy_share: 1.5}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n",
             "policy.storm.max_unhealthy_share: a share of hosts: 0..1, got 1.5",

@@ -13,7 +13,7 @@ import pytest
 from remediator.config import parse_config
 from remediator.web import create_app
 
-from .conftest import CONFIG, NON_HA_UUID, basic, bearer
+from .conftest import CONFIG, NON_HA_UUID, basic, bearer, operator
 from .payloads import VM_UUID, alert, body, payload
 
 
@@ -92,6 +92,7 @@ BAD_INPUT = [
     ("no credentials", body(), {}, 401, "missing credentials", False),
     ("wrong token", body(), bearer("wrong-token-0123456789"), 401, "bad credentials", False),
     ("wrong basic password", body(), basic(password="nope"), 401, "bad credentials", False),
+    ("the operator's credential", body(), operator(), 403, "POST /api/v1/alerts needs the alertmanager credential", False),
     ("unknown host", body(alert(host="h9", fingerprint="f1")), None, 200, "host 'h9' is not in the inventory", True),
     ("unknown VM", body(alert(uuid="5f1a9a0e-3c1b-4d2e-9f00-0000000000ff", vm="x1", fingerprint="f2")), None, 200,
      "VM 'x1' (5f1a9a0e-3c1b-4d2e-9f00-0000000000ff) is not in the inventory", True),
@@ -136,10 +137,7 @@ def test_401_carries_the_challenges(client):
 
 
 def test_auth_none_written_explicitly_lets_anyone_post(tmp_path, store):
-    text = CONFIG.replace(
-        "auth:\n  bearer_token: test-token-0123456789abcdef\n  basic: {username: alertmanager, password: basic-secret}\n",
-        "auth: none\n",
-    )
+    text = CONFIG[: CONFIG.index("auth:")] + "auth: none\n" + CONFIG[CONFIG.index("hosts:") :]
     app = create_app(parse_config(text, env={}), store=store)
     assert app.test_client().post("/api/v1/alerts", data=body()).status_code == 200
 

@@ -11,7 +11,7 @@ from remediator.fsm import EventKind, State
 from remediator.model import Action, Event, HostCondition, Remediation
 from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE
 
-from .conftest import NOW, basic, bearer
+from .conftest import NOW, bearer, operator, operator_basic
 from .payloads import VM_UUID
 
 
@@ -35,8 +35,8 @@ def _host_incident(store, host="h1", state=State.HOST_FENCE_WAITING):
 
 def test_read_api_needs_auth(client):
     assert client.get("/api/v1/incidents").status_code == 401
-    assert client.get("/api/v1/incidents", headers=bearer()).status_code == 200
-    assert client.get("/api/v1/hosts", headers=basic()).status_code == 200
+    assert client.get("/api/v1/incidents", headers=operator()).status_code == 200
+    assert client.get("/api/v1/hosts", headers=operator_basic()).status_code == 200
 
 
 def test_ops_endpoints_are_open(client):
@@ -56,11 +56,11 @@ def test_incidents_list_and_detail_with_history_and_action_results(client, store
     store.apply_transition(inc.id, NOW + timedelta(seconds=3), Event(EventKind.VM_RUNNING.value, NOW, {"action": "start_vm"}),
                            Decision(State.RECOVERED.value, (), "running on h1", closes=True))
 
-    listed = client.get("/api/v1/incidents", headers=bearer()).json["incidents"]
+    listed = client.get("/api/v1/incidents", headers=operator()).json["incidents"]
     assert [(i["id"], i["state"]) for i in listed] == [(inc.id, "recovered")]
-    assert client.get("/api/v1/incidents?open=true", headers=bearer()).json["incidents"] == []
+    assert client.get("/api/v1/incidents?open=true", headers=operator()).json["incidents"] == []
 
-    detail = client.get(f"/api/v1/incidents/{inc.id}", headers=bearer()).json
+    detail = client.get(f"/api/v1/incidents/{inc.id}", headers=operator()).json
     assert detail["incident"]["closed_at"] == (NOW + timedelta(seconds=3)).isoformat()
     assert [(h["from_state"], h["event"]["kind"], h["to_state"]) for h in detail["history"]] == [
         ("vm_verifying", "vm_not_running", "vm_restarting"),
@@ -73,9 +73,9 @@ def test_incidents_list_and_detail_with_history_and_action_results(client, store
 
 
 def test_incident_errors(client):
-    assert client.get("/api/v1/incidents/42", headers=bearer()).json == {"error": "incident 42 not found"}
-    assert client.get("/api/v1/incidents?limit=x", headers=bearer()).status_code == 400
-    assert client.get("/api/v1/incidents?limit=0", headers=bearer()).json["error"] == "limit: must be 1..1000, got 0"
+    assert client.get("/api/v1/incidents/42", headers=operator()).json == {"error": "incident 42 not found"}
+    assert client.get("/api/v1/incidents?limit=x", headers=operator()).status_code == 400
+    assert client.get("/api/v1/incidents?limit=0", headers=operator()).json["error"] == "limit: must be 1..1000, got 0"
 
 
 def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
@@ -85,7 +85,7 @@ def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
     store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out (> 33%)", "since": NOW,
                                       "unhealthy": ["h2", "h3"]})
     inc = _host_incident(store, "h2")
-    r = client.get("/api/v1/hosts", headers=bearer()).json
+    r = client.get("/api/v1/hosts", headers=operator()).json
     by_name = {h["name"]: h for h in r["hosts"]}
     assert list(by_name) == ["h1", "h2", "h3"]
     assert by_name["h1"]["condition"] == "up" and by_name["h1"]["schedulable"] is True
@@ -100,17 +100,17 @@ def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
 
 
 def test_maintenance_on_and_off(client, store, engine):
-    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": True, "reason": "BIOS update"}, headers=basic())
+    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": True, "reason": "BIOS update"}, headers=operator_basic())
     assert r.status_code == 200 and r.json == {"host": "h3", "condition": "maintenance", "changed": True}
     state = store.host_states()["h3"]
-    assert state.condition is HostCondition.MAINTENANCE and state.reason == "maintenance by alertmanager: BIOS update"
+    assert state.condition is HostCondition.MAINTENANCE and state.reason == "maintenance by operator alice: BIOS update"
     (queued,) = store.pending_events()
     assert (queued.subject, queued.event.kind) == ("host:h3", "host_changed")
     assert engine.notified == 1
-    assert client.post("/api/v1/hosts/h3/maintenance", json={"on": True}, headers=bearer()).json["changed"] is False
-    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": False}, headers=bearer())
+    assert client.post("/api/v1/hosts/h3/maintenance", json={"on": True}, headers=operator()).json["changed"] is False
+    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": False}, headers=operator())
     assert r.json["condition"] == "up" and store.host_states()["h3"].condition is HostCondition.UP
-    assert client.get("/api/v1/hosts", headers=bearer()).json["hosts"][2]["schedulable"] is True
+    assert client.get("/api/v1/hosts", headers=operator()).json["hosts"][2]["schedulable"] is True
 
 
 @pytest.mark.parametrize(
@@ -125,62 +125,62 @@ def test_maintenance_on_and_off(client, store, engine):
     ],
 )
 def test_maintenance_refusals(client, store, engine, host, body, status, message):
-    r = client.post(f"/api/v1/hosts/{host}/maintenance", json=body, headers=bearer())
+    r = client.post(f"/api/v1/hosts/{host}/maintenance", json=body, headers=operator())
     assert (r.status_code, r.json["error"]) == (status, message)
     assert store.pending_events() == [] and engine.notified == 0
 
 
 def test_maintenance_refused_for_a_fenced_host(client, store):
     store.set_host_state("h2", HostCondition.FENCED, "status off", NOW)
-    r = client.post("/api/v1/hosts/h2/maintenance", json={"on": True}, headers=bearer())
+    r = client.post("/api/v1/hosts/h2/maintenance", json={"on": True}, headers=operator())
     assert r.status_code == 409 and "maintenance is for hosts that are up" in r.json["error"]
 
 
 def test_malformed_json_body(client):
-    r = client.post("/api/v1/hosts/h1/maintenance", data=b"{on", headers=bearer())
+    r = client.post("/api/v1/hosts/h1/maintenance", data=b"{on", headers=operator())
     assert r.status_code == 400 and r.json["error"].startswith("body: malformed JSON")
 
 
 def test_confirm_off_queues_the_operator_event_for_the_waiting_incident(client, store, engine):
     inc = _host_incident(store, "h1")
-    r = client.post("/api/v1/hosts/h1/confirm-off", json={"reason": "PDU outlet 7 switched off"}, headers=bearer())
+    r = client.post("/api/v1/hosts/h1/confirm-off", json={"reason": "PDU outlet 7 switched off"}, headers=operator())
     assert r.status_code == 202 and r.json["incident"] == inc.id
     (queued,) = store.pending_events()
     assert queued.id == r.json["queued_event"]
     assert (queued.subject, queued.event.kind) == ("host:h1", EventKind.OPERATOR_CONFIRM_OFF.value)
-    assert queued.event.detail == {"by": "token", "reason": "PDU outlet 7 switched off"}
+    assert queued.event.detail == {"by": "operator token", "reason": "PDU outlet 7 switched off"}
     assert engine.notified == 1
 
 
 def test_confirm_off_refused_without_a_waiting_incident(client, store, engine):
-    r = client.post("/api/v1/hosts/h1/confirm-off", headers=bearer())
+    r = client.post("/api/v1/hosts/h1/confirm-off", headers=operator())
     assert (r.status_code, r.json["error"]) == (409, "host h1 is not waiting to be fenced: it has no open incident")
     _host_incident(store, "h2", state=State.HOST_EVACUATING)
-    r = client.post("/api/v1/hosts/h2/confirm-off", headers=bearer())
+    r = client.post("/api/v1/hosts/h2/confirm-off", headers=operator())
     assert r.status_code == 409 and "is host_evacuating" in r.json["error"]
-    assert client.post("/api/v1/hosts/h9/confirm-off", headers=bearer()).status_code == 404
+    assert client.post("/api/v1/hosts/h9/confirm-off", headers=operator()).status_code == 404
     assert client.post("/api/v1/hosts/h1/confirm-off", headers={}).status_code == 401
     assert store.pending_events() == [] and engine.notified == 0
 
 
 def test_operator_retry_and_close(client, store, engine):
     inc = _host_incident(store, "h1", state=State.FAILED)
-    r = client.post(f"/api/v1/incidents/{inc.id}/retry", headers=bearer())
+    r = client.post(f"/api/v1/incidents/{inc.id}/retry", headers=operator())
     assert r.status_code == 202
-    r = client.post(f"/api/v1/incidents/{inc.id}/close", json={"reason": "host retired"}, headers=bearer())
+    r = client.post(f"/api/v1/incidents/{inc.id}/close", json={"reason": "host retired"}, headers=operator())
     assert r.status_code == 202
     assert [q.event.kind for q in store.pending_events()] == ["operator_retry", "operator_close"]
-    assert client.post("/api/v1/incidents/99/retry", headers=bearer()).status_code == 404
+    assert client.post("/api/v1/incidents/99/retry", headers=operator()).status_code == 404
 
 
 def test_storm_release(client, store, engine):
-    assert client.post("/api/v1/storm/release", headers=bearer()).json["error"] == "no storm hold is active"
+    assert client.post("/api/v1/storm/release", headers=operator()).json["error"] == "no storm hold is active"
     store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out", "since": NOW})
-    r = client.post("/api/v1/storm/release", json={"reason": "rack power restored"}, headers=bearer())
+    r = client.post("/api/v1/storm/release", json={"reason": "rack power restored"}, headers=operator())
     assert r.status_code == 202
-    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "token", "reason": "rack power restored"}
-    storm = client.get("/api/v1/storm", headers=bearer()).json
-    assert storm["hold"]["active"] is True and storm["release"]["by"] == "token"
+    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "operator token", "reason": "rack power restored"}
+    storm = client.get("/api/v1/storm", headers=operator()).json
+    assert storm["hold"]["active"] is True and storm["release"]["by"] == "operator token"
     assert engine.notified == 1
 
 
