@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from lab.stack import wait_for
 
@@ -40,6 +41,23 @@ def test_crashed_vm_runs_again_on_its_host(stack_factory):
     print(f"\nvm_crash: running again on h1 after {time.monotonic() - started:.2f} s")
     wait_for(lambda: any(i["state"] in ("recovered", "resolved") for i in stack.incidents()), 10,
              "incident closed as recovered", on_timeout=lambda: str(stack.incidents()))
+    assert sampler.duplicates == []
+
+
+def test_alertmanager_delivers_with_its_credential_which_the_operator_api_refuses(stack_factory):
+    lab, stack, sampler = stack_factory(vms=[{"name": "web-1"}])
+    uuid = ha(lab, "h1", "web-1")
+    stack.wait_watching([uuid])
+    lab.crash_guest("h1", "web-1")
+    wait_for(lambda: any(i["state"] in ("recovered", "resolved") for i in stack.incidents()), 30,
+             "the crash recovered, from Alertmanager's post", on_timeout=stack.log_tail)
+    assert 'remediator_webhook_requests_total{code="200"}' in stack.metrics()
+    # the token Alertmanager posts with, from the credentials_file it reads
+    webhook = {"Authorization": f"Bearer {(stack.workdir / 'webhook-token').read_text()}"}
+    for method, path in [("GET", "incidents"), ("POST", "hosts/h1/confirm-off"), ("POST", "hosts/h2/maintenance")]:
+        r = requests.request(method, f"{stack.url}/api/v1/{path}", json={"on": True}, headers=webhook, timeout=5)
+        assert (r.status_code, r.json()["required_role"]) == (403, "operator"), (path, r.text)
+    assert stack.post("hosts/h2/maintenance", {"on": True}).status_code == 200  # the operator's credential
     assert sampler.duplicates == []
 
 
