@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from remediator.model import Alert, AlertStatus, Remediation
+from remediator.model import ALERT_REMEDIATIONS, Alert, AlertStatus, Remediation
 
 SUPPORTED_VERSION = "4"
 # Alertmanager's "zero time" for an alert that has not ended.
@@ -122,13 +122,13 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
     ends_at = _time(data.get("endsAt"), f"{where}.endsAt")
 
     remediation_value = _required_label(labels, "remediation", where)
-    try:
-        remediation = Remediation(remediation_value)
-    except ValueError:
+    remediation = next((r for r in ALERT_REMEDIATIONS if r.value == remediation_value), None)
+    if remediation is None:
         raise PayloadError(
             f"{where}.labels.remediation",
-            f"unknown value {remediation_value!r} (expected one of: {', '.join(r.value for r in Remediation)})",
-        ) from None
+            f"unknown value {remediation_value!r} (expected one of: "
+            f"{', '.join(r.value for r in Remediation if r in ALERT_REMEDIATIONS)})",
+        )
     host = _required_label(labels, "host", where)
     alertname = labels.get("alertname", "")
 

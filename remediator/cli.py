@@ -94,7 +94,8 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
-ENGINE_JOBS = {"tick": "tick", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
+# "tick" only wakes the engine's loop: the loop is the one consumer of pending alerts and events.
+ENGINE_JOBS = {"tick": "notify", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
 
 
 def engine_jobs(engine: Any) -> dict[str, Any]:
