@@ -140,6 +140,8 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         uuid = uuid.lower()
     if remediation is Remediation.VM_DOWN and vm is None and uuid is None:
         raise PayloadError(f"{where}.labels", "a vm_down alert needs the label `uuid` or `vm` (or `domain`)")
+    if remediation is Remediation.HOST_OVERLOADED:
+        _overload_labels(labels, where)
     return Alert(
         fingerprint=fingerprint.lower(),
         status=status,
@@ -153,6 +155,20 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         labels=labels,
         annotations=annotations,
     )
+
+
+def _overload_labels(labels: dict[str, str], where: str) -> None:
+    """The rule's own figure is what the remediator rebalances to: reason load|memory and a threshold."""
+    if labels.get("reason") not in ("load", "memory"):
+        raise PayloadError(f"{where}.labels.reason", f"a host_overloaded alert needs reason load or memory, got "
+                           f"{labels.get('reason')!r} (see rules/hypervisor.rules.yml)")
+    try:
+        threshold = float(labels.get("threshold", ""))
+    except ValueError:
+        threshold = float("nan")
+    if not threshold > 0:
+        raise PayloadError(f"{where}.labels.threshold", f"a host_overloaded alert needs a positive number, got "
+                           f"{labels.get('threshold')!r} (see rules/hypervisor.rules.yml)")
 
 
 def _status(value: Any, where: str) -> AlertStatus:

@@ -193,14 +193,6 @@ class Overcommit:
 
 
 @dataclass(frozen=True)
-class Overload:
-    """A host is overloaded above these; rebalancing migrates VMs away until it is under them again."""
-
-    load_per_cpu: float = 0.9
-    memory_used_share: float = 0.9
-
-
-@dataclass(frozen=True)
 class Policy:
     attempts: Attempts = field(default_factory=Attempts)
     backoff: Backoff = field(default_factory=Backoff)
@@ -209,7 +201,6 @@ class Policy:
     max_concurrent_actions: int = 4
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
-    overload: Overload = field(default_factory=Overload)
 
 
 @dataclass(frozen=True)
@@ -560,8 +551,14 @@ class _Parser:
         raw = self.mapping(
             value,
             "policy",
-            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "timings", "overcommit", "overload"],
+            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "timings", "overcommit",
+             "overload"],
         )
+        if "overload" in raw:
+            # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
+            raise self.fail("policy.overload", "the overload thresholds live in rules/hypervisor.rules.yml "
+                            "(HypervisorHostOverloaded, its `threshold` label); the remediator acts on the "
+                            "alert's own reason and threshold: remove this key")
         backoff = self.numbers(Backoff, raw.get("backoff"), "policy.backoff")
         if backoff.factor < 1:
             raise self.fail("policy.backoff.factor", f"must be >= 1, got {backoff.factor}")
@@ -569,9 +566,6 @@ class _Parser:
         share = self.number(storm_raw.get("max_unhealthy_share", Storm().max_unhealthy_share), "policy.storm.max_unhealthy_share")
         if share > 1:
             raise self.fail("policy.storm.max_unhealthy_share", f"a share of hosts: 0..1, got {share}")
-        overload = self.numbers(Overload, raw.get("overload"), "policy.overload", above=True)
-        if overload.memory_used_share > 1:
-            raise self.fail("policy.overload.memory_used_share", f"a share: 0..1, got {overload.memory_used_share}")
         return Policy(
             attempts=self.numbers(Attempts, raw.get("attempts"), "policy.attempts", integer=True),
             backoff=backoff,
@@ -583,7 +577,6 @@ class _Parser:
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
-            overload=overload,
         )
 
     def limits(self, value: Any) -> Limits:
