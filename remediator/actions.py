@@ -167,7 +167,7 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
         except (HostUnreachable, DomainError) as err:
             failures[uuid] = str(err)
     started = len(futures) - len(failures)
-    verb = "would start (dry run: nothing was fenced or started)" if e.config.dry_run else "started"
+    verb = "would start" if e.config.dry_run else "started"
     parts = [f"{started} {verb}" + (": " + ", ".join(f"{by_uuid[u].name} -> {d}" for u, d in plan.assignments.items()
                                                      if u not in failures) if e.config.dry_run else ""),
              f"{len(already)} already running"]

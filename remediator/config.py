@@ -199,6 +199,7 @@ class Policy:
     action_timeouts: ActionTimeouts = field(default_factory=ActionTimeouts)
     storm: Storm = field(default_factory=Storm)
     max_concurrent_actions: int = 4
+    max_concurrent_migrations: int = 4  # live migrations off one host at once (a drain, a rebalance)
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
 
@@ -551,8 +552,8 @@ class _Parser:
         raw = self.mapping(
             value,
             "policy",
-            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "timings", "overcommit",
-             "overload"],
+            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "max_concurrent_migrations",
+             "timings", "overcommit", "overload"],
         )
         if "overload" in raw:
             # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
@@ -571,6 +572,10 @@ class _Parser:
             backoff=backoff,
             action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
             storm=Storm(max_unhealthy_share=float(share)),
+            max_concurrent_migrations=self.number(
+                raw.get("max_concurrent_migrations", Policy.max_concurrent_migrations),
+                "policy.max_concurrent_migrations", integer=True, minimum=1,
+            ),
             max_concurrent_actions=self.number(
                 raw.get("max_concurrent_actions", Policy.max_concurrent_actions), "policy.max_concurrent_actions",
                 integer=True, minimum=1,
