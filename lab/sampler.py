@@ -40,9 +40,9 @@ class Duplicate:
     hosts: tuple[str, ...]
 
 
-def qemu_uuids_by_netns() -> dict[int, set[str]]:
-    """netns inode -> UUIDs of the QEMU processes in it (one pass over /proc)."""
-    found: dict[int, set[str]] = {}
+def qemu_uuids_by_netns() -> dict[int, dict[str, int]]:
+    """netns inode -> {UUID: pid} of the QEMU processes in it (one pass over /proc)."""
+    found: dict[int, dict[str, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -54,8 +54,16 @@ def qemu_uuids_by_netns() -> dict[int, set[str]]:
             netns = os.stat(f"{entry.path}/ns/net").st_ino
         except (OSError, IndexError):
             continue  # the process ended while we looked
-        found.setdefault(netns, set()).add(uuid)
+        found.setdefault(netns, {})[uuid] = int(entry.name)
     return found
+
+
+def _still_runs(pid: int, uuid: str) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"-uuid" in argv and argv[argv.index(b"-uuid") + 1].decode() == uuid
 
 
 @dataclass
@@ -73,22 +81,29 @@ class DuplicateSampler:
         self._netns = {os.stat(NETNS_DIR / h.netns).st_ino: h.name for h in self.lab.hosts}
         self._conns: dict[str, libvirt.virConnect] = {}
 
-    def snapshot(self) -> dict[str, set[str]]:
-        """host -> UUIDs running there now."""
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """host -> {UUID: QEMU pid} running there now."""
         by_ns = qemu_uuids_by_netns()
-        return {host: by_ns.get(ino, set()) for ino, host in self._netns.items()}
+        return {host: by_ns.get(ino, {}) for ino, host in self._netns.items()}
 
     def sample(self) -> list[Duplicate]:
         where: dict[str, list[str]] = {}
+        pids: dict[str, list[int]] = {}
         for host, uuids in self.snapshot().items():
-            for uuid in uuids:
+            for uuid, pid in uuids.items():
                 where.setdefault(uuid, []).append(host)
+                pids.setdefault(uuid, []).append(pid)
         now = time.monotonic()
         found = []
         for uuid, hosts in where.items():
             if len(hosts) < 2:
                 continue
             if self._one_copy_is_migrating(uuid, hosts):
+                self.migrations_seen += 1
+                continue
+            if not all(_still_runs(pid, uuid) for pid in pids[uuid]):
+                # One copy exited while libvirt was asked (a migration's source finishing): the states
+                # read belong to a later moment than the snapshot, so they prove nothing either way.
                 self.migrations_seen += 1
                 continue
             found.append(Duplicate(now, uuid, tuple(sorted(hosts))))
