@@ -84,7 +84,14 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
 
 
 def leftovers(resources: dict) -> list[str]:
-    """What still exists of a lab's resources (from Lab.resources()) after it was torn down."""
+    """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
+
+    Every name derives from the lab's index, and an index is free only once the run dir (state
+    file) of its last lab is gone: a state file recording another keeper is a newer lab (another
+    test run on this machine) that took the index after ours was fully torn down."""
+    now = st.read(Path(resources["state_file"])) if resources.get("state_file") else None
+    if now is not None and resources.get("keeper") and now.get("keeper") != resources["keeper"]:
+        return []
     left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
     left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
     left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
@@ -423,5 +430,5 @@ class Lab:
         return {"netns": [h.netns for h in self.hosts], "links": [self.bridge] + [h.veth for h in self.hosts],
                 "pids": [(h.bmc_pid, h.bmc_start) for h in self.hosts if h.bmc_pid]
                         + ([(self._keeper_rec["pid"], self._keeper_rec["start"])] if self._keeper_rec else []),
-                "state_file": str(self.state_file),
+                "state_file": str(self.state_file), "keeper": self._keeper_rec,
                 "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None}

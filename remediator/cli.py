@@ -5,6 +5,10 @@
   remediator plan   --config FILE --evacuate HOST
                                                what placement would do with HOST's protected VMs now;
                                                changes nothing (exit 3 when some VM has no place)
+  remediator host activate NAME [--reason R] --api URL
+                                               return a repaired host to service (exit 1 when refused)
+  remediator host maintenance NAME on|off [--reason R] --api URL
+                                               drain a host by live migration, or return it
 
 --config defaults to $REMEDIATOR_CONFIG, else /etc/remediator/config.yml.
 """
@@ -50,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=config_default)
     p.add_argument("--evacuate", metavar="HOST", required=True, help="place HOST's protected VMs on the others")
 
+    p = sub.add_parser("host", help="an operator's request about a host, carried out by the running service")
+    p.add_argument("--config", default=config_default)
+    p.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
+    p.add_argument("--reason", default="")
+    hosts = p.add_subparsers(dest="host_command", required=True)
+    hosts.add_parser("activate", help="return a fenced, cordoned or down host to service").add_argument("name")
+    m = hosts.add_parser("maintenance", help="on: drain by live migration; off: schedulable again")
+    m.add_argument("name")
+    m.add_argument("state", choices=["on", "off"])
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(config)
         if args.command == "status":
             return status(config, api=args.api, out=sys.stdout)
+        if args.command == "host":
+            return host_request(config, args, out=sys.stdout)
         return plan_evacuation(config, args.evacuate, out=sys.stdout)
     except StoreError as e:
         print(f"remediator: store: {e}", file=sys.stderr)
@@ -94,7 +110,8 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
-ENGINE_JOBS = {"tick": "tick", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
+# "tick" only wakes the engine's loop: the loop is the one consumer of pending alerts and events.
+ENGINE_JOBS = {"tick": "notify", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
 
 
 def engine_jobs(engine: Any) -> dict[str, Any]:
@@ -188,35 +205,23 @@ def status(config: Config, *, api: str | None, out) -> int:
     return 0
 
 
-def _operator_session(config: Config):
-    """A requests session carrying the operator's credential: the API refuses Alertmanager's (403)."""
-    import requests
-
-    session = requests.Session()
-    operator = config.auth.operator
-    if operator is not None and operator.bearer_token:
-        session.headers["Authorization"] = f"Bearer {operator.bearer_token}"
-    elif operator is not None and operator.basic:
-        session.auth = (operator.basic.username, operator.basic.password)
-    return session
-
-
 def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
-    import requests
+    from remediator.client import Client
 
-    session = _operator_session(config)
-    base = api.rstrip("/") + "/api/v1"
+    client = Client(config, api, command="remediator status")
+    return client.get("/hosts"), client.get("/vms")["vms"], client.get("/incidents?open=true")["incidents"]
 
-    def get(path: str) -> Any:
-        try:
-            r = session.get(base + path, timeout=10)
-        except requests.RequestException as e:
-            raise SystemExit(f"remediator status: {base}{path}: {e}") from e
-        if r.status_code != 200:
-            raise SystemExit(f"remediator status: {base}{path}: HTTP {r.status_code}: {r.text[:200]}")
-        return r.json()
 
-    return get("/hosts"), get("/vms")["vms"], get("/incidents?open=true")["incidents"]
+def host_request(config: Config, args: argparse.Namespace, *, out) -> int:
+    from remediator.client import Client
+
+    client = Client(config, args.api, command=f"remediator host {args.host_command}")
+    if args.host_command == "activate":
+        ok, words = client.host_request(args.name, "activate", {"reason": args.reason})
+    else:
+        ok, words = client.host_request(args.name, "maintenance", {"on": args.state == "on", "reason": args.reason})
+    out.write(f"{args.name}: {words}\n")
+    return 0 if ok else 1
 
 
 def _subject(incident: dict) -> str:
