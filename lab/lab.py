@@ -302,6 +302,18 @@ class Lab:
         h = self.host(host)
         return virt.running(h.unix_uri if inside else h.uri)
 
+    def where_running(self, uuid: str) -> list[str]:
+        """The hosts whose libvirt runs the guest now, asked through each host's own socket; a host that
+        is off, or dies while asked, runs nothing."""
+        found = []
+        for h in self.hosts:
+            try:
+                if self.is_on(h) and uuid in self.running(h, inside=True):
+                    found.append(h.name)
+            except HostUnreachable:
+                continue
+        return found
+
     def domain_state(self, host: str | LabHost, name: str, *, inside: bool = False) -> tuple[str, str]:
         """(state, reason), e.g. ('running', '1') or ('shutoff', 'crashed')."""
         h = self.host(host)

@@ -19,10 +19,6 @@ def ha(lab, host, name, priority=0, group=None, start=True):
                                                                                group=group))
 
 
-def running_where(lab, uuid) -> list[str]:
-    return [h.name for h in lab.hosts if lab.is_on(h) and uuid in lab.running(h, inside=True)]
-
-
 def arrived_by_live_migration(lab, host, uuid) -> bool:
     """libvirt's own word: running, reason "migrated" (a booted guest says "booted")."""
     conn = libvirt.open(lab.host(host).unix_uri)
@@ -52,10 +48,10 @@ def test_damaged_host_guests_live_migrate_then_activate_returns_it_to_placement(
     stack.wait_watching(list(uuids.values()) + [web])
     started = time.monotonic()
     lab.damage_boot("h1")
-    wait_for(lambda: all(running_where(lab, u) and running_where(lab, u) != ["h1"] for u in uuids.values()), 90,
+    wait_for(lambda: all(lab.where_running(u) and lab.where_running(u) != ["h1"] for u in uuids.values()), 90,
              "every h1 guest running on another host", on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
     moved_after = time.monotonic() - started
-    where = {n: running_where(lab, u) for n, u in uuids.items()}
+    where = {n: lab.where_running(u) for n, u in uuids.items()}
     live = {n: arrived_by_live_migration(lab, where[n][0], u) for n, u in uuids.items()}
     inc = incident_of(stack, "host:h1:damaged")
     wait_for(lambda: not incident_of(stack, "host:h1:damaged")["incident"]["closed_at"] is None, 30,
@@ -79,8 +75,8 @@ def test_damaged_host_guests_live_migrate_then_activate_returns_it_to_placement(
     assert host_view(stack, "h1")["condition"] == "up"
     lab.refuse_start("h2", "web-9")  # web-9 cannot restart in place: placement picks the empty h1
     lab.crash_guest("h2", "web-9")
-    wait_for(lambda: running_where(lab, web) == ["h1"], 60, "web-9 placed on the activated h1",
-             on_timeout=lambda: stack.log_tail() + str(running_where(lab, web)))
+    wait_for(lambda: lab.where_running(web) == ["h1"], 60, "web-9 placed on the activated h1",
+             on_timeout=lambda: stack.log_tail() + str(lab.where_running(web)))
     assert sampler.duplicates == []
 
 
@@ -97,10 +93,10 @@ def test_damaged_host_whose_drain_failed_then_loses_power_is_fenced_and_evacuate
              on_timeout=lambda: str(stack.incidents()))
     for other in ("h2", "h3"):
         assert stack.post(f"hosts/{other}/maintenance", json={"on": False}).status_code == 200
-    assert running_where(lab, uuids[0]) == ["h1"]
+    assert lab.where_running(uuids[0]) == ["h1"]
     started = time.monotonic()
     lab.power_off("h1")
-    wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "h1's guests running elsewhere",
+    wait_for(lambda: all(lab.where_running(u) for u in uuids), 60, "h1's guests running elsewhere",
              on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
     print(f"\ndamaged, then dead: guests running elsewhere {time.monotonic() - started:.2f} s after the power loss")
     down = incident_of(stack, "host:h1")
@@ -109,7 +105,7 @@ def test_damaged_host_whose_drain_failed_then_loses_power_is_fenced_and_evacuate
     assert host_view(stack, "h1")["condition"] == "fenced"
     wait_for(lambda: incident_of(stack, "host:h1:damaged")["incident"]["closed_at"] is not None, 20,
              "the damaged incident ends once its host is fenced")
-    assert all(len(running_where(lab, u)) == 1 for u in uuids)
+    assert all(len(lab.where_running(u)) == 1 for u in uuids)
     assert sampler.duplicates == []
 
 
@@ -119,7 +115,7 @@ def test_fenced_host_activated_then_cut_off_is_fenced_again_before_its_new_guest
     old = ha(lab, "h1", "old-1", priority=10)
     stack.wait_watching([old])
     lab.power_off("h1")
-    wait_for(lambda: running_where(lab, old), 60, "old-1 running elsewhere", on_timeout=stack.log_tail)
+    wait_for(lambda: lab.where_running(old), 60, "old-1 running elsewhere", on_timeout=stack.log_tail)
     wait_for(lambda: host_view(stack, "h1")["condition"] == "fenced", 10, "h1 fenced")
     lab.power_on("h1")
     assert lab.domain_state("h1", "old-1")[0] == "shutoff"  # back from the power loss, still defined
@@ -129,11 +125,11 @@ def test_fenced_host_activated_then_cut_off_is_fenced_again_before_its_new_guest
     answer = stack.post("hosts/h1/activate", json={"reason": "PSU replaced"})
     assert answer.status_code == 200, answer.text
     assert "old-1" not in {name for name in lab.domains("h1")}, "the old copy must be undefined on h1"
-    assert running_where(lab, old) != ["h1"]
+    assert lab.where_running(old) != ["h1"]
     new = ha(lab, "h1", "new-1", priority=20)
     stack.wait_watching([new])
     lab.partition("h1")
-    wait_for(lambda: running_where(lab, new) not in ([], ["h1"]), 60, "new-1 running elsewhere",
+    wait_for(lambda: lab.where_running(new) not in ([], ["h1"]), 60, "new-1 running elsewhere",
              on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
     down = [i for i in stack.incidents() if i["subject"] == "host:h1"]
     latest = stack.api(f"incidents/{max(i['id'] for i in down)}")
@@ -152,7 +148,7 @@ def test_maintenance_live_migrates_every_guest_and_restarts_none(stack_factory):
     assert answer.status_code == 200, answer.text
     wait_for(lambda: (stack.incident("host:h2:maintenance") or {"incident": {}})["incident"].get("state")
              == "recovered", 90, "drained", on_timeout=lambda: str(stack.incidents()))
-    where = {n: running_where(lab, u) for n, u in uuids.items()}
+    where = {n: lab.where_running(u) for n, u in uuids.items()}
     inc = incident_of(stack, "host:h2:maintenance")["incident"]
     print(f"\nmaintenance: 4 guests live-migrated in {time.monotonic() - started:.2f} s: {where}; "
           f"downtime ms {inc['data'].get('migration_downtime_ms')}")
@@ -177,7 +173,7 @@ def test_storm_that_heals_lifts_by_itself_and_a_later_single_failure_is_not_held
     wait_for(lambda: stack.api("storm")["hold"]["active"], 30, "storm hold on", on_timeout=stack.log_tail)
     held_at = time.monotonic()
     time.sleep(5)
-    assert running_where(lab, a) == ["h1"] and running_where(lab, b) == ["h2"]  # nothing fenced or moved
+    assert lab.where_running(a) == ["h1"] and lab.where_running(b) == ["h2"]  # nothing fenced or moved
     lab.heal("h1")
     lab.heal("h2")
     wait_for(lambda: not stack.api("storm")["hold"]["active"], 60, "the hold lifts by itself",
@@ -187,9 +183,9 @@ def test_storm_that_heals_lifts_by_itself_and_a_later_single_failure_is_not_held
              on_timeout=lambda: str(stack.api("hosts")))
     wait_for(lambda: not [i for i in stack.incidents() if i["closed_at"] is None], 60, "every incident closed",
              on_timeout=lambda: str(stack.incidents()))
-    assert running_where(lab, a) == ["h1"] and running_where(lab, b) == ["h2"]
+    assert lab.where_running(a) == ["h1"] and lab.where_running(b) == ["h2"]
     lab.power_off("h3")
-    wait_for(lambda: running_where(lab, c) in (["h1"], ["h2"]), 60, "c-1 restarted elsewhere, no hold",
+    wait_for(lambda: lab.where_running(c) in (["h1"], ["h2"]), 60, "c-1 restarted elsewhere, no hold",
              on_timeout=lambda: stack.log_tail() + str(stack.api("storm")))
     assert sampler.duplicates == []
 
@@ -208,6 +204,6 @@ def test_dry_run_host_power_loss_says_what_it_would_do_and_changes_nothing(stack
     assert "3 would start" in inc["reason"]
     fence = [a for a in incident_of(stack, "host:h1")["actions"] if a["action"]["kind"] == "fence_host"]
     assert fence and all(a["detail"].startswith("dry run: would fence") for a in fence), fence
-    assert all(running_where(lab, u) == [] for u in uuids)  # nothing started anywhere
+    assert all(lab.where_running(u) == [] for u in uuids)  # nothing started anywhere
     assert host_view(stack, "h1")["condition"] == "up"  # its condition is unchanged
     assert sampler.duplicates == []
