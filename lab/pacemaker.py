@@ -36,8 +36,10 @@ PRIVATE_DIRS = {"/etc/corosync": "etc-corosync", "/var/lib/corosync": "lib-coros
 TMPFS = ("/run/crm", "/run/resource-agents", "/dev/shm")
 PID_FILE = "/run/corosync.pid"
 SERVICE = "pacemaker"
-# The first DC election waits dc-deadtime (20 s) for every node before it elects.
+# The first DC election waits dc-deadtime (20 s) for every node before it elects; a node throttled by
+# the machine's load starts one guest at a time.
 FORM_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 180.0
 
 # Runs inside the host (after lab.host's view script): private dirs, tmpfs, pid file, then corosync
 # in the background and pacemakerd in its place once corosync answers.
@@ -88,14 +90,14 @@ class Cluster:
         for h in self.lab.hosts:
             self.lab.add_service(h, SERVICE, ["sh", "-c", NODE_SCRIPT, "pcmk-node", str(self.node_dir(h))])
         self.wait(lambda: self._online() == {node_name(h) for h in self.lab.hosts} and self._dc(),
-                  FORM_TIMEOUT_S, "every node online and a DC elected")
+                  FORM_TIMEOUT_S, "every node online and a DC elected", on_timeout=self.crm_mon)
         fences = [Fence(node_name(h), self.lab.gateway, relay_ports[str(h.bmc_port)], h.bmc_user, h.bmc_password)
                   for h in self.lab.hosts]
         config = cib_configuration(self.timings, fences, xml_files, node_name(self.prefer))
         self.run(self.prefer, ["cibadmin", "--replace", "--scope", "configuration", "--xml-text", config])
         want = {f"vm-{g}": node_name(self.prefer) for g in self.guests}
-        self.wait(lambda: want.items() <= self.resources().items(), FORM_TIMEOUT_S,
-                  f"every guest started on {self.prefer.name}")
+        self.wait(lambda: want.items() <= self.resources().items(), START_TIMEOUT_S,
+                  f"every guest started on {self.prefer.name}", on_timeout=self.crm_mon)
         return self
 
     def node_dir(self, host) -> Path:
@@ -191,10 +193,20 @@ class Cluster:
         return {"corosync": ndir / "log-corosync" / "corosync.log",
                 "pacemaker": ndir / "log-pacemaker" / "pacemaker.log"}
 
+    def crm_mon(self) -> str:
+        """crm_mon's text from the first node that answers (for error messages)."""
+        for h in self.lab.hosts:
+            try:
+                return self.run(h, ["crm_mon", "-1", "-r"], timeout=10)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                last = str(e)
+        return f"no node answers crm_mon: {last}"
+
     @staticmethod
-    def wait(condition, timeout: float, what: str, interval: float = 0.2) -> None:
+    def wait(condition, timeout: float, what: str, interval: float = 0.2, on_timeout=None) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"pacemaker cluster: not within {timeout} s: {what}")
+                context = f"\n{on_timeout()}" if on_timeout else ""
+                raise TimeoutError(f"pacemaker cluster: not within {timeout} s: {what}{context}")
             time.sleep(interval)

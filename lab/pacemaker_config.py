@@ -7,7 +7,11 @@ Two sets of timings are measured against the remediator (docs/peer-bench.md):
 - `TUNED`: as far as the projects' documentation supports: token 1000 ms (corosync.conf(5): the
   time to detect a failure; below about a second a busy node risks being declared lost, and
   fenced, for a late token), a 1 s VirtualDomain monitor (a `virsh domstate` per guest per second
-  on every node) and fence_ipmilan's power_wait 0 (the agent still waits for status off).
+  on every node), fence_ipmilan's power_wait 0 (the agent still waits for status off) and
+  load-threshold 1000%: by default (80%) a node whose machine's load average is above 80 % per core
+  throttles itself to one action at a time ("New throttle mode: extreme" in its log), which on a
+  busy machine serializes the guests' starts; the cost is no back-off when the node is really
+  overloaded.
 Both use `stonith-action=off` (a lab host "reboots" in a second and the guests' location
 preference would pull them back onto it) and no colocation.
 """
@@ -24,6 +28,7 @@ class Timings:
     monitor_interval: str     # VirtualDomain recurring monitor
     monitor_timeout: str
     power_wait: int | None    # fence_ipmilan's; None: its default (2 s)
+    load_threshold: str | None = None  # None: Pacemaker's default (80%)
 
     def describe(self) -> dict:
         token = self.token_ms if self.token_ms is not None else 3000
@@ -32,12 +37,14 @@ class Timings:
                 "consensus_ms": round(1.2 * real), "virtualdomain_monitor_interval": self.monitor_interval,
                 "virtualdomain_monitor_timeout": self.monitor_timeout,
                 "fence_ipmilan_power_wait_s": self.power_wait if self.power_wait is not None else 2,
+                "load_threshold": self.load_threshold or "80%",
                 "stonith_action": "off", "placement_strategy": "default"}
 
 
 DEFAULTS = Timings("pacemaker_defaults", token_ms=None, monitor_interval="10s", monitor_timeout="30s",
                    power_wait=None)
-TUNED = Timings("pacemaker_tuned", token_ms=1000, monitor_interval="1s", monitor_timeout="10s", power_wait=0)
+TUNED = Timings("pacemaker_tuned", token_ms=1000, monitor_interval="1s", monitor_timeout="10s", power_wait=0,
+                load_threshold="1000%")
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,10 @@ def _attrs(owner: str, pairs: dict) -> str:
 def cib_configuration(timings: Timings, fences: list[Fence], guests: dict[str, str], prefer: str) -> str:
     """The <configuration> section: stonith on, off as the action, one fence_ipmilan per node (never
     run on the node it fences), one VirtualDomain per guest (name -> XML file) preferring `prefer`."""
-    props = _nvpairs("opt", {"stonith-enabled": "true", "stonith-action": "off"})
+    options = {"stonith-enabled": "true", "stonith-action": "off"}
+    if timings.load_threshold is not None:
+        options["load-threshold"] = timings.load_threshold
+    props = _nvpairs("opt", options)
     resources, constraints = [], []
     for f in fences:
         rid = f"fence-{f.node}"

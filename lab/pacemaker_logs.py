@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 from pathlib import Path
 
 STAMP = re.compile(r"^(\w{3} \d{2} \d{2}:\d{2}:\d{2}\.\d{3}) ")
@@ -27,6 +28,8 @@ CRASH_STEPS = {
     "stopped": r"Result of stop operation for vm-{guest} on \S+: ok",
 }
 STARTED = re.compile(r"Result of start operation for vm-(\S+) on \S+: ok")
+# A node's controller logs each change of its throttle mode (its job limit follows the machine's load).
+THROTTLE = re.compile(r"^\w{3} \d{2} \S+ (\S+) pacemaker-controld.*New throttle mode: (\w+)")
 
 
 def _epoch(stamp: str, year: int) -> float:
@@ -36,7 +39,7 @@ def _epoch(stamp: str, year: int) -> float:
 
 def lines_since(paths: list[Path], since: float) -> list[tuple[float, str]]:
     """(epoch, line) of every timestamped line at or after `since`, over all files, in time order."""
-    year = datetime.datetime.fromtimestamp(since).year
+    year = datetime.datetime.fromtimestamp(since or time.time()).year
     out = []
     for path in paths:
         if not path.exists():
@@ -69,3 +72,13 @@ def starts(paths: list[Path], since: float) -> dict[str, float]:
         if m:
             found.setdefault(m.group(1), t)
     return found
+
+
+def throttle_modes(paths: list[Path], at: float) -> dict[str, str]:
+    """node -> its throttle mode at epoch `at` (the last change it logged before then)."""
+    modes: dict[str, str] = {}
+    for t, line in lines_since(paths, 0.0):
+        m = THROTTLE.match(line)
+        if m and t <= at:
+            modes[m.group(1)] = m.group(2)
+    return dict(sorted(modes.items()))
