@@ -142,6 +142,21 @@ def table(systems: dict, scenarios: list[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown(result: dict) -> str:
+    """The README / docs table of a peer.json: p50 (p95) per scenario and system, duplicates."""
+    systems = list(result["systems"])
+    scenarios = list(next(iter(result["systems"].values())))
+    lines = ["| fault | " + " | ".join(f"`{s}`" for s in systems) + " |", "|---|" + "---|" * len(systems)]
+    for scenario in scenarios:
+        cells = []
+        for system in systems:
+            s = result["systems"][system][scenario]
+            cells.append(f"{s['p50_s']:.1f} s (p95 {s['p95_s']:.1f}, {s['duplicates_observed']} dup)")
+        guests = result["systems"][systems[0]][scenario]["guests"]
+        lines.append(f"| {scenario} ({guests} guest{'s' if guests > 1 else ''}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.peer", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario and system (default 3)")
@@ -149,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "peer.json")
+    parser.add_argument("--markdown", type=Path, metavar="PEER_JSON", help="print the table of a result file, run nothing")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     systems = [s for s in args.systems.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = sorted(set(systems) - set(SYSTEMS)) + sorted(set(scenarios) - set(SCENARIOS))
@@ -157,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems or scenarios {unknown}" if unknown else "--runs and --guests must be at least 1")
 
     runs: dict[tuple[str, str], list[PeerRun]] = {}
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
         for i in range(args.runs):
             order = systems[i % len(systems):] + systems[:i % len(systems)]
@@ -180,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "cores": os.cpu_count(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.monotonic() - started, 1), "runs": args.runs, "guests": args.guests,
+        # the machine's load (1, 5, 15 min) when the bench began and ended: other work shares the cores
+        "load_average": {"start": [round(x, 2) for x in load_before], "end": [round(x, 2) for x in os.getloadavg()]},
         "order": "interleaved: each run, every scenario, every system in turn (order rotated per run); a fresh 3-host lab each",
         "versions": versions(), "timings": timings, "systems": result_systems,
     }
