@@ -2,7 +2,8 @@
 
 Systems (lab.pacemaker_config says what each Pacemaker set is and what the tuned one costs):
     pacemaker_defaults   Pacemaker 2.1 + Corosync 3 (knet) as packaged: token 3000 ms, 10 s monitor
-    pacemaker_tuned      token 1000 ms, 1 s VirtualDomain monitor, fence_ipmilan power_wait 0
+    pacemaker_tuned      token 1000 ms, 1 s VirtualDomain monitor, fence_ipmilan power_wait 0, load-threshold 1000%
+    pacemaker_tuned_balanced  (only when named) the same with placement-strategy=balanced and utilization
     remediator           the shipped defaults (rules/, the config's defaults), as bench.recovery runs it
 
 Scenarios as in bench.recovery: vm_crash (one guest's qemu killed), host_power_loss and
@@ -36,12 +37,13 @@ from bench.recovery import (ORIGIN, SCENARIOS, inject, percentile, run_host_faul
                             shipped_timings, wait_landed)
 from lab import Lab, pacemaker_logs
 from lab.pacemaker import Cluster, node_name
-from lab.pacemaker_config import DEFAULTS, TUNED, Timings
+from lab.pacemaker_config import DEFAULTS, TUNED, TUNED_BALANCED, Timings
 from lab.sampler import DuplicateSampler
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = {"pacemaker_defaults": DEFAULTS, "pacemaker_tuned": TUNED}
 SYSTEMS = (*PEERS, "remediator")
+EXTRA_PEERS = {"pacemaker_tuned_balanced": TUNED_BALANCED}  # run only when named in --systems
 LOGS_TIMEOUT_S = 30.0  # a node writes "Result of start operation" once the agent returns
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     systems = [s for s in args.systems.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = sorted(set(systems) - set(SYSTEMS)) + sorted(set(scenarios) - set(SCENARIOS))
+    unknown = sorted(set(systems) - set(SYSTEMS) - set(EXTRA_PEERS)) + sorted(set(scenarios) - set(SCENARIOS))
     if unknown or args.runs < 1 or args.guests < 1:
         parser.error(f"unknown systems or scenarios {unknown}" if unknown else "--runs and --guests must be at least 1")
 
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     if system == "remediator":
                         run = remediator_run(scenario, args.guests, Path(tmp) / f"{scenario}-{i}", print)
                     else:
-                        run = pacemaker_run(PEERS[system], scenario, args.guests)
+                        run = pacemaker_run((PEERS | EXTRA_PEERS)[system], scenario, args.guests)
                     runs.setdefault((system, scenario), []).append(run)
                     print(f"run {i + 1}/{args.runs} {scenario:<16}{system:<20}{run.total_s:6.2f} s  dups {run.duplicates}"
                           f"  landed {spread(run.landed)}  "
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                           + (f"  throttle {run.throttle}" if run.throttle else ""), flush=True)
     result_systems = {system: {scenario: summarize(runs[(system, scenario)]) for scenario in scenarios}
                       for system in systems}
-    timings = {name: t.describe() for name, t in PEERS.items() if name in systems}
+    timings = {name: t.describe() for name, t in (PEERS | EXTRA_PEERS).items() if name in systems}
     if "remediator" in systems:
         timings["remediator"] = shipped_timings()
     result = {

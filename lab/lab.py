@@ -86,7 +86,14 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
 
 
 def leftovers(resources: dict) -> list[str]:
-    """What still exists of a lab's resources (from Lab.resources()) after it was torn down."""
+    """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
+
+    Names derive from the lab's index, and teardown frees the index last: when the state file now
+    records another keeper, another lab (another agent's, on a shared machine) took the index after
+    ours was entirely gone, and the names are its own."""
+    current = st.read(Path(resources["state_file"])) if resources["state_file"] else None
+    if current is not None and resources.get("keeper") and current.get("keeper") != resources["keeper"]:
+        return []
     left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
     left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
     left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
@@ -440,5 +447,5 @@ class Lab:
                 "pids": [(h.bmc_pid, h.bmc_start) for h in self.hosts if h.bmc_pid]
                         + [(d["pid"], d["start"]) for d in self.daemons]
                         + ([(self._keeper_rec["pid"], self._keeper_rec["start"])] if self._keeper_rec else []),
-                "state_file": str(self.state_file),
+                "state_file": str(self.state_file), "keeper": self._keeper_rec,
                 "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None}

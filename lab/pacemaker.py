@@ -38,7 +38,7 @@ PID_FILE = "/run/corosync.pid"
 SERVICE = "pacemaker"
 # The first DC election waits dc-deadtime (20 s) for every node before it elects; a node throttled by
 # the machine's load starts one guest at a time.
-FORM_TIMEOUT_S = 60.0
+FORM_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 180.0
 
 # Runs inside the host (after lab.host's view script): private dirs, tmpfs, pid file, then corosync
@@ -93,7 +93,7 @@ class Cluster:
                   FORM_TIMEOUT_S, "every node online and a DC elected", on_timeout=self.crm_mon)
         fences = [Fence(node_name(h), self.lab.gateway, relay_ports[str(h.bmc_port)], h.bmc_user, h.bmc_password)
                   for h in self.lab.hosts]
-        config = cib_configuration(self.timings, fences, xml_files, node_name(self.prefer))
+        config = cib_configuration(self.timings, nodes, fences, xml_files, node_name(self.prefer))
         self.run(self.prefer, ["cibadmin", "--replace", "--scope", "configuration", "--xml-text", config])
         want = {f"vm-{g}": node_name(self.prefer) for g in self.guests}
         self.wait(lambda: want.items() <= self.resources().items(), START_TIMEOUT_S,

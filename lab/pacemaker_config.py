@@ -17,7 +17,7 @@ preference would pull them back onto it) and no colocation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import quoteattr
 
 
@@ -29,6 +29,7 @@ class Timings:
     monitor_timeout: str
     power_wait: int | None    # fence_ipmilan's; None: its default (2 s)
     load_threshold: str | None = None  # None: Pacemaker's default (80%)
+    placement: str = "default"         # placement-strategy; "balanced" gives every node a capacity
 
     def describe(self) -> dict:
         token = self.token_ms if self.token_ms is not None else 3000
@@ -38,13 +39,17 @@ class Timings:
                 "virtualdomain_monitor_timeout": self.monitor_timeout,
                 "fence_ipmilan_power_wait_s": self.power_wait if self.power_wait is not None else 2,
                 "load_threshold": self.load_threshold or "80%",
-                "stonith_action": "off", "placement_strategy": "default"}
+                "stonith_action": "off", "placement_strategy": self.placement}
 
 
 DEFAULTS = Timings("pacemaker_defaults", token_ms=None, monitor_interval="10s", monitor_timeout="30s",
                    power_wait=None)
 TUNED = Timings("pacemaker_tuned", token_ms=1000, monitor_interval="1s", monitor_timeout="10s", power_wait=0,
                 load_threshold="1000%")
+# Tuned, placing by utilization: VirtualDomain sets each guest's (cpu, hv_memory, host_memory from its
+# XML; autoset_utilization_* default true) and every node gets NODE_CAPACITY.
+TUNED_BALANCED = replace(TUNED, name="pacemaker_tuned_balanced", placement="balanced")
+NODE_CAPACITY = {"cpu": 8, "hv_memory": 2048, "host_memory": 2048}
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,18 @@ def _attrs(owner: str, pairs: dict) -> str:
     return f'<instance_attributes id={quoteattr(owner + "-ia")}>{_nvpairs(owner, pairs)}</instance_attributes>'
 
 
-def cib_configuration(timings: Timings, fences: list[Fence], guests: dict[str, str], prefer: str) -> str:
+def cib_configuration(timings: Timings, nodes: list[Node], fences: list[Fence], guests: dict[str, str],
+                      prefer: str) -> str:
     """The <configuration> section: stonith on, off as the action, one fence_ipmilan per node (never
     run on the node it fences), one VirtualDomain per guest (name -> XML file) preferring `prefer`."""
     options = {"stonith-enabled": "true", "stonith-action": "off"}
     if timings.load_threshold is not None:
         options["load-threshold"] = timings.load_threshold
+    node_xml = ""
+    if timings.placement != "default":
+        options["placement-strategy"] = timings.placement
+        node_xml = "".join(f'<node id="{n.nodeid}" uname="{n.name}"><utilization id="{n.name}-capacity">'
+                           f'{_nvpairs(n.name, NODE_CAPACITY)}</utilization></node>' for n in nodes)
     props = _nvpairs("opt", options)
     resources, constraints = [], []
     for f in fences:
@@ -108,6 +119,6 @@ def cib_configuration(timings: Timings, fences: list[Fence], guests: dict[str, s
         resources.append(f'<primitive id="{rid}" class="ocf" provider="heartbeat" type="VirtualDomain">{attrs}{op}</primitive>')
         constraints.append(f'<rsc_location id="prefer-{rid}" rsc="{rid}" node="{prefer}" score="100"/>')
     return ("<configuration><crm_config><cluster_property_set id=\"cib-bootstrap-options\">"
-            f"{props}</cluster_property_set></crm_config><nodes/>"
+            f"{props}</cluster_property_set></crm_config><nodes>{node_xml}</nodes>"
             f"<resources>{''.join(resources)}</resources><constraints>{''.join(constraints)}</constraints>"
             "</configuration>")
