@@ -125,14 +125,14 @@ def versions() -> dict:
 
 
 def table(systems: dict, scenarios: list[str]) -> str:
-    head = f"{'scenario':<16}{'system':<20}{'runs':>5}{'p50 s':>8}{'p95 s':>8}{'max s':>8}{'dups':>6}  landed (per run)"
+    head = f"{'scenario':<16}{'system':<26}{'runs':>5}{'p50 s':>8}{'p95 s':>8}{'max s':>8}{'dups':>6}  landed (per run)"
     lines = [head, "-" * (len(head) + 20)]
     for scenario in scenarios:
         for system, by_scenario in systems.items():
             s = by_scenario.get(scenario)
             if s:
                 landed = " ".join("/".join(f"{h}:{c}" for h, c in run.items()) for run in s["landed"]["per_run"])
-                lines.append(f"{scenario:<16}{system:<20}{s['runs']:>5}{s['p50_s']:>8.2f}{s['p95_s']:>8.2f}"
+                lines.append(f"{scenario:<16}{system:<26}{s['runs']:>5}{s['p50_s']:>8.2f}{s['p95_s']:>8.2f}"
                              f"{s['max_s']:>8.2f}{s['duplicates_observed']:>6}  {landed}")
     lines.append("\nwhere the time goes (p50 seconds after the fault):")
     for scenario in scenarios:
@@ -140,7 +140,7 @@ def table(systems: dict, scenarios: list[str]) -> str:
             s = by_scenario.get(scenario)
             if s:
                 steps = ", ".join(f"{k} {v:.2f}" for k, v in s["breakdown_p50_s"].items())
-                lines.append(f"  {scenario:<16}{system:<20}{steps}")
+                lines.append(f"  {scenario:<16}{system:<26}{steps}")
     return "\n".join(lines)
 
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         run = pacemaker_run((PEERS | EXTRA_PEERS)[system], scenario, args.guests)
                     runs.setdefault((system, scenario), []).append(run)
-                    print(f"run {i + 1}/{args.runs} {scenario:<16}{system:<20}{run.total_s:6.2f} s  dups {run.duplicates}"
+                    print(f"run {i + 1}/{args.runs} {scenario:<16}{system:<26}{run.total_s:6.2f} s  dups {run.duplicates}"
                           f"  landed {spread(run.landed)}  "
                           + ", ".join(f"{k} {v:.2f}" for k, v in run.moments_s.items())
                           + (f"  throttle {run.throttle}" if run.throttle else ""), flush=True)
