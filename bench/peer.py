@@ -87,7 +87,7 @@ def pacemaker_run(timings: Timings, scenario: str, guests: int) -> PeerRun:
                    throttle=throttle)
 
 
-def remediator_run(scenario: str, guests: int, workdir: Path, log) -> PeerRun:
+def remediator_run(scenario: str, guests: int, workdir: Path) -> PeerRun:
     quiet = lambda _msg: None  # noqa: E731 - bench.recovery's per-run lines; bench.peer prints its own
     if scenario == "vm_crash":
         run = run_vm_crash(1, workdir, quiet)[0]
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             for scenario in scenarios:
                 for system in order:
                     if system == "remediator":
-                        run = remediator_run(scenario, args.guests, Path(tmp) / f"{scenario}-{i}", print)
+                        run = remediator_run(scenario, args.guests, Path(tmp) / f"{scenario}-{i}")
                     else:
                         run = pacemaker_run((PEERS | EXTRA_PEERS)[system], scenario, args.guests)
                     runs.setdefault((system, scenario), []).append(run)

@@ -4,7 +4,6 @@ through its BMC and runs its guest on a survivor, never on two hosts at once. ~4
 first DC election's 20 s dc-deadtime)."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
