@@ -39,7 +39,7 @@ bench-exporter: bootstrap
 bench-recovery: bootstrap
 	$(PY) -m bench.recovery $(ARGS)
 
-# Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~25 min on 2 cores.
+# Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
 
