@@ -73,6 +73,7 @@ class Run:
     migration_downtime_ms: dict[str, float] = field(default_factory=dict)  # guest -> libvirt's downtime (live moves)
     duplicates: int = 0
     started_at: float = 0.0  # epoch of the fault
+    landed: dict[str, str] = field(default_factory=dict)  # guest name -> host it runs on afterwards
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,27 +92,47 @@ def shipped_timings() -> dict:
             "for": rules, "group_wait": route["group_wait"], "group_interval": route["group_interval"], "remediator_policy": "config defaults"}
 
 
-def wait_running(lab: Lab, names: dict[str, str], hosts: set[str], timeout: float) -> dict[str, float]:
-    """Epoch time each guest (uuid -> name) was first seen running on one of `hosts`; waits for all.
+def wait_landed(lab: Lab, names: dict[str, str], hosts: set[str], timeout: float) -> dict[str, tuple[float, str]]:
+    """Epoch time and host where each guest (uuid -> name) was first seen running on one of `hosts`;
+    waits for all.
 
     Running is libvirt's word (state running: started and resumed), asked through each host's own
     socket, which answers while the host is cut off; a QEMU process alone may still be starting."""
-    seen: dict[str, float] = {}
+    seen: dict[str, tuple[float, str]] = {}
     deadline = time.monotonic() + timeout
     while len(seen) < len(names):
         if time.monotonic() > deadline:
             missing = sorted(names[u] for u in names if u not in seen)
             raise TimeoutError(f"not running within {timeout} s: {', '.join(missing)}")
-        for host in hosts:
+        for host in sorted(hosts):
             try:
                 running = lab.running(host, inside=True)
             except HostUnreachable:
                 continue  # powered off
             now = time.time()
             for uuid in running.keys() & names.keys():
-                seen.setdefault(uuid, now)
+                seen.setdefault(uuid, (now, host))
         time.sleep(WATCH_INTERVAL_S)
-    return {names[u]: t for u, t in seen.items()}
+    return {names[u]: at for u, at in seen.items()}
+
+
+def inject(lab: Lab, scenario: str, guest: str | None = None) -> float:
+    """The scenario's fault on ORIGIN (for vm_crash: `guest`'s qemu killed, returning once libvirt
+    sees it down); returns its epoch time."""
+    fault_at = time.time()
+    if scenario == "vm_crash":
+        uuid = next(u for u, n in lab.running(ORIGIN, inside=True).items() if n == guest)
+        lab.crash_guest(ORIGIN, guest)
+        wait_for(lambda: uuid not in lab.running(ORIGIN, inside=True), 5, f"{guest} seen down by libvirt")
+    elif scenario == "host_power_loss":
+        lab.power_off(ORIGIN)
+    elif scenario == "host_partition":
+        lab.partition(ORIGIN)
+    elif scenario == "host_damaged":
+        lab.damage_boot(ORIGIN)
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
+    return fault_at
 
 
 def closed_incident(stack: Stack, subject: str, timeout: float = 30.0) -> dict:
@@ -123,8 +144,10 @@ def closed_incident(stack: Stack, subject: str, timeout: float = 30.0) -> dict:
     return closed()
 
 
-def split(scenario: str, fault_at: float, running: dict[str, float], detail: dict, duplicates: int) -> Run:
+def split(scenario: str, fault_at: float, landed: dict[str, tuple[float, str]], detail: dict,
+          duplicates: int) -> Run:
     m = moments(detail)
+    running = {n: t for n, (t, _) in landed.items()}
     done = max(running.values())
     steps = {}
     if "fenced" in m:
@@ -135,7 +158,7 @@ def split(scenario: str, fault_at: float, running: dict[str, float], detail: dic
                remediator_s=done - m["detected"], steps_s=steps,
                guests_s={n: t - fault_at for n, t in sorted(running.items())},
                moments_s={k: t - fault_at for k, t in m.items()}, duplicates=duplicates,
-               started_at=fault_at,
+               started_at=fault_at, landed={n: h for n, (_, h) in sorted(landed.items())},
                migration_downtime_ms=dict(detail["incident"]["data"].get("migration_downtime_ms") or {}))
 
 
@@ -148,10 +171,8 @@ def run_vm_crash(runs: int, workdir: Path, log) -> list[Run]:
             stack.wait_watching(uuids)
             for i, (uuid, name) in enumerate(uuids.items()):
                 before = len(sampler.duplicates)
-                fault_at = time.time()
-                lab.crash_guest(ORIGIN, name)
-                wait_for(lambda: uuid not in lab.running(ORIGIN, inside=True), 5, f"{name} seen down by libvirt")
-                running = wait_running(lab, {uuid: name}, {h.name for h in lab.hosts}, 60)
+                fault_at = inject(lab, "vm_crash", name)
+                running = wait_landed(lab, {uuid: name}, {h.name for h in lab.hosts}, 60)
                 detail = closed_incident(stack, f"vm:{uuid}")
                 run = split("vm_crash", fault_at, running, detail, len(sampler.duplicates) - before)
                 log(f"vm_crash run {i + 1}/{runs}: {run.total_s:.2f} s (detection {run.detection_s:.2f}, "
@@ -171,11 +192,9 @@ def run_host_fault(scenario: str, runs: int, guests: int, workdir: Path, log) ->
             with Stack(lab, workdir / f"{scenario}-{i}") as stack, DuplicateSampler(lab) as sampler:
                 stack.wait_watching(uuids)
                 time.sleep(1.0)  # a quiet second: every rule evaluated on a healthy lab
-                fault_at = time.time()
-                {"host_power_loss": lab.power_off, "host_partition": lab.partition,
-                 "host_damaged": lab.damage_boot}[scenario](ORIGIN)
+                fault_at = inject(lab, scenario)
                 others = {h.name for h in lab.hosts if h.name != ORIGIN}
-                running = wait_running(lab, uuids, others, 120)
+                running = wait_landed(lab, uuids, others, 120)
                 detail = closed_incident(stack, SUBJECT[scenario])
                 run = split(scenario, fault_at, running, detail, len(sampler.duplicates))
                 if scenario != "host_damaged" and lab.is_on(ORIGIN):
@@ -253,7 +272,7 @@ def summarize(scenario: str, runs: list[Run]) -> dict:
         summary["target_remediator_s"] = TARGET_REMEDIATOR_S
         summary["remediator_target_met"] = summary["remediator_s"]["p50"] <= TARGET_REMEDIATOR_S
     summary["each"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()
-                        if k not in ("scenario", "guests_s", "started_at")} for r in runs]
+                        if k not in ("scenario", "guests_s", "started_at", "landed")} for r in runs]
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from lab import state as st
@@ -36,6 +37,8 @@ def cmd_up(args) -> int:
     lab.up()
     t_up = time.monotonic() - t0
     try:
+        if args.pacemaker:
+            return _up_pacemaker(lab, args, t0, t_up)
         def fill(h):
             for g in range(1, args.guests + 1):
                 lab.define_guest(h, f"{h.name}-g{g}",
@@ -49,6 +52,21 @@ def cmd_up(args) -> int:
     _print_lab(lab)
     print(f"up in {total:.1f} s ({len(lab.hosts)} hosts in {t_up:.1f} s, then "
           f"{len(lab.hosts) * args.guests} guests). Tear down: python -m lab down --name {lab.name}")
+    return 0
+
+
+def _up_pacemaker(lab: Lab, args, t0: float, t_up: float) -> int:
+    """--pacemaker: a Pacemaker + Corosync cluster over the hosts runs --guests guests, on h1 by preference."""
+    from lab.pacemaker import Cluster
+    from lab.pacemaker_config import DEFAULTS, TUNED
+    names = [f"h1-g{g}" for g in range(1, args.guests + 1)]
+    cluster = Cluster(lab, {"defaults": DEFAULTS, "tuned": TUNED}[args.pacemaker],
+                      guests={n: lab.guest_xml(n, uuid=str(uuid.uuid4())) for n in names}, prefer="h1").start()
+    _print_lab(lab)
+    print(cluster.crm_mon())
+    print(f"pacemaker ({args.pacemaker}) up in {time.monotonic() - t0:.1f} s (hosts in {t_up:.1f} s). Inside a node:\n"
+          f"  nsenter -t {cluster.pacemakerd_pid(lab.hosts[0])} -m -n -u -- crm_mon -1\n"
+          f"Tear down: python -m lab down --name {lab.name}")
     return 0
 
 
@@ -94,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--guests", type=int, default=4, help="guests per host (h1-g1...)")
     up.add_argument("--name")
+    up.add_argument("--pacemaker", choices=("defaults", "tuned"),
+                    help="a Pacemaker + Corosync cluster over the hosts runs --guests guests (preferring h1) "
+                         "instead of libvirt-defined guests on every host (docs/peer-bench.md)")
     stat = sub.add_parser("status", help="print running labs")
     stat.add_argument("--name")
     down = sub.add_parser("down", help="tear down labs by their recorded ids")

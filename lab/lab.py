@@ -48,6 +48,8 @@ def teardown(state_file: Path, keeper_proc: subprocess.Popen | None = None) -> N
     run_dir = state_file.parent
     if data is not None:
         hosts = [LabHost.from_dict(h) for h in data.get("hosts", [])]
+        for d in data.get("daemons", []):
+            procs.kill(d["pid"], d["start"])
         for h in hosts:
             procs.kill(h.bmc_pid, h.bmc_start)
             if hostmod.netns_exists(h.netns):
@@ -120,6 +122,7 @@ class Lab:
         self.state_file: Path | None = None
         self._keeper: subprocess.Popen | None = None
         self._keeper_rec: dict | None = None
+        self.daemons: list[dict] = []  # [{"name", "pid", "start"}]: lab processes outside any host
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class Lab:
         lab.index, lab.bridge, lab.state_file = data["index"], data["bridge"], path
         lab.hosts = [LabHost.from_dict(h) for h in data["hosts"]]
         lab._keeper_rec = data["keeper"]
+        lab.daemons = data.get("daemons", [])
         lab.domain_type = data.get("domain_type", lab.domain_type)
         return lab
 
@@ -166,6 +170,7 @@ class Lab:
             "gateway": f"10.77.{self.index}.1",
             "data_dir": str(st.data_dir(self.roots, self.index)),
             "keeper": self._keeper_rec, "hosts": [h.to_dict() for h in self.hosts],
+            "daemons": self.daemons,
         }
 
     def _save(self) -> None:
@@ -340,6 +345,17 @@ class Lab:
         if power.is_on(h):
             power.start_service(h, self.keeper_socket, name, list(argv))
 
+    def spawn_daemon(self, name: str, argv: list[str]) -> int:
+        """A process of the lab itself, in the root namespace (not of a host: power does not touch
+        it), recorded so that down() ends it. Output goes to <run dir>/<name>.log."""
+        pid = keeper.spawn(self.keeper_socket, argv, str(self.state_file.parent / f"{name}.log"))
+        self.daemons.append({"name": name, "pid": pid, "start": procs.start_time(pid)})
+        self._save()
+        return pid
+
+    def daemon_alive(self, name: str) -> bool:
+        return any(procs.alive(d["pid"], d["start"]) for d in self.daemons if d["name"] == name)
+
     # ---- faults ----------------------------------------------------------------------
 
     def crash_guest(self, host: str | LabHost, vm_name: str) -> int:
@@ -441,6 +457,7 @@ class Lab:
         """What this lab created, to check that nothing is left after down()."""
         return {"netns": [h.netns for h in self.hosts], "links": [self.bridge] + [h.veth for h in self.hosts],
                 "pids": [(h.bmc_pid, h.bmc_start) for h in self.hosts if h.bmc_pid]
+                        + [(d["pid"], d["start"]) for d in self.daemons]
                         + ([(self._keeper_rec["pid"], self._keeper_rec["start"])] if self._keeper_rec else []),
                 "state_file": str(self.state_file), "keeper": self._keeper_rec,
                 "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None}

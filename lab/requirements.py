@@ -14,8 +14,9 @@ from pathlib import Path
 
 COMMANDS = ("ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-system-x86_64", "prometheus",
             "prometheus-alertmanager", "promtool", "amtool", "fence_ipmilan", "ipmitool",
-            "prometheus-libvirt-exporter")
-FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf")
+            "prometheus-libvirt-exporter", "corosync", "corosync-cfgtool", "pacemakerd", "cibadmin",
+            "crm_mon")
+FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf", "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain")
 MODULES = ("libvirt", "pyghmi")
 # Debian packages giving each command, to say how to fix it.
 PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
@@ -24,6 +25,9 @@ PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux"
               "prometheus-alertmanager": "prometheus-alertmanager", "promtool": "prometheus",
               "amtool": "prometheus-alertmanager", "fence_ipmilan": "fence-agents",
               "ipmitool": "ipmitool", "prometheus-libvirt-exporter": "prometheus-libvirt-exporter",
+              "corosync": "corosync", "corosync-cfgtool": "corosync", "pacemakerd": "pacemaker",
+              "cibadmin": "pacemaker-cli-utils", "crm_mon": "pacemaker-cli-utils",
+              "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain": "resource-agents",
               "/usr/share/qemu/qboot.rom": "qemu-system-data",
               "/etc/libvirt/qemu.conf": "make bootstrap (writes it)",
               "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi"}

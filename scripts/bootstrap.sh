@@ -12,6 +12,7 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils
   fence-agents ipmitool iproute2 procps
+  pacemaker pacemaker-cli-utils corosync resource-agents
   postgresql
 )
 
@@ -28,7 +29,7 @@ if ((${#missing[@]})); then
   echo "bootstrap: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   # policy-rc.d 101: packages must not start their daemons (system libvirtd, prometheus,
-  # postgresql); the lab and the tests start their own, on their own addresses.
+  # postgresql, corosync, pacemaker); the lab and the tests start their own, on their own addresses.
   had_policy=0; [[ -e /usr/sbin/policy-rc.d ]] && had_policy=1
   ((had_policy)) || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
   apt-get update -qq
