@@ -1,6 +1,6 @@
 """Command line: `remediator serve|status|plan`.
 
-  remediator serve  --config FILE              the webhook + API under waitress, the engine and its timers
+  remediator serve  --config FILE              the webhook + API under cheroot (HTTP or HTTPS), the engine and its timers
   remediator status --config FILE [--api URL]  tables: hosts, protected VMs, open incidents
   remediator plan   --config FILE --evacuate HOST
                                                what placement would do with HOST's protected VMs now;
@@ -109,9 +109,53 @@ def engine_jobs(engine: Any) -> dict[str, Any]:
     return jobs
 
 
-def serve(config: Config) -> int:
-    import waitress
+def make_server(config: Config, app: Any) -> Any:
+    """cheroot's WSGI server, bound (listen.port 0 picks a free port), with TLS when listen.tls is set.
 
+    cheroot rather than waitress: the same threaded in-process server, but with TLS of its own
+    (Python's ssl), so the credentials Alertmanager and operators send never cross the network in
+    clear without a proxy in front. With listen.tls.client_ca_file, a client must also present a
+    certificate signed by that CA (Alertmanager's tls_config cert_file/key_file)."""
+    import ssl
+
+    from cheroot import wsgi
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    server = wsgi.Server((config.listen.host, config.listen.port),
+                         buffer_chunked_bodies(app, config.limits.max_body_bytes),
+                         numthreads=config.listen.threads, server_name="remediator")
+    tls = config.listen.tls
+    if tls is not None:
+        adapter = BuiltinSSLAdapter(tls.cert_file, tls.key_file)
+        adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.client_ca_file:
+            adapter.context.load_verify_locations(cafile=tls.client_ca_file)
+            adapter.context.verify_mode = ssl.CERT_REQUIRED
+        server.ssl_adapter = adapter
+    server.prepare()
+    return server
+
+
+def buffer_chunked_bodies(app: Any, limit: int) -> Any:
+    """A chunked body (no Content-Length) read up to limit + 1 bytes and handed on with its length.
+
+    cheroot streams chunked bodies; werkzeug then cuts them at MAX_CONTENT_LENGTH silently instead
+    of answering 413. With the length known, the app's own limit check answers 413 as for any body."""
+    import io
+
+    def wrapped(environ: dict, start_response: Any) -> Any:
+        if environ.get("CONTENT_LENGTH") in (None, "") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body = environ["wsgi.input"].read(limit + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("wsgi.input_terminated", None)
+            del environ["HTTP_TRANSFER_ENCODING"]  # werkzeug ignores Content-Length while this says chunked
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def serve(config: Config) -> int:
     from remediator.metrics import Metrics
     from remediator.scheduler import Scheduler
     from remediator.web import create_app
@@ -122,12 +166,11 @@ def serve(config: Config) -> int:
     engine = build_engine(config, store, metrics)
     app = create_app(config, store=store, engine=engine, metrics=metrics)
     scheduler = Scheduler(config.policy.timings, engine_jobs(engine)) if engine is not None else None
-    server = waitress.create_server(app, host=config.listen.host, port=config.listen.port,
-                                    threads=config.listen.threads, ident="remediator")
+    server = make_server(config, app)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
-        raise SystemExit(0)  # waitress' loop ends on SystemExit and drains its workers
+        raise SystemExit(0)  # leaves server.serve(); the finally below stops its workers
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -136,11 +179,15 @@ def serve(config: Config) -> int:
             engine.start()  # resumes unfinished intents before new work is taken
         if scheduler is not None:
             scheduler.start()
+        metrics.set_leader(True)  # one replica: it is the one that acts
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
-        log.info("remediator %s listening on http://%s:%s (config %s, store %s, dry_run=%s)", __version__,
-                 config.listen.host, server.effective_port, config.source, config.store.url, config.dry_run)
-        server.run()
+        log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
+                 __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
+                 config.store.url, config.dry_run,
+                 "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
+        server.serve()
     finally:
+        server.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         if engine is not None:

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from remediator.fsm import TERMINAL_STATES, State
-from remediator.model import HostCondition
+from remediator.model import HostCondition, Remediation
 from remediator.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,21 @@ class Metrics:
         self.gave_up = Counter(
             "remediator_incidents_failed", "Incidents the engine gave up on (left open as failed)", ["kind"], registry=r
         )
+        self.inventory_sync = Gauge(
+            "remediator_inventory_last_sync_timestamp_seconds",
+            "Unix time of the last inventory sync that finished (stored definitions are at most this old)",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "remediator_leader", "1 on the replica that acts on incidents (a single replica always does)", registry=r
+        )
+        # Series that exist from the start at 0: a rate over a counter born at its first event misses
+        # that event, so the dashboards' first recovery, fence and webhook call would not show.
+        for kind in Remediation:
+            self.alert_to_recovery.labels(kind=kind.value)
+            self.gave_up.labels(kind=kind.value)
+        for outcome in ("off", "failed", "confirmed_by_operator"):
+            self.fencing.labels(outcome=outcome)
 
     # ---- one call per fact, so callers do not need to know label names
 
@@ -97,6 +112,12 @@ class Metrics:
 
     def failed(self, kind: str) -> None:
         self.gave_up.labels(kind=kind).inc()
+
+    def inventory_synced(self, at_unix: float) -> None:
+        self.inventory_sync.set(at_unix)
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
 
     # ---- state read from the store at scrape time
 

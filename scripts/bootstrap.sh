@@ -13,6 +13,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils
   fence-agents ipmitool iproute2 procps
   postgresql
+  docker-compose openssl systemd
 )
 
 missing=()
