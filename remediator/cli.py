@@ -124,6 +124,7 @@ def make_server(config: Config, app: Any) -> Any:
     server = wsgi.Server((config.listen.host, config.listen.port),
                          buffer_chunked_bodies(app, config.limits.max_body_bytes),
                          numthreads=config.listen.threads, server_name="remediator")
+    server.shutdown_timeout = 3  # on SIGTERM, a request still running gets this long before its socket is shut
     tls = config.listen.tls
     if tls is not None:
         adapter = BuiltinSSLAdapter(tls.cert_file, tls.key_file)
