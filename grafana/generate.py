@@ -170,7 +170,8 @@ def fleet() -> db.Dashboard:
             .with_row(db.Row("Remediation"))
             .with_panel(graph("Open incidents by state", "Incidents the remediator is working on; failed ones wait "
                               "for an operator (docs/operations.md#when-an-incident-fails).",
-                              q("sum by (state) (remediator_incidents_open)", "{{state}}"), stack=True))
+                              q("sum by (state) (max_over_time(remediator_incidents_open[$__interval]))", "{{state}}"),
+                              stack=True))
             .with_panel(graph("Storm hold", "1 while evacuation is held; the share of hosts out beside it.",
                               q("max(remediator_storm_hold)", "hold"),
                               q("max(remediator_unhealthy_host_share)", "share of hosts out", ref="B")))
@@ -207,8 +208,11 @@ def host() -> db.Dashboard:
                                   f"hypervisor_vm_info{h}", instant=True, fmt=PromQueryFormat.TABLE), w=24))
             .with_panel(graph("VM CPU", "CPU seconds per second of each active VM.",
                               q(f"rate(hypervisor_vm_cpu_seconds_total{h}[$__rate_interval])", "{{vm}}"), unit="short"))
-            .with_panel(listing("Open incidents", "The remediator's open incidents on this host. Empty when none.",
-                                q(f"remediator_incident_open{h}", instant=True, fmt=PromQueryFormat.TABLE)))
+            .with_panel(states("Incidents", "The remediator's incidents on this host over time, each by "
+                               "subject and state (vm_verifying, host_fencing, failed...); gone once closed. The maximum over "
+                               "each interval, so an incident shorter than a step still shows.",
+                               q(f"max by (subject, kind, state) (max_over_time(remediator_incident_open{h}[$__interval]))",
+                                 "{{kind}} {{subject}} {{state}}"), w=12))
             .with_panel(listing("Firing alerts", "The alerts Prometheus fires about this host now. Empty when none.",
                                 q(f'ALERTS{{host="$host",alertstate="firing"}}', instant=True,
                                   fmt=PromQueryFormat.TABLE), w=24))
