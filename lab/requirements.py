@@ -14,9 +14,9 @@ from pathlib import Path
 
 COMMANDS = ("ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-system-x86_64", "prometheus",
             "prometheus-alertmanager", "promtool", "amtool", "fence_ipmilan", "ipmitool",
-            "prometheus-libvirt-exporter")
+            "prometheus-libvirt-exporter", "docker-compose", "systemd-analyze", "openssl")
 FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf")
-MODULES = ("libvirt", "pyghmi")
+MODULES = ("libvirt", "pyghmi", "grafana_foundation_sdk", "cheroot", "bcrypt")
 # Debian packages giving each command, to say how to fix it.
 PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
               "libvirtd": "libvirt-daemon", "virsh": "libvirt-clients",
@@ -24,9 +24,11 @@ PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux"
               "prometheus-alertmanager": "prometheus-alertmanager", "promtool": "prometheus",
               "amtool": "prometheus-alertmanager", "fence_ipmilan": "fence-agents",
               "ipmitool": "ipmitool", "prometheus-libvirt-exporter": "prometheus-libvirt-exporter",
+              "docker-compose": "docker-compose", "systemd-analyze": "systemd", "openssl": "openssl",
               "/usr/share/qemu/qboot.rom": "qemu-system-data",
               "/etc/libvirt/qemu.conf": "make bootstrap (writes it)",
-              "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi"}
+              "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi",
+              "grafana_foundation_sdk": "pip grafana-foundation-sdk", "cheroot": "pip cheroot", "bcrypt": "pip bcrypt"}
 
 
 def missing(path: str | None = None, need_root: bool = True) -> list[str]:
