@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=config_default)
     p.add_argument("--api", metavar="URL", help="ask a running service (e.g. http://127.0.0.1:9180) instead of "
                                                 "reading the store")
+    p.add_argument("--cacert", metavar="FILE", help="CA of the service's HTTPS certificate (default: the system's, "
+                                                   "or $REQUESTS_CA_BUNDLE)")
+    p.add_argument("--cert", metavar="FILE", help="client certificate, when the service requires one "
+                                                 "(listen.tls.client_ca_file)")
+    p.add_argument("--key", metavar="FILE", help="the client certificate's key")
 
     p = sub.add_parser("plan", help="what placement would do now, changing nothing")
     p.add_argument("--config", default=config_default)
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve(config)
         if args.command == "status":
-            return status(config, api=args.api, out=sys.stdout)
+            tls = {"verify": args.cacert or True, "cert": (args.cert, args.key) if args.cert else None}
+            return status(config, api=args.api, out=sys.stdout, tls=tls)
         return plan_evacuation(config, args.evacuate, out=sys.stdout)
     except StoreError as e:
         print(f"remediator: store: {e}", file=sys.stderr)
@@ -201,9 +207,9 @@ def serve(config: Config) -> int:
 # ---------------------------------------------------------------- status
 
 
-def status(config: Config, *, api: str | None, out) -> int:
+def status(config: Config, *, api: str | None, out, tls: dict | None = None) -> int:
     if api:
-        hosts, vms, incidents = _status_from_api(config, api)
+        hosts, vms, incidents = _status_from_api(config, api, tls or {})
     else:
         from remediator.web.context import plain
         from remediator.web.views import hosts_view, vms_view
@@ -236,7 +242,7 @@ def status(config: Config, *, api: str | None, out) -> int:
     return 0
 
 
-def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
+def _status_from_api(config: Config, api: str, tls: dict) -> tuple[dict, list, list]:
     import requests
 
     session = requests.Session()
@@ -248,7 +254,7 @@ def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
 
     def get(path: str) -> Any:
         try:
-            r = session.get(base + path, timeout=10)
+            r = session.get(base + path, timeout=10, **tls)  # per call: a session's verify loses to $REQUESTS_CA_BUNDLE
         except requests.RequestException as e:
             raise SystemExit(f"remediator status: {base}{path}: {e}") from e
         if r.status_code != 200:
