@@ -6,7 +6,7 @@
 
 Every part is the shipped one, configured the way docs/ tells an operator to: the exporter runs on
 each lab host (a service of the host, so a power loss takes it down too), Prometheus loads
-rules/hypervisor.rules.yml with rules/prometheus.yml's timings, Alertmanager routes with
+rules/hypervisor.rules.yml and recording.rules.yml with rules/prometheus.yml's timings (and scrapes the remediator), Alertmanager routes with
 rules/alertmanager.yml (only the webhook address and token file are the lab's), and the remediator
 runs as `remediator serve --config FILE` in its own process, so `kill -9` is a real crash.
 Used by tests/e2e and the demo; the service never imports it.
