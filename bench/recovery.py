@@ -7,6 +7,8 @@ rules/hypervisor.rules.yml, rules/alertmanager.yml, the remediator's config defa
     host_power_loss  a host with `--guests` protected guests loses power (every process killed).
     host_partition   the same host's link goes down instead: libvirtd and the guests keep running,
                      so it must be fenced before any guest starts elsewhere.
+    host_damaged     the same host's boot files are removed: it still answers, so it is cordoned and
+                     its guests live-migrate away (each migration's downtime is recorded).
 
 "Runs" is the hosts' word, not the remediator's: libvirt on the host lists the guest as running,
 asked every 50 ms through the host's own socket. Each run's time is split at the moments the
@@ -48,9 +50,10 @@ from lab.timeline import moments
 from remediator.config import Policy
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("vm_crash", "host_power_loss", "host_partition")
-BAR_3RC_S = {"vm_crash": 180.0, "host_power_loss": 420.0, "host_partition": 420.0}
-TARGET_P50_S = {"vm_crash": 5.0, "host_power_loss": 15.0, "host_partition": 20.0}
+SCENARIOS = ("vm_crash", "host_power_loss", "host_partition", "host_damaged")
+BAR_3RC_S = {"vm_crash": 180.0, "host_power_loss": 420.0, "host_partition": 420.0, "host_damaged": 420.0}
+TARGET_P50_S = {"vm_crash": 5.0, "host_power_loss": 15.0, "host_partition": 20.0, "host_damaged": 30.0}
+SUBJECT = {"host_power_loss": "host:h1", "host_partition": "host:h1", "host_damaged": "host:h1:damaged"}
 TARGET_REMEDIATOR_S = 1.0  # alert received -> all guests running, host scenarios
 WATCH_INTERVAL_S = 0.05
 ORIGIN = "h1"
@@ -67,6 +70,7 @@ class Run:
     steps_s: dict[str, float] = field(default_factory=dict)  # verify, fence, start (host scenarios)
     guests_s: dict[str, float] = field(default_factory=dict)  # guest name -> fault -> running
     moments_s: dict[str, float] = field(default_factory=dict)  # lab.timeline moments, seconds since the fault
+    migration_downtime_ms: dict[str, float] = field(default_factory=dict)  # guest -> libvirt's downtime (live moves)
     duplicates: int = 0
     started_at: float = 0.0  # epoch of the fault
 
@@ -131,7 +135,8 @@ def split(scenario: str, fault_at: float, running: dict[str, float], detail: dic
                remediator_s=done - m["detected"], steps_s=steps,
                guests_s={n: t - fault_at for n, t in sorted(running.items())},
                moments_s={k: t - fault_at for k, t in m.items()}, duplicates=duplicates,
-               started_at=fault_at)
+               started_at=fault_at,
+               migration_downtime_ms=dict(detail["incident"]["data"].get("migration_downtime_ms") or {}))
 
 
 def run_vm_crash(runs: int, workdir: Path, log) -> list[Run]:
@@ -167,16 +172,17 @@ def run_host_fault(scenario: str, runs: int, guests: int, workdir: Path, log) ->
                 stack.wait_watching(uuids)
                 time.sleep(1.0)  # a quiet second: every rule evaluated on a healthy lab
                 fault_at = time.time()
-                if scenario == "host_power_loss":
-                    lab.power_off(ORIGIN)
-                else:
-                    lab.partition(ORIGIN)
+                {"host_power_loss": lab.power_off, "host_partition": lab.partition,
+                 "host_damaged": lab.damage_boot}[scenario](ORIGIN)
                 others = {h.name for h in lab.hosts if h.name != ORIGIN}
                 running = wait_running(lab, uuids, others, 120)
-                detail = closed_incident(stack, f"host:{ORIGIN}")
+                detail = closed_incident(stack, SUBJECT[scenario])
                 run = split(scenario, fault_at, running, detail, len(sampler.duplicates))
-                if lab.is_on(ORIGIN):
+                if scenario != "host_damaged" and lab.is_on(ORIGIN):
                     raise AssertionError(f"{scenario}: {ORIGIN} is still on after its guests started elsewhere")
+                if scenario == "host_damaged" and (len(run.migration_downtime_ms) != guests
+                                                   or detail["incident"]["data"].get("cold_restarts")):
+                    raise AssertionError(f"host_damaged: not every guest moved live: {detail['incident']['data']}")
         log(f"{scenario} run {i + 1}/{runs}: {run.total_s:.2f} s (detection {run.detection_s:.2f}, "
             f"decision {run.decision_s:.3f}, action {run.action_s:.2f}: "
             + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in run.steps_s.items()) + ")")
@@ -239,7 +245,11 @@ def summarize(scenario: str, runs: list[Run]) -> dict:
     }
     if runs and runs[0].steps_s:
         summary["steps_s"] = {k: round(statistics.median(r.steps_s[k] for r in runs), 3) for k in runs[0].steps_s}
-    if scenario != "vm_crash":
+    downtimes = [d for r in runs for d in r.migration_downtime_ms.values()]
+    if downtimes:
+        summary["migration_downtime_ms"] = {"p50": round(statistics.median(downtimes), 1),
+                                            "max": round(max(downtimes), 1), "migrations": len(downtimes)}
+    if scenario in ("host_power_loss", "host_partition"):
         summary["target_remediator_s"] = TARGET_REMEDIATOR_S
         summary["remediator_target_met"] = summary["remediator_s"]["p50"] <= TARGET_REMEDIATOR_S
     summary["each"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(r).items()
@@ -292,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs of each scenario (default 5)")
     parser.add_argument("--guests", type=int, default=8, help="protected guests on the failing host (default 8)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other scenarios already in recovery.json (run some, update those)")
     parser.add_argument("--output-dir", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -304,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summaries, plotted, floor = [], None, None
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as tmp:
-        if any(s != "vm_crash" for s in scenarios):
+        if any(s in ("host_power_loss", "host_partition") for s in scenarios):
             floor = run_start_floor(args.runs, args.guests, log)
         for scenario in scenarios:
             if scenario == "vm_crash":
@@ -318,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
               "timings": shipped_timings(), "start_floor": floor, "scenarios": {s["scenario"]: s for s in summaries}}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     out = args.output_dir / "recovery.json"
+    if args.merge and out.exists():
+        previous = json.loads(out.read_text())
+        result["scenarios"] = {**previous.get("scenarios", {}), **result["scenarios"]}
+        result["start_floor"] = floor or previous.get("start_floor")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + table(summaries))
     if floor:

@@ -119,7 +119,7 @@ def fleet() -> db.Dashboard:
                  "Every hypervisor host and protected VM, and what the remediator is doing about them.")
             .with_row(db.Row("Now"))
             .with_panel(single("Hosts by condition", "What the remediator believes of each inventory host: up takes "
-                               "VMs; down, fenced, damaged and maintenance do not.",
+                               "VMs; cordoned, down, fenced and maintenance do not.",
                                q("sum by (condition) (remediator_hosts)", "{{condition}}", instant=True), w=8))
             .with_panel(single("Hosts failing a check", "Hosts with at least one damage check at 0 "
                                "(HypervisorHostDamaged fires after 15 s).",
@@ -130,7 +130,7 @@ def fleet() -> db.Dashboard:
             .with_panel(single("Storm hold", "HELD: more than policy.storm.max_unhealthy_share of the hosts look "
                                "out at once; nothing is evacuated until an operator releases or hosts return.",
                                q("max(remediator_storm_hold)", instant=True), w=4, mappings=STORM))
-            .with_panel(single("Unhealthy host share", "Share of inventory hosts down, fenced or damaged.",
+            .with_panel(single("Unhealthy host share", "Share of inventory hosts out (down, fenced, cordoned): above policy.storm.max_unhealthy_share, the storm hold.",
                                q("max(remediator_unhealthy_host_share)", instant=True), unit="percentunit", w=4))
             .with_row(db.Row("Hosts"))
             .with_panel(listing("Host condition", "One row per host: the condition the remediator believes.",
@@ -224,7 +224,7 @@ def remediation() -> db.Dashboard:
     return (base("Remediator / Remediation", "remediator-remediation",
                  "What the remediator did: incidents, recovery times, actions, fencing, its webhook and its health.")
             .with_panel(graph("Incidents opened", "By remediation kind (vm_down, host_down, host_damaged, "
-                              "host_overloaded).",
+                              "host_overloaded, host_maintenance).",
                               q(f"sum by (kind) (increase(remediator_incidents_opened_total{rate}))", "{{kind}}"),
                               w=8))
             .with_panel(graph("Incidents closed", "By kind and outcome: recovered, dismissed (nothing to do), "

@@ -9,7 +9,6 @@ works from another process (`python -m lab down`) and after a crash. See docs/la
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -87,18 +86,15 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
 def leftovers(resources: dict) -> list[str]:
     """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
 
-    Names derive from the index, and a freed index is taken by the next lab on the machine: when the
-    state file now names another owner (another engineer's run), those names are not ours; only our
-    pids (pid + start time) still count."""
-    left = [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
-    try:
-        now = json.loads(Path(resources["state_file"]).read_text())
-    except (OSError, ValueError, TypeError):
-        now = None
-    if now is not None and now.get("owner") != resources.get("owner"):
-        return left
-    left += [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
+    Every name derives from the lab's index, and an index is free only once the run dir (state
+    file) of its last lab is gone: a state file recording another keeper is a newer lab (another
+    test run on this machine) that took the index after ours was fully torn down."""
+    now = st.read(Path(resources["state_file"])) if resources.get("state_file") else None
+    if now is not None and resources.get("keeper") and now.get("keeper") != resources["keeper"]:
+        return []
+    left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
     left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
+    left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
     left += [f"netns pids {n}: {procs.netns_pids(n)}" for n in resources["netns"] if procs.netns_pids(n)]
     for key in ("state_file", "data_dir"):
         if resources[key] and Path(resources[key]).exists():
@@ -306,6 +302,18 @@ class Lab:
         h = self.host(host)
         return virt.running(h.unix_uri if inside else h.uri)
 
+    def where_running(self, uuid: str) -> list[str]:
+        """The hosts whose libvirt runs the guest now, asked through each host's own socket; a host that
+        is off, or dies while asked, runs nothing."""
+        found = []
+        for h in self.hosts:
+            try:
+                if self.is_on(h) and uuid in self.running(h, inside=True):
+                    found.append(h.name)
+            except HostUnreachable:
+                continue
+        return found
+
     def domain_state(self, host: str | LabHost, name: str, *, inside: bool = False) -> tuple[str, str]:
         """(state, reason), e.g. ('running', '1') or ('shutoff', 'crashed')."""
         h = self.host(host)
@@ -434,5 +442,5 @@ class Lab:
         return {"netns": [h.netns for h in self.hosts], "links": [self.bridge] + [h.veth for h in self.hosts],
                 "pids": [(h.bmc_pid, h.bmc_start) for h in self.hosts if h.bmc_pid]
                         + ([(self._keeper_rec["pid"], self._keeper_rec["start"])] if self._keeper_rec else []),
-                "state_file": str(self.state_file), "owner": self._state()["owner"],
+                "state_file": str(self.state_file), "keeper": self._keeper_rec,
                 "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None}

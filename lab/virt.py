@@ -78,8 +78,14 @@ def running(uri: str) -> dict[str, str]:
         # RUNNING, not ACTIVE: a domain still starting (paused until libvirt resumes it) is not running yet.
         doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
         return {d.UUIDString(): d.name() for d in doms}
+    except libvirt.libvirtError as e:
+        # The daemon died under the call (a fence or power loss at that moment): "End of file".
+        raise HostUnreachable(f"{uri}: {e.get_error_message()}") from e
     finally:
-        conn.close()
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass  # the socket is gone already
 
 
 def state(uri: str, name: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from remediator.model import Alert, AlertStatus, Remediation
+from remediator.model import ALERT_REMEDIATIONS, Alert, AlertStatus, Remediation
 
 SUPPORTED_VERSION = "4"
 # Alertmanager's "zero time" for an alert that has not ended.
@@ -122,13 +122,13 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
     ends_at = _time(data.get("endsAt"), f"{where}.endsAt")
 
     remediation_value = _required_label(labels, "remediation", where)
-    try:
-        remediation = Remediation(remediation_value)
-    except ValueError:
+    remediation = next((r for r in ALERT_REMEDIATIONS if r.value == remediation_value), None)
+    if remediation is None:
         raise PayloadError(
             f"{where}.labels.remediation",
-            f"unknown value {remediation_value!r} (expected one of: {', '.join(r.value for r in Remediation)})",
-        ) from None
+            f"unknown value {remediation_value!r} (expected one of: "
+            f"{', '.join(r.value for r in Remediation if r in ALERT_REMEDIATIONS)})",
+        )
     host = _required_label(labels, "host", where)
     alertname = labels.get("alertname", "")
 
@@ -140,6 +140,8 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         uuid = uuid.lower()
     if remediation is Remediation.VM_DOWN and vm is None and uuid is None:
         raise PayloadError(f"{where}.labels", "a vm_down alert needs the label `uuid` or `vm` (or `domain`)")
+    if remediation is Remediation.HOST_OVERLOADED:
+        _overload_labels(labels, where)
     return Alert(
         fingerprint=fingerprint.lower(),
         status=status,
@@ -153,6 +155,20 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         labels=labels,
         annotations=annotations,
     )
+
+
+def _overload_labels(labels: dict[str, str], where: str) -> None:
+    """The rule's own figure is what the remediator rebalances to: reason load|memory and a threshold."""
+    if labels.get("reason") not in ("load", "memory"):
+        raise PayloadError(f"{where}.labels.reason", f"a host_overloaded alert needs reason load or memory, got "
+                           f"{labels.get('reason')!r} (see rules/hypervisor.rules.yml)")
+    try:
+        threshold = float(labels.get("threshold", ""))
+    except ValueError:
+        threshold = float("nan")
+    if not threshold > 0:
+        raise PayloadError(f"{where}.labels.threshold", f"a host_overloaded alert needs a positive number, got "
+                           f"{labels.get('threshold')!r} (see rules/hypervisor.rules.yml)")
 
 
 def _status(value: Any, where: str) -> AlertStatus:

@@ -2,9 +2,14 @@
 
   remediator serve  --config FILE              the webhook + API under cheroot (HTTP or HTTPS), the engine and its timers
   remediator status --config FILE [--api URL]  tables: hosts, protected VMs, open incidents
+  (--api and host: --cacert FILE, and --cert FILE --key FILE when the service requires client certificates)
   remediator plan   --config FILE --evacuate HOST
                                                what placement would do with HOST's protected VMs now;
                                                changes nothing (exit 3 when some VM has no place)
+  remediator host activate NAME [--reason R] --api URL
+                                               return a repaired host to service (exit 1 when refused)
+  remediator host maintenance NAME on|off [--reason R] --api URL
+                                               drain a host by live migration, or return it
 
 --config defaults to $REMEDIATOR_CONFIG, else /etc/remediator/config.yml.
 """
@@ -30,6 +35,19 @@ EXIT_CONFIG = 2
 EXIT_UNPLACED = 3
 
 
+def add_tls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cacert", metavar="FILE", help="CA of the service's HTTPS certificate (default: the system's, "
+                                                   "or $REQUESTS_CA_BUNDLE)")
+    p.add_argument("--cert", metavar="FILE", help="client certificate, when the service requires one "
+                                                 "(listen.tls.client_ca_file)")
+    p.add_argument("--key", metavar="FILE", help="the client certificate's key")
+
+
+def tls_options(args: argparse.Namespace) -> dict:
+    """requests' verify and cert for the client, from --cacert/--cert/--key."""
+    return {"verify": args.cacert or True, "cert": (args.cert, args.key) if args.cert else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remediator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,15 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=config_default)
     p.add_argument("--api", metavar="URL", help="ask a running service (e.g. http://127.0.0.1:9180) instead of "
                                                 "reading the store")
-    p.add_argument("--cacert", metavar="FILE", help="CA of the service's HTTPS certificate (default: the system's, "
-                                                   "or $REQUESTS_CA_BUNDLE)")
-    p.add_argument("--cert", metavar="FILE", help="client certificate, when the service requires one "
-                                                 "(listen.tls.client_ca_file)")
-    p.add_argument("--key", metavar="FILE", help="the client certificate's key")
+    add_tls_options(p)
 
     p = sub.add_parser("plan", help="what placement would do now, changing nothing")
     p.add_argument("--config", default=config_default)
     p.add_argument("--evacuate", metavar="HOST", required=True, help="place HOST's protected VMs on the others")
+
+    p = sub.add_parser("host", help="an operator's request about a host, carried out by the running service")
+    p.add_argument("--config", default=config_default)
+    p.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
+    p.add_argument("--reason", default="")
+    add_tls_options(p)
+    hosts = p.add_subparsers(dest="host_command", required=True)
+    hosts.add_parser("activate", help="return a fenced, cordoned or down host to service").add_argument("name")
+    m = hosts.add_parser("maintenance", help="on: drain by live migration; off: schedulable again")
+    m.add_argument("name")
+    m.add_argument("state", choices=["on", "off"])
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -68,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve(config)
         if args.command == "status":
-            tls = {"verify": args.cacert or True, "cert": (args.cert, args.key) if args.cert else None}
-            return status(config, api=args.api, out=sys.stdout, tls=tls)
+            return status(config, api=args.api, out=sys.stdout, tls=tls_options(args))
+        if args.command == "host":
+            return host_request(config, args, out=sys.stdout)
         return plan_evacuation(config, args.evacuate, out=sys.stdout)
     except StoreError as e:
         print(f"remediator: store: {e}", file=sys.stderr)
@@ -100,7 +126,8 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
-ENGINE_JOBS = {"tick": "tick", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
+# "tick" only wakes the engine's loop: the loop is the one consumer of pending alerts and events.
+ENGINE_JOBS = {"tick": "notify", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
 
 
 def engine_jobs(engine: Any) -> dict[str, Any]:
@@ -243,25 +270,22 @@ def status(config: Config, *, api: str | None, out, tls: dict | None = None) -> 
 
 
 def _status_from_api(config: Config, api: str, tls: dict) -> tuple[dict, list, list]:
-    import requests
+    from remediator.client import Client
 
-    session = requests.Session()
-    if config.auth.bearer_token:
-        session.headers["Authorization"] = f"Bearer {config.auth.bearer_token}"
-    elif config.auth.basic:
-        session.auth = (config.auth.basic.username, config.auth.basic.password)
-    base = api.rstrip("/") + "/api/v1"
+    client = Client(config, api, command="remediator status", tls=tls)
+    return client.get("/hosts"), client.get("/vms")["vms"], client.get("/incidents?open=true")["incidents"]
 
-    def get(path: str) -> Any:
-        try:
-            r = session.get(base + path, timeout=10, **tls)  # per call: a session's verify loses to $REQUESTS_CA_BUNDLE
-        except requests.RequestException as e:
-            raise SystemExit(f"remediator status: {base}{path}: {e}") from e
-        if r.status_code != 200:
-            raise SystemExit(f"remediator status: {base}{path}: HTTP {r.status_code}: {r.text[:200]}")
-        return r.json()
 
-    return get("/hosts"), get("/vms")["vms"], get("/incidents?open=true")["incidents"]
+def host_request(config: Config, args: argparse.Namespace, *, out) -> int:
+    from remediator.client import Client
+
+    client = Client(config, args.api, command=f"remediator host {args.host_command}", tls=tls_options(args))
+    if args.host_command == "activate":
+        ok, words = client.host_request(args.name, "activate", {"reason": args.reason})
+    else:
+        ok, words = client.host_request(args.name, "maintenance", {"on": args.state == "on", "reason": args.reason})
+    out.write(f"{args.name}: {words}\n")
+    return 0 if ok else 1
 
 
 def _subject(incident: dict) -> str:

@@ -211,23 +211,15 @@ class Overcommit:
 
 
 @dataclass(frozen=True)
-class Overload:
-    """A host is overloaded above these; rebalancing migrates VMs away until it is under them again."""
-
-    load_per_cpu: float = 0.9
-    memory_used_share: float = 0.9
-
-
-@dataclass(frozen=True)
 class Policy:
     attempts: Attempts = field(default_factory=Attempts)
     backoff: Backoff = field(default_factory=Backoff)
     action_timeouts: ActionTimeouts = field(default_factory=ActionTimeouts)
     storm: Storm = field(default_factory=Storm)
     max_concurrent_actions: int = 4
+    max_concurrent_migrations: int = 4  # live migrations off one host at once (a drain, a rebalance)
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
-    overload: Overload = field(default_factory=Overload)
 
 
 @dataclass(frozen=True)
@@ -592,8 +584,14 @@ class _Parser:
         raw = self.mapping(
             value,
             "policy",
-            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "timings", "overcommit", "overload"],
+            ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "max_concurrent_migrations",
+             "timings", "overcommit", "overload"],
         )
+        if "overload" in raw:
+            # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
+            raise self.fail("policy.overload", "the overload thresholds live in rules/hypervisor.rules.yml "
+                            "(HypervisorHostOverloaded, its `threshold` label); the remediator acts on the "
+                            "alert's own reason and threshold: remove this key")
         backoff = self.numbers(Backoff, raw.get("backoff"), "policy.backoff")
         if backoff.factor < 1:
             raise self.fail("policy.backoff.factor", f"must be >= 1, got {backoff.factor}")
@@ -601,21 +599,21 @@ class _Parser:
         share = self.number(storm_raw.get("max_unhealthy_share", Storm().max_unhealthy_share), "policy.storm.max_unhealthy_share")
         if share > 1:
             raise self.fail("policy.storm.max_unhealthy_share", f"a share of hosts: 0..1, got {share}")
-        overload = self.numbers(Overload, raw.get("overload"), "policy.overload", above=True)
-        if overload.memory_used_share > 1:
-            raise self.fail("policy.overload.memory_used_share", f"a share: 0..1, got {overload.memory_used_share}")
         return Policy(
             attempts=self.numbers(Attempts, raw.get("attempts"), "policy.attempts", integer=True),
             backoff=backoff,
             action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
             storm=Storm(max_unhealthy_share=float(share)),
+            max_concurrent_migrations=self.number(
+                raw.get("max_concurrent_migrations", Policy.max_concurrent_migrations),
+                "policy.max_concurrent_migrations", integer=True, minimum=1,
+            ),
             max_concurrent_actions=self.number(
                 raw.get("max_concurrent_actions", Policy.max_concurrent_actions), "policy.max_concurrent_actions",
                 integer=True, minimum=1,
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
-            overload=overload,
         )
 
     def limits(self, value: Any) -> Limits:

@@ -2,70 +2,53 @@
 
 For every event (a stored alert, an action's result, a timer, an operator's request):
   1. gather the Context the guards need and ask `fsm.decide` (or `fsm.start` for a new subject);
-  2. persist the transition, then one intent per action, *before* anything is done;
-  3. perform each action through the edges, in a thread pool bounded by
+  2. persist the transition and one intent per action in one transaction, *before* anything is done;
+  3. perform each action (remediator/actions.py) in the runner's pool, bounded by
      `policy.max_concurrent_actions`; every action looks at the world first, so performing it
      again after a crash is safe (a VM running anywhere is never started again);
   4. record the result on the intent and feed it back as the next event.
 
 Decisions are taken one at a time (one lock); actions run concurrently. A per-VM lock makes sure
-that two actions never start the same UUID at once. After a restart `resume()` re-arms timers and
-performs again the intents that have no result (they check the world first), and re-issues the
-actions of a transition whose intents were never written.
+that two actions never start the same UUID at once. The engine's loop is the one consumer of
+pending alerts and operator requests (the scheduler's tick only wakes it). After a restart
+`resume()` re-arms timers, performs again the intents that have no result (they check the world
+first), and re-issues the actions of a transition whose intents were never written.
 
-Storm hold: when more than `policy.storm.max_unhealthy_share` of the hosts are down, fenced or
-damaged (or have a host alert pending), the fsm holds fencing and evacuation; when the share
-drops, or an operator releases the hold, held incidents get STORM_RELEASED.
+Around it: `world` (what the hosts look like), `hosts` (host conditions, activate, maintenance),
+`migrations` (moving running VMs), `runner` (pool, timers, timeouts), and the storm policy
+(remediator/storm.py), re-evaluated whenever a host's condition or reachability changes.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from remediator import fsm, placement, reconcile
-from remediator.edges.fencing import UnknownHost
-from remediator.edges.libvirt import DomainError, HostUnreachable
-from remediator.edges.prometheus import PrometheusUnavailable
+from remediator import actions, fsm, reconcile, storm
+from remediator.actions import Outcome
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
-from remediator.model import (Action, Alert, AlertStatus, Event, HostCapacity, HostCondition, Incident,
-                              ProtectedVM, Remediation, host_subject)
-from remediator.store.base import (SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE, SETTING_UNREACHABLE,
-                                   Intent, Store, StoreError)
+from remediator.hostfsm import HostEvent
+from remediator.hostlife import Answer, HostLife
+from remediator.migrations import Migrations
+from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
+                              OperatorRequest, Remediation, host_of_subject, host_subject)
+from remediator.runner import Runner
+from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store, StoreError
+from remediator.world import World
 
 log = logging.getLogger(__name__)
 
-OUT_CONDITIONS = frozenset({HostCondition.DOWN, HostCondition.FENCED, HostCondition.DAMAGED})
+OUT_CONDITIONS = frozenset({HostCondition.DOWN, HostCondition.FENCED, HostCondition.CORDONED})
 _HOST_ALERTS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED})
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an action ended, as the event it feeds back."""
-
-    event: E
-    ok: bool
-    detail: str
-    extra: Mapping[str, Any] = field(default_factory=dict)  # hosts, host_unreachable, host_unusable, ...
-    data: Mapping[str, Any] = field(default_factory=dict)  # for Incident.data (placement, load source)
-
-
-@dataclass(frozen=True)
-class Capacities:
-    hosts: list[HostCapacity]
-    load_source: str  # "prometheus" or "libvirt"
-    note: str = ""
 
 
 class Engine:
@@ -79,20 +62,16 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
+        self.world = World(config, store, hypervisors, load_source, clock)
+        self.hosts = HostLife(self)
+        self.migrations = Migrations(self)
+        self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
+                             on_result=self._feed_back, on_event=self.handle_event)
         self._decide_lock = threading.RLock()
         self._vm_locks: dict[str, threading.Lock] = {}
         self._vm_locks_guard = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, config.policy.max_concurrent_actions),
-                                        thread_name_prefix="action")
-        self._timers: list[tuple[float, int, int, Event]] = []  # (due monotonic, intent, incident, event)
-        self._timers_lock = threading.Lock()
-        self._running: dict[int, tuple[float, int, Action]] = {}  # intent -> (started, incident, action)
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
-        self._idle = threading.Condition()
-        self._in_flight = 0
-        self._storm_was_on = bool((store.get_setting(SETTING_STORM) or {}).get("active"))
 
     # ---- the ways in ------------------------------------------------------------------------------
 
@@ -105,10 +84,10 @@ class Engine:
         return len(pending)
 
     def handle_pending_events(self) -> int:
-        """Operator requests queued by the API (confirm-off, retry, close), oldest first."""
+        """Operator requests queued by the API, oldest first; each ends applied, ignored or refused."""
         events = self.store.pending_events()
         for qe in events:
-            outcome, reason = self._operator_event(qe.subject, qe.event)
+            outcome, reason = self._operator_request(qe.subject, qe.event)
             self.store.mark_event(qe.id, outcome, reason)
         return len(events)
 
@@ -120,53 +99,66 @@ class Engine:
                 return decision
             intents = self._persist(incident, event, decision)
         self._dispatch(incident_id, intents)
+        if decision.closes and incident.kind in HOST_KINDS:
+            self.host_changed(incident.host, exclude=incident_id)  # lower-ranked incidents may go on now
         return decision
 
-    def operator_confirm_off(self, host: str, by: str = "operator") -> str:
-        """An operator made sure `host` is off: it counts as fenced and recovery may go on."""
-        outcome, reason = self._operator_event(host_subject(host), Event(E.OPERATOR_CONFIRM_OFF, self.clock(),
-                                                                         {"by": by}))
-        return reason
+    def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any]) -> int | None:
+        """An incident the engine opens itself (an operator's maintenance); None when not opened."""
+        with self._decide_lock:
+            decision = fsm.open_incident(kind, subject, host, self.context_for(None, host, kind=kind),
+                                         at=self.clock(), data=data)
+            if decision.closes:
+                return None
+            event = Event(E.ALERT_FIRING, self.clock(), dict(data))
+            with self.store.atomic():
+                incident = self.store.create_incident(subject, kind, host, None, None, decision.next_state,
+                                                      decision.reason, self.clock(), data={**data, **decision.data})
+                intents = self._persist(incident, event, decision, opening=True)
+        self._dispatch(incident.id, intents)
+        return incident.id
 
-    def set_maintenance(self, host: str, on: bool, reason: str = "") -> None:
-        """A host in maintenance takes no VMs and its alerts start nothing; off makes it schedulable."""
-        now = self.clock()
-        current = self._conditions().get(host, HostCondition.UP)
-        if on:
-            self.store.set_host_state(host, HostCondition.MAINTENANCE, reason or "maintenance on", now)
-        elif current is HostCondition.MAINTENANCE:
-            self.store.set_host_state(host, HostCondition.UP, reason or "maintenance off", now)
-        self.check_storm()
+    def operator_confirm_off(self, host: str, by: str = "operator", reason: str = "") -> Answer:
+        """An operator made sure `host` is off (the API queues the same request)."""
+        return self._confirm_off(host, Event(E.OPERATOR_CONFIRM_OFF, self.clock(), {"by": by, "reason": reason}))
+
+    def activate_host(self, host: str, by: str = "operator", reason: str = "") -> Answer:
+        return self.hosts.activate(host, by, reason)
+
+    def set_maintenance(self, host: str, on: bool, by: str = "operator", reason: str = "") -> Answer:
+        return self.hosts.maintenance(host, on, by, reason)
 
     def release_storm(self, by: str = "operator", reason: str = "") -> None:
-        """Lift the storm hold until the share of hosts out drops under the threshold again."""
-        self.store.set_setting(SETTING_STORM_RELEASE, {"at": self.clock(), "by": by, "reason": reason})
+        """Lift the storm hold for the hosts out now; a host failing beyond them holds again."""
+        hold = self.store.get_setting(SETTING_STORM) or {}
+        self.store.set_setting(SETTING_STORM_RELEASE, {"at": self.clock(), "by": by, "reason": reason,
+                                                       "hosts": hold.get("unhealthy", [])})
         self.check_storm()
 
     def tick(self) -> None:
-        """One pass of everything due: queued operator events, pending alerts, timers, timeouts."""
+        """One pass of everything due: queued operator requests, pending alerts, timers, timeouts."""
         self.handle_pending_events()
         self.handle_pending_alerts()
-        self.run_timers()
+        self.runner.run_due()
 
     def sync_inventory(self) -> reconcile.SyncReport:
         """Scheduler job: refresh the stored definitions and locations of the protected VMs; it asks
         every host, so it also refreshes which hosts the remediator cannot reach (the storm check)."""
         report = reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
-        self._note_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
+        self.observed_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
         self.metrics.inventory_synced(time.time())
         return report
 
     def reconcile(self) -> list[reconcile.Finding]:
-        """Scheduler job: catch what alerts missed; a VM down with no alert is handled at once."""
+        """Scheduler job: catch what alerts missed; a VM down with no alert is handled by the loop."""
         findings = reconcile.reconcile(self.config, self.store, self.hv, self.clock())
         if any(f.kind == "vm_down_without_incident" for f in findings):
-            self.handle_pending_alerts()
+            self.notify()
         return findings
 
     def notify(self) -> None:
-        """Wake the background loop (the web layer calls this after storing alerts or events)."""
-        self._wake.set()
+        """Wake the background loop (the web layer and the tick timer call this)."""
+        self.runner.wake.set()
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -182,9 +174,9 @@ class Engine:
         self.handle_pending_alerts()
 
     def start(self) -> None:
-        """Sync the inventory, resume, then run a background loop: pending alerts and events on notify,
-        timers when due. The first sync comes first so that a host lost before the first timer run
-        still has its VMs' definitions to restart them from."""
+        """Sync the inventory, resume, then run the loop: pending alerts and requests on notify, timers
+        when due. The first sync comes first so that a host lost before the first timer run still has
+        its VMs' definitions to restart them from."""
         report = self.sync_inventory()
         log.info("inventory: %d protected VMs (%d updated)%s", report.protected, report.updated,
                  f"; unreachable: {', '.join(report.unreachable)}" if report.unreachable else "")
@@ -194,8 +186,8 @@ class Engine:
 
     def _run_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=self._seconds_to_next_timer(default=1.0))
-            self._wake.clear()
+            self.runner.wake.wait(timeout=self.runner.seconds_to_next(default=1.0))
+            self.runner.wake.clear()
             if self._stop.is_set():
                 break
             try:
@@ -206,133 +198,125 @@ class Engine:
 
     def shutdown(self, wait: bool = True) -> None:
         self._stop.set()
-        self._wake.set()
+        self.runner.wake.set()
         if self._loop is not None:
             self._loop.join(timeout=10)
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self.runner.shutdown(wait)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until no action is running (tests and the CLI use it); True when idle."""
-        deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
-
-    # ---- timers -----------------------------------------------------------------------------------
+        return self.runner.wait_idle(timeout)
 
     def run_timers(self) -> int:
-        """Fire due retry timers and time out actions running past their limit; returns timers fired."""
-        self.check_timeouts()
-        now = time.monotonic()
-        due = []
-        with self._timers_lock:
-            while self._timers and self._timers[0][0] <= now:
-                due.append(heapq.heappop(self._timers))
-        for _, intent_id, incident_id, event in due:
-            if self._finish_intent(intent_id, True, "timer fired"):
-                self.handle_event(incident_id, replace(event, at=self.clock()))
-        return len(due)
+        return self.runner.run_due()
 
     def pending_timers(self) -> list[tuple[float, int, Event]]:
-        """(seconds from now, incident, event) of every armed timer."""
-        now = time.monotonic()
-        with self._timers_lock:
-            return sorted((due - now, inc, ev) for due, _, inc, ev in self._timers)
+        return self.runner.pending()
 
     def fire_timers_now(self) -> int:
         """Make every armed timer due (tests: skip the backoff wait) and run them."""
-        with self._timers_lock:
-            self._timers = [(0.0, i, inc, ev) for _, i, inc, ev in self._timers]
-            heapq.heapify(self._timers)
-        return self.run_timers()
-
-    def _seconds_to_next_timer(self, default: float) -> float:
-        with self._timers_lock:
-            if not self._timers:
-                return default
-            return max(0.0, min(default, self._timers[0][0] - time.monotonic()))
-
-    def check_timeouts(self) -> None:
-        """An action past its timeout counts as failed; its late result, if any, is dropped."""
-        limits = self.config.policy.action_timeouts
-        now = time.monotonic()
-        for intent_id, (started, incident_id, action) in list(self._running.items()):
-            limit = limits.for_action(action.kind)
-            if now - started > limit and self._finish_intent(intent_id, False, f"timed out after {limit:g}s"):
-                self._running.pop(intent_id, None)
-                self.metrics.action_finished(action.kind, "timeout", now - started)
-                self.handle_event(incident_id, Event(E.ACTION_FAILED, self.clock(), {
-                    "action": action.kind, "detail": f"{action.kind} timed out after {limit:g}s"}))
+        self.runner.make_all_due()
+        return self.runner.run_due()
 
     # ---- deciding ---------------------------------------------------------------------------------
 
-    def context_for(self, incident: Incident | None, host: str | None = None,
-                    vm_uuid: str | None = None) -> fsm.Context:
+    def context_for(self, incident: Incident | None, host: str | None = None, vm_uuid: str | None = None,
+                    kind: Remediation | None = None) -> fsm.Context:
         host = incident.host if incident else host
         vm_uuid = incident.vm_uuid if incident else vm_uuid
-        conditions = self._conditions()
+        kind = incident.kind if incident else kind
         vm = self.store.get_vm(vm_uuid) if vm_uuid else None
-        host_incident_open = False
+        host_incident_open = outranked = False
         if vm_uuid and host:
             host_incident_open = self.store.open_incident_for(host_subject(host)) is not None
-        return fsm.Context(policy=self.policy, host_condition=conditions.get(host) if host else None,
+        if host and kind in HOST_KINDS:
+            outranked = any(o.kind in HOST_KINDS and host_of_subject(o.subject) == host and fsm.outranks(o.kind, kind)
+                            for o in self.store.list_incidents(open_only=True, limit=100000))
+        return fsm.Context(policy=self.policy, host_condition=self.world.conditions().get(host) if host else None,
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
-                           has_definition=bool(vm and vm.xml))
+                           has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run)
 
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
+        event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
         with self._decide_lock:
             incident = self.store.open_incident_for(alert.subject)
             if incident is not None:
-                kind = E.ALERT_FIRING if alert.status is AlertStatus.FIRING else E.ALERT_RESOLVED
-                outcome = "duplicate" if kind is E.ALERT_FIRING else "incident"
-                self.store.mark_alert(alert_id, outcome, incident.id, f"{kind} for open incident {incident.id}")
-                event = Event(kind, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
+                if alert.status is not AlertStatus.FIRING:
+                    event = replace(event, kind=E.ALERT_RESOLVED)
+                outcome = "duplicate" if event.kind == E.ALERT_FIRING else "incident"
                 decision = fsm.decide(incident, event, self.context_for(incident))
-                intents = self._persist(incident, event, decision)
-                incident_id = incident.id
+                with self.store.atomic():
+                    self.store.mark_alert(alert_id, outcome, incident.id, f"{event.kind} for open incident {incident.id}")
+                    intents = self._persist(incident, event, decision)
+                opened = False
             else:
-                decision = fsm.start(alert, self.context_for(None, alert.host, alert.uuid))
+                decision = fsm.start(alert, self.context_for(None, alert.host, alert.uuid, alert.remediation))
                 if decision.closes:
                     self.store.mark_alert(alert_id, "ignored", None, decision.reason)
                     return
                 vm = self.store.get_vm(alert.uuid) if alert.uuid else None
-                incident = self.store.create_incident(
-                    alert.subject, alert.remediation, alert.host, alert.uuid, alert.vm or (vm.name if vm else None),
-                    decision.next_state, decision.reason, self.clock(),
-                    data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
-                          "alert_received_at": received_at.isoformat()})
-                self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
-                event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
-                intents = self._persist(incident, event, decision, opening=True)
-                incident_id = incident.id
-        self._dispatch(incident_id, intents)
+                # Opening an incident, marking its alert and recording its first intents: one unit of work.
+                with self.store.atomic():
+                    incident = self.store.create_incident(
+                        alert.subject, alert.remediation, alert.host, alert.uuid,
+                        alert.vm or (vm.name if vm else None), decision.next_state, decision.reason, self.clock(),
+                        data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
+                              "alert_received_at": received_at.isoformat(), **decision.data})
+                    self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
+                    intents = self._persist(incident, event, decision, opening=True)
+                opened = True
+        self._dispatch(incident.id, intents)
+        if opened and alert.remediation in HOST_KINDS:
+            self.host_changed(alert.host, exclude=incident.id)  # a lower-ranked incident of the host waits now
 
-    def _operator_event(self, subject: str, event: Event) -> tuple[str, str]:
+    def _operator_request(self, subject: str, event: Event) -> tuple[str, str]:
+        """One queued operator request: (outcome, reason)."""
+        kind, detail, host = event.kind, event.detail, host_of_subject(subject)
+        by = detail.get("by", "operator")
+        if kind == OperatorRequest.ACTIVATE:
+            answer = self.hosts.activate(host, by, detail.get("reason", ""))
+        elif kind == OperatorRequest.MAINTENANCE:
+            answer = self.hosts.maintenance(host, bool(detail.get("on")), by, detail.get("reason", ""))
+        elif kind == E.OPERATOR_CONFIRM_OFF:
+            answer = self._confirm_off(host, event)
+        elif kind in (E.OPERATOR_RETRY, E.OPERATOR_CLOSE) and detail.get("incident") is not None:
+            answer = self._incident_request(int(detail["incident"]), event)
+        else:
+            return "ignored", f"unknown request {kind} for {subject}"
+        return ("applied" if answer.ok else "refused"), answer.reason
+
+    def _confirm_off(self, host: str, event: Event) -> Answer:
+        """An operator made sure `host` is off: it counts as fenced, checked under the decide lock so the
+        incident cannot have moved on in between."""
         with self._decide_lock:
-            if event.kind == E.OPERATOR_CONFIRM_OFF and subject.startswith("host:"):
-                host = subject[len("host:"):]
-                self.store.set_host_state(host, HostCondition.FENCED,
-                                          f"an operator ({event.detail.get('by', 'operator')}) confirmed it is off",
-                                          self.clock())
-                self.metrics.fence_outcome("confirmed_by_operator")
-            incident = self.store.open_incident_for(subject)
-            if incident is None:
-                return "ignored", f"no open incident for {subject}"
-        decision = self.handle_event(incident.id, event)
-        # A host confirmed off changes what its VMs' incidents may do.
-        if subject.startswith("host:"):
-            self._host_changed(subject[len("host:"):])
-        return ("ignored" if decision.ignored else "applied"), decision.reason
+            incident = self.store.open_incident_for(host_subject(host))
+            if incident is None or fsm.State(incident.state) not in fsm.WAITING_FOR_OFF:
+                where = f"its incident {incident.id} is {incident.state}" if incident else "it has no open incident"
+                return Answer(False, f"host {host} is not waiting to be fenced: {where}")
+            change = self.hosts.set_condition(
+                host, HostEvent.CONFIRMED_OFF, f"an operator ({event.detail.get('by', 'operator')}) confirmed it is off")
+            if not change.applies:
+                return Answer(False, change.reason)
+            self.metrics.fence_outcome("confirmed_by_operator")
+            decision = self.handle_event(incident.id, event)
+        return Answer(not decision.ignored, decision.reason)
+
+    def _incident_request(self, incident_id: int, event: Event) -> Answer:
+        """Retry or close the incident the operator named, not whichever is open for its subject."""
+        with self._decide_lock:
+            incident = self.store.get_incident(incident_id)
+            if not incident.is_open:
+                return Answer(False, f"incident {incident_id} is closed ({incident.state})")
+            decision = self.handle_event(incident_id, replace(event, detail={
+                **event.detail, "detail": event.detail.get("reason") or f"by {event.detail.get('by', 'operator')}"}))
+        return Answer(not decision.ignored, decision.reason)
 
     def _persist(self, incident: Incident, event: Event, decision: fsm.Decision,
                  opening: bool = False) -> list[tuple[int, Action]]:
-        """The transition and the intent of each action, written before anything is done."""
+        """The transition and the intent of each action, written together before anything is done."""
         now = self.clock()
-        updated = self.store.apply_transition(incident.id, now, event, decision)
+        with self.store.atomic():
+            updated = self.store.apply_transition(incident.id, now, event, decision)
+            intents = [(self.store.record_intent(updated.id, action, now), action) for action in decision.actions]
         if not decision.ignored:
             self.metrics.transition(incident.kind, None if opening else incident.state, decision.next_state)
         if decision.closes and decision.next_state is fsm.State.RECOVERED:
@@ -341,7 +325,7 @@ class Engine:
                 self.metrics.recovered(incident.kind, (now - datetime.fromisoformat(started)).total_seconds())
         if decision.closes or decision.next_state is fsm.State.HELD:
             log.info("incident %s (%s): %s: %s", incident.id, incident.subject, decision.next_state, decision.reason)
-        return [(self.store.record_intent(updated.id, action, now), action) for action in decision.actions]
+        return intents
 
     # ---- doing ------------------------------------------------------------------------------------
 
@@ -349,52 +333,14 @@ class Engine:
         for intent_id, action in intents:
             kind = A(action.kind)
             if kind is A.SCHEDULE_RETRY:
-                self._arm_timer(intent_id, incident_id, action, self.clock())
+                self.runner.arm(intent_id, incident_id, action, self.clock())
             elif kind is A.RAISE_FAILED:
                 incident = self.store.get_incident(incident_id)
                 self.metrics.failed(incident.kind)
                 log.error("incident %s (%s) gave up: %s", incident_id, incident.subject, action.params.get("reason"))
-                self._finish_intent(intent_id, True, "failure raised")
+                self.runner.finish_intent(intent_id, True, "failure raised")
             else:
-                with self._idle:
-                    self._in_flight += 1
-                self._running[intent_id] = (time.monotonic(), incident_id, action)
-                self._pool.submit(self._perform, intent_id, incident_id, action)
-
-    def _arm_timer(self, intent_id: int, incident_id: int, action: Action, set_at: datetime) -> None:
-        after = float(action.params.get("after_s", 1.0))
-        elapsed = (self.clock() - set_at).total_seconds()
-        event = Event(action.params.get("event", E.RETRY.value), set_at, {"state": action.params.get("state")})
-        with self._timers_lock:
-            heapq.heappush(self._timers, (time.monotonic() + max(0.0, after - elapsed), intent_id, incident_id, event))
-        self._wake.set()
-
-    def _perform(self, intent_id: int, incident_id: int, action: Action) -> None:
-        started = time.monotonic()
-        try:
-            outcome = self.perform(incident_id, action)
-        except (HostUnreachable, DomainError, StoreError, UnknownHost, OSError, ValueError) as err:
-            # Expected kinds of failure from the edges; anything else is a bug and must show as one.
-            outcome = Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",
-                              {"host_unreachable": isinstance(err, HostUnreachable)})
-        except Exception:
-            # Not a fallback: an unexpected error is a bug, logged with its traceback and recorded as the
-            # action's failure; swallowed silently by the pool it would leave the incident hanging.
-            log.exception("action %s of incident %s crashed (a bug)", action.kind, incident_id)
-            outcome = Outcome(E.ACTION_FAILED, False, f"{action.kind} crashed: see the service log")
-        finally:
-            self._running.pop(intent_id, None)
-        try:
-            if not self._finish_intent(intent_id, outcome.ok, outcome.detail):
-                return  # already timed out: its failure was fed back then
-            self.metrics.action_finished(action.kind, "ok" if outcome.ok else "failed", time.monotonic() - started)
-            self._feed_back(incident_id, action, outcome)
-        except StoreError:
-            log.exception("action %s of incident %s: its result could not be fed back", action.kind, incident_id)
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
+                self.runner.submit(intent_id, incident_id, action)
 
     def _feed_back(self, incident_id: int, action: Action, outcome: Outcome) -> None:
         """The result of a step action is the incident's next event; side actions feed nothing."""
@@ -410,328 +356,49 @@ class Engine:
                 decision = replace(decision, data=outcome.data)
             intents = self._persist(incident, event, decision)
         self._dispatch(incident_id, intents)
-        if decision.closes and incident.kind is Remediation.HOST_DOWN:
-            self._host_changed(incident.host)  # VM incidents waiting on this host may look again now
-
-    def _finish_intent(self, intent_id: int, ok: bool, detail: str) -> bool:
-        """Record the result; False when it already had one (timed out, or finished by another run)."""
-        try:
-            self.store.record_result(intent_id, ok, detail, self.clock())
-            return True
-        except StoreError as err:
-            log.warning("intent %s: result not recorded (%s)", intent_id, err)
-            return False
+        if decision.closes and incident.kind in HOST_KINDS:
+            self.host_changed(incident.host, exclude=incident_id)  # incidents waiting on this host look again
 
     def perform(self, incident_id: int, action: Action) -> Outcome:
-        """Do one action; each looks at the world first so that doing it again is harmless."""
-        p = action.params
-        kind = A(action.kind)
-        if kind is A.VERIFY_VM:
-            return self.verify_vm(p["uuid"], p["host"])
-        if kind is A.VERIFY_HOST:
-            return self.verify_host(p["host"])
-        if kind is A.START_VM:
-            return self.start_vm(p["uuid"], p["host"])
-        if kind is A.START_VM_ELSEWHERE:
-            return self.start_vm_elsewhere(p["uuid"], p["host"], tuple(p.get("exclude", ())), from_stored=False)
-        if kind is A.REBUILD_VM:
-            return self.start_vm_elsewhere(p["uuid"], p["host"], tuple(p.get("exclude", ())), from_stored=True)
-        if kind is A.FENCE_HOST:
-            return self.fence_host(p["host"])
-        if kind is A.EVACUATE_HOST:
-            return self.evacuate_host(p["host"])
-        if kind is A.CORDON_HOST:
-            self.store.set_host_state(p["host"], HostCondition.DAMAGED, "cordoned: damage alert", self.clock())
-            return Outcome(E.ACTION_OK, True, "cordoned")
-        if kind is A.UNCORDON_HOST:
-            self.store.set_host_state(p["host"], HostCondition.UP, "uncordoned", self.clock())
-            return Outcome(E.ACTION_OK, True, "uncordoned")
-        if kind is A.MIGRATE_AWAY:
-            return self.migrate_away(p["host"])
-        if kind is A.REBALANCE_HOST:
-            return self.rebalance_host(p["host"])
-        raise ValueError(f"the engine does not perform {kind} here")
+        """Do one action now, in this thread (tests and `remediator plan`)."""
+        return actions.perform(self, action)
 
-    # ---- the actions ------------------------------------------------------------------------------
-
-    def verify_vm(self, uuid: str, host: str) -> Outcome:
-        running, unknown = self._find_running(uuid)
-        if running:
-            return Outcome(E.VM_RUNNING, True, f"running on {', '.join(running)}", {"hosts": running})
-        if self._conditions().get(host) is HostCondition.FENCED:
-            return Outcome(E.HOST_UNREACHABLE, True, f"its host {host} is fenced (off)", {"host_unreachable": True})
-        if host in unknown:
-            return Outcome(E.HOST_UNREACHABLE, True, f"its host {host} does not answer", {"host_unreachable": True})
-        note = f" ({', '.join(unknown)} could not be asked)" if unknown else ""
-        return Outcome(E.VM_NOT_RUNNING, True, f"not running on any reachable host{note}")
-
-    def verify_host(self, host: str) -> Outcome:
-        answers = self._probe_hosts()
-        if answers[host] if host in answers else self.hv.is_reachable(host):
-            return Outcome(E.HOST_REACHABLE, True, f"libvirt on {host} answers")
-        if self._conditions().get(host) not in (HostCondition.FENCED, HostCondition.MAINTENANCE):
-            self.store.set_host_state(host, HostCondition.DOWN, "libvirt unreachable from the remediator",
-                                      self.clock())
-            self.check_storm()
-        return Outcome(E.HOST_UNREACHABLE, True, f"libvirt on {host} unreachable from the remediator")
-
-    def start_vm(self, uuid: str, host: str) -> Outcome:
-        with self._vm_lock(uuid):
-            running, unknown = self._find_running(uuid)
-            if running:
-                return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
-            if host in unknown:
-                return Outcome(E.ACTION_FAILED, False, f"{host} does not answer", {"host_unreachable": True})
-            condition = self._conditions().get(host, HostCondition.UP)
-            if condition is not HostCondition.UP:
-                return Outcome(E.ACTION_FAILED, False, f"{host} is {condition}", {"host_unusable": True})
-            if self.config.dry_run:
-                return Outcome(E.ACTION_OK, True, f"dry run: would start {uuid} on {host}", {"hosts": [host]})
-            self.hv.start(host, uuid)
-        self._remember_host(uuid, host)
-        return Outcome(E.ACTION_OK, True, f"started on {host}", {"hosts": [host]})
-
-    def start_vm_elsewhere(self, uuid: str, origin: str, exclude: tuple[str, ...], *, from_stored: bool) -> Outcome:
-        """Start (or, from_stored, define anew and start) the VM on a placed host, never twice."""
-        vm = self.store.get_vm(uuid)
-        if vm is None or not vm.xml:
-            return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
-        with self._vm_lock(uuid):
-            running, unknown = self._find_running(uuid)
-            if running:
-                return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
-            conditions = self._conditions()
-            if origin in unknown and conditions.get(origin) is not HostCondition.FENCED:
-                return Outcome(E.ACTION_FAILED, False, f"{origin} does not answer and is not fenced: it may "
-                               f"still run the VM", {"host_unreachable": True})
-            caps = self.capacities()
-            plan = placement.place(caps.hosts, [vm], self._overcommit(), group_of=self._groups(),
-                                   exclude=set(exclude) | set(unknown))
-            dst = plan.assignments.get(uuid)
-            data = {"placement": {uuid: dst} if dst else {}, "load_source": caps.load_source}
-            if dst is None:
-                return Outcome(E.ACTION_FAILED, False, plan.unplaced[uuid] + caps.note, data=data)
-            xml = vm.xml
-            if not from_stored and origin not in unknown:
-                try:  # the freshest definition, while its host answers and still has it
-                    xml = self.hv.domain_xml(origin, uuid)
-                except DomainError as err:
-                    log.info("%s: no definition on %s (%s): using the stored one", vm.name, origin, err)
-            if self.config.dry_run:
-                return Outcome(E.ACTION_OK, True, f"dry run: would start {vm.name} on {dst}", {"hosts": [dst]},
-                               data)
-            self.hv.define_and_start(dst, xml)
-        self._remember_host(uuid, dst)
-        note = self._undefine_stale_copy(origin, uuid, unknown)
-        return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{caps.note}", {"hosts": [dst]}, data)
-
-    def fence_host(self, host: str) -> Outcome:
-        if self.config.dry_run:
-            return Outcome(E.ACTION_OK, True, f"dry run: would fence {host}")
-        result = self.fencer.off(host)
-        if result.ok:
-            self.store.set_host_state(host, HostCondition.FENCED, f"fenced: {result.detail}", self.clock())
-            self.metrics.fence_outcome("off")
-            self._host_changed(host)
-            return Outcome(E.ACTION_OK, True, result.detail)
-        self.metrics.fence_outcome("failed")
-        return Outcome(E.ACTION_FAILED, False, result.detail)
-
-    def evacuate_host(self, host: str) -> Outcome:
-        """Start the host's protected VMs elsewhere, highest priority first, in parallel, each once."""
-        if self._conditions().get(host) is not HostCondition.FENCED:
-            return Outcome(E.ACTION_FAILED, False, f"{host} is not fenced: refusing to start its VMs elsewhere")
-        vms = placement.placement_order(v for v in self.store.list_vms() if v.host == host and v.protected)
-        to_place, already = [], []
-        for vm in vms:
-            running, _ = self._find_running(vm.uuid)
-            (already if running else to_place).append(vm)
-        caps = self.capacities()
-        plan = placement.place(caps.hosts, to_place, self._overcommit(), group_of=self._groups(), exclude={host})
-        data = {"placement": dict(plan.assignments), "unplaced": dict(plan.unplaced), "load_source": caps.load_source}
-        by_uuid = {vm.uuid: vm for vm in to_place}
-        workers = max(1, self.config.policy.max_concurrent_actions)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evacuate") as pool:
-            futures = {uuid: pool.submit(self._start_placed, by_uuid[uuid], dst)
-                       for uuid, dst in plan.assignments.items()}
-        failures = {}
-        for uuid, fut in futures.items():
-            try:
-                fut.result()
-            except (HostUnreachable, DomainError) as err:
-                failures[uuid] = str(err)
-        started = len(futures) - len(failures)
-        parts = [f"{started} started", f"{len(already)} already running"]
-        if plan.unplaced:
-            parts.append(f"{len(plan.unplaced)} unplaced: " + "; ".join(plan.unplaced.values()))
-        if failures:
-            parts.append(f"{len(failures)} failed: " + "; ".join(failures.values()))
-        detail = ", ".join(parts) + caps.note
-        ok = not plan.unplaced and not failures
-        return Outcome(E.ACTION_OK if ok else E.ACTION_FAILED, ok, detail, data=data)
-
-    def _start_placed(self, vm: ProtectedVM, dst: str) -> None:
-        with self._vm_lock(vm.uuid):
-            running, _ = self._find_running(vm.uuid)
-            if running:
-                return
-            if self.config.dry_run:
-                return
-            self.hv.define_and_start(dst, vm.xml)
-        self._remember_host(vm.uuid, dst)
-
-    def migrate_away(self, host: str) -> Outcome:
-        """Live-migrate every VM running on a damaged host to placed hosts (highest priority first)."""
-        protected, vms = self._running_on(host)
-        caps = self.capacities()
-        plan = placement.place(caps.hosts, vms, self._overcommit(), group_of=self._groups(), exclude={host})
-        return self._migrate(host, [(uuid, dst) for uuid, dst in plan.assignments.items()], plan.unplaced,
-                             caps, protected)
-
-    def rebalance_host(self, host: str) -> Outcome:
-        """Live-migrate the lowest-priority VMs off an overloaded host until under the threshold."""
-        protected, vms = self._running_on(host)
-        caps = self.capacities()
-        threshold = self.config.policy.overload.load_per_cpu
-        plan = placement.rebalance(caps.hosts, host, vms, threshold, self._overcommit(), group_of=self._groups())
-        unplaced = {} if plan.load_after <= threshold else {"": plan.reason}
-        return self._migrate(host, [(m.uuid, m.dst) for m in plan.moves], unplaced, caps, protected)
-
-    def _running_on(self, host: str) -> tuple[dict[str, ProtectedVM], list[ProtectedVM]]:
-        """The VMs alive on `host` as placement sees them (sizes from libvirt, priority from the inventory)."""
-        known = {vm.uuid: vm for vm in self.store.list_vms()}
-        vms = []
-        for d in self.hv.domains(host):
-            if d.alive:
-                base = known.get(d.uuid) or ProtectedVM(d.uuid, d.name, host, d.vcpus, d.memory_bytes, protected=False)
-                vms.append(replace(base, vcpus=d.vcpus, memory_bytes=d.memory_bytes))
-        return {vm.uuid: vm for vm in vms}, vms
-
-    def _migrate(self, host: str, moves: list[tuple[str, str]], unplaced: Mapping[str, str], caps: Capacities,
-                 protected: Mapping[str, ProtectedVM]) -> Outcome:
-        failures = []
-        for uuid, dst in moves:  # one at a time: live migrations compete for the same links
-            if self.config.dry_run:
-                continue
-            with self._vm_lock(uuid):
-                try:
-                    self.hv.migrate_live(host, dst, uuid)
-                except (HostUnreachable, DomainError) as err:
-                    failures.append(str(err))
-                    continue
-            self._remember_host(uuid, dst)
-        data = {"moves": {protected[u].name: d for u, d in moves}, "load_source": caps.load_source}
-        detail = f"{len(moves) - len(failures)} migrated" + "".join(f"; {why}" for why in unplaced.values())
-        if failures:
-            detail += f"; {len(failures)} failed: " + "; ".join(failures)
-        ok = not failures and not unplaced
-        return Outcome(E.ACTION_OK if ok else E.ACTION_FAILED, ok, detail + caps.note, data=data)
-
-    # ---- the world as placement sees it ----------------------------------------------------------
-
-    def capacities(self) -> Capacities:
-        """Every host's capacity, allocation (libvirt, now) and load (Prometheus, one query)."""
-        names = [h.name for h in self.config.hosts]
-        load, source, note = {}, "prometheus", ""
-        if self.load_source is not None:
-            try:
-                load = self.load_source.host_load(names)
-            except PrometheusUnavailable as err:
-                source, note = "libvirt", f" (Prometheus unavailable: {err}; placed by libvirt allocation)"
-        else:
-            source = "libvirt"
-        conditions = self._conditions()
-        hosts = []
-        for name in names:
-            condition = conditions.get(name, HostCondition.UP)
-            hl = load.get(name)
-            domains, cpus, memory = [], 0, 0
-            if condition is HostCondition.UP:  # only UP hosts take VMs: ask no other
-                try:
-                    domains = self.hv.domains(name)
-                    if hl and hl.cpus and hl.memory_bytes:
-                        cpus, memory = hl.cpus, hl.memory_bytes
-                    else:
-                        cpus, memory = self.hv.capacity(name)
-                except HostUnreachable:
-                    condition = HostCondition.DOWN
-            alive = [d for d in domains if d.alive]
-            hosts.append(HostCapacity(
-                name=name, cpus=cpus, memory_bytes=memory,
-                vcpus_allocated=sum(d.vcpus for d in alive), memory_allocated_bytes=sum(d.memory_bytes for d in alive),
-                load1=hl.load1 if hl else None, memory_available_bytes=hl.memory_available_bytes if hl else None,
-                condition=condition, vms=frozenset(d.uuid for d in domains)))
-        self.store.set_setting(SETTING_HOST_LOAD, {
-            **{h.name: {"load1": h.load1, "memory_available_bytes": h.memory_available_bytes} for h in hosts},
-            "at": self.clock(), "source": source})
-        return Capacities(hosts, source, note)
-
-    def _overcommit(self) -> placement.Overcommit:
-        o = self.config.policy.overcommit
-        return placement.Overcommit(cpu=o.cpu, memory=o.memory)
-
-    def _groups(self) -> dict[str, str | None]:
-        return {vm.uuid: vm.group for vm in self.store.list_vms()}
-
-    def _conditions(self) -> dict[str, HostCondition]:
-        return {name: HostCondition(state.condition) for name, state in self.store.host_states().items()}
-
-    def _remember_host(self, uuid: str, host: str) -> None:
-        vm = self.store.get_vm(uuid)
-        if vm is not None and vm.host != host:
-            self.store.upsert_vm(replace(vm, host=host), self.clock())
-
-    def _undefine_stale_copy(self, origin: str, uuid: str, unknown: Iterable[str]) -> str:
-        """The copy left defined on a reachable origin must never start again: undefine it."""
-        if origin in set(unknown):
-            return f"; the copy on {origin} is undefined when that host is back (reconcile)"
-        try:
-            self.hv.undefine(origin, uuid)
-        except (HostUnreachable, DomainError) as err:
-            return f"; the stale copy on {origin} could not be undefined ({err})"
-        return f"; undefined the stale copy on {origin}"
-
-    def _probe_hosts(self) -> dict[str, bool]:
-        """Ask every host that is not fenced or in maintenance whether libvirt answers, in parallel.
-
-        Done before any fence: a second host that died with the first may not have its alert in
-        yet (each host's alert is its own Alertmanager group), and the storm check must count it
-        before the first host's VMs are moved onto hosts that may be failing too."""
-        conditions = self._conditions()
-        names = [h.name for h in self.config.hosts
-                 if conditions.get(h.name) not in (HostCondition.FENCED, HostCondition.MAINTENANCE)]
-        with ThreadPoolExecutor(max_workers=min(32, max(1, len(names))), thread_name_prefix="probe") as pool:
-            answers = dict(zip(names, pool.map(self.hv.is_reachable, names)))
-        self._note_reachability(set(names), {n for n, ok in answers.items() if not ok})
-        return answers
-
-    def _note_reachability(self, asked: set[str], unreachable: set[str]) -> None:
-        """Remember which of the hosts just asked did not answer (first seen), for check_storm."""
-        before = self.store.get_setting(SETTING_UNREACHABLE) or {}
-        now = {h: at for h, at in before.items() if h not in asked}
-        now.update({h: before.get(h, self.clock()) for h in unreachable})
-        if now != before:
-            self.store.set_setting(SETTING_UNREACHABLE, now)
-            self.check_storm()
-
-    def _find_running(self, uuid: str) -> tuple[list[str], list[str]]:
-        """(hosts running it, hosts that could not be asked), over every host but the fenced ones:
-        those are proven off, and asking a partitioned one costs a connect timeout per question."""
-        conditions = self._conditions()
-        return self.hv.find_running(uuid, [h.name for h in self.config.hosts
-                                           if conditions.get(h.name) is not HostCondition.FENCED])
-
-    def _vm_lock(self, uuid: str) -> threading.Lock:
+    def vm_lock(self, uuid: str) -> threading.Lock:
         with self._vm_locks_guard:
             return self._vm_locks.setdefault(uuid, threading.Lock())
 
-    def _host_changed(self, host: str) -> None:
-        """Tell the incidents of the host's VMs that its condition changed (they may move on)."""
+    def host_changed(self, host: str, exclude: int | None = None) -> None:
+        """Tell the open incidents that depend on `host` (its VMs', its lower-ranked ones) that its
+        condition or its open incidents changed: they may move on."""
         for incident in self.store.list_incidents(open_only=True, limit=100000):
-            if incident.kind is Remediation.VM_DOWN and incident.host == host:
+            if incident.id == exclude or (fsm.State(incident.state), E.HOST_CHANGED) not in fsm.TRANSITIONS:
+                continue
+            if incident.kind is Remediation.VM_DOWN:
+                relevant = incident.host == host or host in self.store.hosts_defining(incident.vm_uuid or "")
+            else:
+                relevant = host_of_subject(incident.subject) == host
+            if relevant:
                 self.handle_event(incident.id, Event(E.HOST_CHANGED, self.clock(), {"host": host}))
 
-    # ---- storm ------------------------------------------------------------------------------------
+    # ---- reachability and the storm ----------------------------------------------------------------
+
+    def probe_hosts(self) -> dict[str, bool]:
+        """Ask every host that is not fenced or in maintenance, before any fence: a second host that
+        died with the first may not have its alert in yet (each host's alert is its own Alertmanager
+        group), and the storm check must count it before the first host's VMs move."""
+        answers = self.world.probe_hosts()
+        self.observed_reachability(set(answers), {n for n, ok in answers.items() if not ok})
+        return answers
+
+    def observed_reachability(self, asked: set[str], unreachable: set[str]) -> None:
+        """What the remediator just saw: a down host that answers again is down no longer."""
+        changed = self.world.note_reachability(asked, unreachable)
+        conditions = self.world.conditions()
+        for host in sorted(asked - unreachable):
+            if conditions.get(host) is HostCondition.DOWN:
+                self.hosts.set_condition(host, HostEvent.ANSWERS, "libvirt answers the remediator again")
+        if changed:
+            self.check_storm()
 
     def storm_active(self) -> bool:
         return bool((self.store.get_setting(SETTING_STORM) or {}).get("active"))
@@ -739,47 +406,36 @@ class Engine:
     def check_storm(self) -> bool:
         """Hold when more than the configured share of hosts are out; release held incidents when not.
 
-        Out: down, fenced or damaged in the store, with an open host incident, with a host alert
-        still waiting in the store, or unreachable when the remediator last asked it (so that two
-        hosts failing together are held together, whatever order their alerts arrive in)."""
-        names = [h.name for h in self.config.hosts]
-        conditions = self._conditions()
-        out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
-        out |= {n for n in (self.store.get_setting(SETTING_UNREACHABLE) or {})
-                if conditions.get(n) is not HostCondition.MAINTENANCE} & set(names)
-        out |= {sa.alert.host for sa in self.store.pending_alerts()
-                if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING} & set(names)
-        for incident in self.store.list_incidents(open_only=True, limit=100000):
-            if incident.kind in _HOST_ALERTS:
-                out.add(incident.host)
-        share = len(out) / len(names) if names else 0.0
-        threshold = self.config.policy.storm.max_unhealthy_share
-        over = share > threshold
-        released = self.store.get_setting(SETTING_STORM_RELEASE)
-        if not over and released:
-            self.store.set_setting(SETTING_STORM_RELEASE, None)  # a release lasts until the share drops
-            released = None
-        active = over and not released
-        reason = (f"{len(out)} of {len(names)} hosts out ({', '.join(sorted(out))}): share {share:.2f} > "
-                  f"{threshold:.2f}" if over else f"share of hosts out {share:.2f} <= {threshold:.2f}")
-        if released and over:
-            reason += f"; released by {released.get('by')}"
-        previous = self.store.get_setting(SETTING_STORM) or {}
-        if bool(previous.get("active")) != active or previous.get("unhealthy") != sorted(out):
-            self.store.set_setting(SETTING_STORM, {"active": active, "reason": reason, "unhealthy": sorted(out),
-                                                   "since": self.clock() if bool(previous.get("active")) != active
-                                                   else previous.get("since", self.clock())})
-            if active:
-                log.warning("storm hold: %s; no automatic fencing or evacuation", reason)
-        self.metrics.set_storm(active, share)
-        if self._storm_was_on and not active:
-            log.warning("storm hold lifted: %s", reason)
-            self._storm_was_on = False
-            for incident in self.store.list_incidents(open_only=True, limit=100000):
-                if incident.state == fsm.State.HELD:
-                    self.handle_event(incident.id, Event(E.STORM_RELEASED, self.clock(), {"reason": reason}))
-        self._storm_was_on = active
-        return active
+        Out: down, fenced or cordoned, unreachable when the remediator last asked it, or with a host
+        alert still waiting in the store (so that two hosts failing together are held together,
+        whatever order their alerts arrive in)."""
+        with self._decide_lock:
+            names = [h.name for h in self.config.hosts]
+            conditions = self.world.conditions()
+            out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
+            out |= {n for n in self.world.unreachable() if conditions.get(n) is not HostCondition.MAINTENANCE}
+            out |= {sa.alert.host for sa in self.store.pending_alerts()
+                    if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING}
+            release = self.store.get_setting(SETTING_STORM_RELEASE)
+            verdict = storm.evaluate(names, out, self.config.policy.storm.max_unhealthy_share, release)
+            if release is not None and not verdict.release_stands:
+                self.store.set_setting(SETTING_STORM_RELEASE, None)
+            previous = self.store.get_setting(SETTING_STORM) or {}
+            was_on = bool(previous.get("active"))
+            if was_on != verdict.active or previous.get("unhealthy") != list(verdict.out):
+                self.store.set_setting(SETTING_STORM, {
+                    "active": verdict.active, "reason": verdict.reason, "unhealthy": list(verdict.out),
+                    "since": self.clock() if was_on != verdict.active else previous.get("since", self.clock())})
+                if verdict.active and not was_on:
+                    log.warning("storm hold: %s; no automatic fencing or evacuation", verdict.reason)
+            self.metrics.set_storm(verdict.active, verdict.share)
+            if was_on and not verdict.active:
+                log.warning("storm hold lifted: %s", verdict.reason)
+                for incident in self.store.list_incidents(open_only=True, limit=100000):
+                    if incident.state == fsm.State.HELD:
+                        self.handle_event(incident.id, Event(E.STORM_RELEASED, self.clock(),
+                                                             {"reason": verdict.reason}))
+            return verdict.active
 
     # ---- resuming ---------------------------------------------------------------------------------
 
@@ -787,25 +443,25 @@ class Engine:
         incident = self.store.get_incident(intent.incident_id)
         kind = A(intent.action.kind)
         if not incident.is_open:
-            self._finish_intent(intent.id, False, "incident closed before this action ran")
+            self.runner.finish_intent(intent.id, False, "incident closed before this action ran")
             return
         if kind is A.SCHEDULE_RETRY:
-            self._arm_timer(intent.id, incident.id, intent.action, intent.at)
+            self.runner.arm(intent.id, incident.id, intent.action, intent.at)
             return
         if kind is not fsm.STEP_ACTION.get(fsm.State(incident.state)) and kind is not A.CORDON_HOST:
-            self._finish_intent(intent.id, False, f"superseded: the incident moved on to {incident.state}")
+            self.runner.finish_intent(intent.id, False, f"superseded: the incident moved on to {incident.state}")
             return
         log.info("resuming %s of incident %s (intent %s): it checks the world first", kind, incident.id, intent.id)
         self._dispatch(incident.id, [(intent.id, intent.action)])
 
     def _reissue_lost_actions(self, incident: Incident) -> None:
-        """A crash between writing a transition and its intents leaves actions never recorded."""
+        """Kept for stores written before transitions and intents were one transaction: a crash between
+        the two left actions never recorded."""
         history = self.store.history(incident.id)
         if not history or not history[-1].actions:
             return
         last = history[-1]
-        recorded = [i for i in self.store.intents(incident.id) if i.at >= last.at]
-        if recorded:
+        if [i for i in self.store.intents(incident.id) if i.at >= last.at]:
             return
         log.info("incident %s: re-issuing the actions of its last transition (never recorded)", incident.id)
         now = self.clock()

@@ -24,6 +24,7 @@ The safety rules the tests check on random event sequences:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Callable, Mapping
 
@@ -42,9 +43,10 @@ class State(StrEnum):
     HOST_FENCING = "host_fencing"  # fence agent off, then status must say off
     HOST_FENCE_WAITING = "host_fence_waiting"  # fence failed: retrying, or waiting for confirm-off
     HOST_EVACUATING = "host_evacuating"  # its protected VMs are being started elsewhere
-    # A host is damaged or overloaded.
-    HOST_DRAINING = "host_draining"  # cordoned, its VMs live-migrating away
+    # A host is damaged, overloaded, or in maintenance.
+    HOST_DRAINING = "host_draining"  # cordoned or in maintenance, its VMs live-migrating away
     HOST_REBALANCING = "host_rebalancing"  # its lowest-priority VMs live-migrating to lighter hosts
+    OUTRANKED = "outranked"  # a higher-ranked incident of the same host acts first (down > damaged > overloaded)
     # Shared.
     HELD = "held"  # storm hold: too many hosts out at once, nothing automatic happens
     FAILED = "failed"  # gave up; open until an operator retries or closes, or the alert resolves
@@ -55,6 +57,8 @@ class State(StrEnum):
 
 
 TERMINAL_STATES = frozenset({State.RECOVERED, State.DISMISSED, State.CLOSED_BY_OPERATOR})
+# States in which a host-down incident waits for its host to be known off: an operator's confirm-off applies.
+WAITING_FOR_OFF = frozenset({State.HOST_VERIFYING, State.HOST_FENCING, State.HOST_FENCE_WAITING, State.HELD})
 
 
 class EventKind(StrEnum):
@@ -69,7 +73,7 @@ class EventKind(StrEnum):
     ACTION_OK = "action_ok"
     ACTION_FAILED = "action_failed"  # flags: host_unusable, host_unreachable
     RETRY = "retry"  # a schedule_retry timer fired (detail: state it was set in)
-    HOST_CHANGED = "host_changed"  # the condition of the incident's host changed (fenced, back, ...)
+    HOST_CHANGED = "host_changed"  # the condition or the open incidents of the incident's host changed
     STORM_RELEASED = "storm_released"  # the share of hosts out dropped, or an operator released
     OPERATOR_CONFIRM_OFF = "operator_confirm_off"  # an operator made sure the host is off
     OPERATOR_RETRY = "operator_retry"  # start the ladder again
@@ -85,7 +89,6 @@ class ActionKind(StrEnum):
     FENCE_HOST = "fence_host"
     EVACUATE_HOST = "evacuate_host"
     CORDON_HOST = "cordon_host"
-    UNCORDON_HOST = "uncordon_host"
     MIGRATE_AWAY = "migrate_away"
     REBALANCE_HOST = "rebalance_host"
     SCHEDULE_RETRY = "schedule_retry"  # params: after_s, event, state
@@ -105,6 +108,18 @@ STEP_ACTION: Mapping[State, ActionKind] = {
     State.HOST_DRAINING: ActionKind.MIGRATE_AWAY,
     State.HOST_REBALANCING: ActionKind.REBALANCE_HOST,
 }
+
+# Host incidents meet by precedence: a higher rank acts, a lower one waits (OUTRANKED) or is not
+# opened. Maintenance is an operator's: a host in maintenance opens no alert's incident at all.
+RANK: Mapping[Remediation, int] = {
+    Remediation.HOST_DOWN: 3, Remediation.HOST_DAMAGED: 2, Remediation.HOST_OVERLOADED: 1,
+    Remediation.HOST_MAINTENANCE: 0,
+}
+
+
+def outranks(kind: Remediation, other: Remediation) -> bool:
+    return RANK.get(kind, 0) > RANK.get(other, 0)
+
 
 _RESULT_EVENTS = frozenset({
     EventKind.VM_RUNNING, EventKind.VM_NOT_RUNNING, EventKind.HOST_UNREACHABLE,
@@ -159,6 +174,8 @@ class Context:
     storm_hold: bool = False
     host_incident_open: bool = False  # a VM's host has its own open host-down incident
     has_definition: bool = False  # a stored XML exists to rebuild the VM from
+    outranked: bool = False  # a host incident of higher rank is open for the same host
+    dry_run: bool = False  # the engine decides and records, and performs nothing
 
     @property
     def host_fenced(self) -> bool:
@@ -203,6 +220,10 @@ def always(i: Incident, e: Event, c: Context) -> bool:
     return True
 
 
+def dry_run(i: Incident, e: Event, c: Context) -> bool:
+    return c.dry_run
+
+
 def storm_hold(i: Incident, e: Event, c: Context) -> bool:
     return c.storm_hold
 
@@ -223,11 +244,32 @@ def attempts_left(i: Incident, e: Event, c: Context) -> bool:
     return i.attempts < c.policy.attempts_for(State(i.state))
 
 
+def blocked_by_other_hosts(i: Incident, e: Event, c: Context) -> bool:
+    """Another host where the VM is or was defined does not answer and is not fenced (`blocked_by`,
+    found by the action): it may run the VM there."""
+    return bool(set(e.detail.get("blocked_by") or ()) - {i.host})
+
+
 def host_may_still_run_it(i: Incident, e: Event, c: Context) -> bool:
     """The VM's host was found unreachable or is believed down, and it is not fenced (or its own
-    incident is still evacuating it): starting the VM elsewhere could make it run twice."""
+    incident is still evacuating it), or another host that had it does not answer: starting the VM
+    elsewhere could make it run twice."""
+    if blocked_by_other_hosts(i, e, c):
+        return True
     unreachable = bool(e.detail.get("host_unreachable")) or c.host_condition is HostCondition.DOWN
     return unreachable and not host_fenced_and_no_host_incident(i, e, c)
+
+
+def only_fenced_host_unreachable(i: Incident, e: Event, c: Context) -> bool:
+    return host_fenced_and_no_host_incident(i, e, c) and not blocked_by_other_hosts(i, e, c)
+
+
+def outranked(i: Incident, e: Event, c: Context) -> bool:
+    return c.outranked
+
+
+def not_outranked(i: Incident, e: Event, c: Context) -> bool:
+    return not c.outranked
 
 
 def attempts_left_and_host_usable(i: Incident, e: Event, c: Context) -> bool:
@@ -254,6 +296,23 @@ def is_overload(i: Incident, e: Event, c: Context) -> bool:
     return i.kind is Remediation.HOST_OVERLOADED
 
 
+def is_maintenance(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind is Remediation.HOST_MAINTENANCE
+
+
+# A host incident of lower rank waits while a higher one acts, and ends when its host is fenced
+# (the host-down incident evacuated it); when the higher one ends otherwise, it goes on.
+_LOWER_HOST_KINDS = (Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED, Remediation.HOST_MAINTENANCE)
+
+
+def lower_kind_and_host_fenced(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind in _LOWER_HOST_KINDS and c.host_fenced
+
+
+def lower_kind_outranked(i: Incident, e: Event, c: Context) -> bool:
+    return i.kind in _LOWER_HOST_KINDS and c.outranked
+
+
 A, S, E = ActionKind, State, EventKind
 T = Transition
 RETRY = A.SCHEDULE_RETRY
@@ -270,7 +329,7 @@ _EVACUATE = T(always, S.HOST_EVACUATING, (A.EVACUATE_HOST,),
               "host is off: starting its protected VMs on other hosts")
 _HOLD = T(storm_hold, S.HELD, (), "storm hold: too many hosts out at once; nothing automatic until it clears")
 _AWAIT_HOST = T(host_may_still_run_it, S.VM_AWAITING_HOST, (RETRY,),
-                "its host {host} is unreachable and not fenced: the host's incident acts first")
+                "{detail}: a host that may still run it is unreachable and not fenced; its incident acts first")
 
 TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
     # ---- VM down: verify -> restart in place -> start elsewhere -> rebuild -> failed ---------------
@@ -280,10 +339,10 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(host_in_maintenance, S.DISMISSED, (), "host {host} is in maintenance: no action"),
         T(always, S.VM_RESTARTING, (A.START_VM,), "confirmed not running: restarting it on {host}"),),
     (S.VM_VERIFYING, E.HOST_UNREACHABLE): (
-        T(host_fenced_and_no_host_incident, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
+        T(only_fenced_host_unreachable, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
           "its host {host} is fenced: starting it on another host"),
         T(always, S.VM_AWAITING_HOST, (RETRY,),
-          "its host {host} is unreachable and not fenced: the host's incident acts first"),),
+          "{detail}: the unreachable host's incident acts first"),),
     (S.VM_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
     (S.VM_RESTARTING, E.ACTION_OK): (T(always, S.RECOVERED, (), "running again on {host}"),),
     (S.VM_RESTARTING, E.ACTION_FAILED): (
@@ -331,13 +390,16 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
     (S.HOST_FENCE_WAITING, E.ALERT_RESOLVED): (
         T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
     (S.HOST_EVACUATING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (),
+          "dry run: nothing was fenced or started; it would have fenced {host} and: {detail}"),
         T(always, S.RECOVERED, (),
           "its protected VMs run elsewhere ({detail}); {host} stays fenced until an operator brings it back"),),
     (S.HOST_EVACUATING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "evacuation"),
 
-    # ---- host damaged: cordon, live-migrate its VMs away ------------------------------------------
+    # ---- host damaged or in maintenance: cordon, live-migrate its VMs away -------------------------
     (S.HOST_DRAINING, E.ACTION_OK): (
-        T(always, S.RECOVERED, (), "VMs moved away; {host} stays cordoned until an operator brings it back"),),
+        T(is_maintenance, S.RECOVERED, (), "drained ({detail}); {host} stays in maintenance until maintenance off"),
+        T(always, S.RECOVERED, (), "drained ({detail}); {host} stays cordoned until an operator activates it"),),
     (S.HOST_DRAINING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "migrating away"),
 
     # ---- host overloaded: live-migrate lowest-priority VMs until under the threshold ---------------
@@ -347,8 +409,10 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
     # ---- storm hold ---------------------------------------------------------------------------------
     (S.HELD, E.STORM_RELEASED): (
         T(storm_hold, None, (), "storm hold still on: the share of hosts out is still too high", _KEEP),
+        T(lower_kind_outranked, S.OUTRANKED, (), "storm hold released; a higher-ranked incident of {host} acts first"),
         T(is_host_damaged, S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
           "storm hold released: migrating VMs away"),
+        T(is_overload, S.HOST_REBALANCING, (A.REBALANCE_HOST,), "storm hold released: rebalancing"),
         T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "storm hold released: checking the host again"),),
     (S.HELD, E.ALERT_RESOLVED): (
         T(is_host_down, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
@@ -356,9 +420,28 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
     # ---- failed: open until the alert resolves or an operator acts ----------------------------------
     (S.FAILED, E.ALERT_RESOLVED): (
         T(is_overload, S.RECOVERED, (), "alert resolved: no longer overloaded"),
+        T(is_host_damaged, S.FAILED, (), "alert resolved; {host} stays cordoned until an operator activates it",
+          _KEEP),
         T(is_vm, S.VM_VERIFYING, (A.VERIFY_VM,), "alert resolved: checking the VM again"),
         T(is_host_down, S.HOST_VERIFYING, (A.VERIFY_HOST,), "alert resolved: checking the host again"),),
 }
+
+_FENCED_ENDS_IT = T(host_fenced, S.DISMISSED, (), "{host} is fenced: its host-down incident moved its VMs")
+for _state in (S.HOST_DRAINING, S.HOST_REBALANCING, S.FAILED):
+    TRANSITIONS[(_state, E.HOST_CHANGED)] = (
+        T(lower_kind_and_host_fenced, S.DISMISSED, (), _FENCED_ENDS_IT.reason),
+        T(lower_kind_outranked, S.OUTRANKED, (), "a higher-ranked incident of {host} acts first"),)
+TRANSITIONS[(S.HELD, E.HOST_CHANGED)] = (T(lower_kind_and_host_fenced, S.DISMISSED, (), _FENCED_ENDS_IT.reason),)
+TRANSITIONS[(S.OUTRANKED, E.HOST_CHANGED)] = (
+    _FENCED_ENDS_IT,
+    T(outranked, None, (), "still outranked", _KEEP),
+    _HOLD,
+    T(is_host_damaged, S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
+      "the higher-ranked incident of {host} ended and the host answers: draining it again"),
+    T(is_overload, S.HOST_REBALANCING, (A.REBALANCE_HOST,), "the higher-ranked incident ended: rebalancing"),
+    T(is_maintenance, S.HOST_DRAINING, (A.MIGRATE_AWAY,), "the higher-ranked incident ended: draining"),)
+TRANSITIONS[(S.OUTRANKED, E.ALERT_RESOLVED)] = (
+    T(is_overload, S.RECOVERED, (), "alert resolved: no longer overloaded"),)
 
 # For every state that retries its step with a timer, the timer re-issues the step action; the
 # steps that fence or move VMs off a host first look at the storm hold again.
@@ -369,7 +452,7 @@ for _state, _action in STEP_ACTION.items():
     _first = _HOLD if _state in _HOLD_BEFORE_RETRY else _AWAIT_HOST if _state in _MOVES_A_VM else None
     TRANSITIONS.setdefault((_state, E.RETRY), (_first, _again) if _first else (_again,))
 
-_OPERATOR_CLOSE = (T(always, S.CLOSED_BY_OPERATOR, (), "closed by an operator"),)
+_OPERATOR_CLOSE = (T(always, S.CLOSED_BY_OPERATOR, (), "closed by an operator: {detail}"),)
 _FIRST_STEP: Mapping[Remediation, tuple[State, tuple[ActionKind, ...], str]] = {
     Remediation.VM_DOWN: (S.VM_VERIFYING, (A.VERIFY_VM,), "VM down alert: checking it with libvirt"),
     Remediation.HOST_DOWN: (S.HOST_VERIFYING, (A.VERIFY_HOST,), "host down alert: checking libvirt on it"),
@@ -377,6 +460,8 @@ _FIRST_STEP: Mapping[Remediation, tuple[State, tuple[ActionKind, ...], str]] = {
                                "host damaged: cordoning it and migrating its VMs away"),
     Remediation.HOST_OVERLOADED: (S.HOST_REBALANCING, (A.REBALANCE_HOST,),
                                   "host overloaded: migrating lowest-priority VMs to lighter hosts"),
+    Remediation.HOST_MAINTENANCE: (S.HOST_DRAINING, (A.MIGRATE_AWAY,),
+                                   "maintenance: migrating its protected VMs to hosts chosen by placement"),
 }
 
 
@@ -387,15 +472,38 @@ def start(alert: Alert, ctx: Context) -> Decision:
     if ctx.host_in_maintenance:
         return Decision(S.DISMISSED, (), f"host {alert.host} is in maintenance: its alerts start no action",
                         closes=True)
-    state, kinds, reason = _FIRST_STEP[alert.remediation]
-    if ctx.storm_hold and alert.remediation is Remediation.HOST_DAMAGED:
+    data: dict[str, Any] = {}
+    if alert.remediation is Remediation.HOST_OVERLOADED:
+        # The rule's own figure is the one source of truth: rules/ says what overloaded means.
+        data["overload"] = {"resource": alert.labels.get("reason", "load"),
+                            "threshold": float(alert.labels.get("threshold", "nan"))}
+    return open_incident(alert.remediation, alert.subject, alert.host, ctx, at=alert.starts_at,
+                         vm_uuid=alert.uuid, vm_name=alert.vm, data=data)
+
+
+def open_incident(kind: Remediation, subject: str, host: str, ctx: Context, *, at: datetime,
+                  vm_uuid: str | None = None, vm_name: str | None = None,
+                  data: Mapping[str, Any] | None = None) -> Decision:
+    """The opening decision of a new incident of `kind` (from an alert, or an operator's maintenance)."""
+    state, kinds, reason = _FIRST_STEP[kind]
+    condition = ctx.host_condition
+    if kind is Remediation.HOST_DAMAGED and condition is HostCondition.FENCED:
+        return Decision(S.DISMISSED, (), f"host {host} is fenced (off): nothing to drain", closes=True)
+    if kind is Remediation.HOST_OVERLOADED and (ctx.outranked or condition not in (None, HostCondition.UP)):
+        return Decision(S.DISMISSED, (), f"host {host} is {condition or 'up'} with a higher-ranked incident "
+                        f"or out of service: no rebalancing", closes=True)
+    if kind is Remediation.HOST_DAMAGED and (ctx.outranked or condition is HostCondition.DOWN):
+        # Never dropped: it waits for the host-down incident, and drains if the host comes back.
+        state, kinds, reason = S.OUTRANKED, (), f"host {host} is down or has a host-down incident: that acts first"
+    elif ctx.storm_hold and kind is Remediation.HOST_DAMAGED:
         # Cordoning takes nothing from anyone; moving VMs in a storm could make it worse.
         state, kinds, reason = S.HELD, (A.CORDON_HOST,), "host damaged, storm hold: cordoned, nothing moved"
-    draft = Incident(id=0, subject=alert.subject, kind=alert.remediation, state=state, host=alert.host,
-                     opened_at=alert.starts_at, updated_at=alert.starts_at, vm_uuid=alert.uuid,
-                     vm_name=alert.vm)
+    elif ctx.storm_hold and kind is Remediation.HOST_OVERLOADED:
+        state, kinds, reason = S.HELD, (), "host overloaded, storm hold: nothing moved"
+    draft = Incident(id=0, subject=subject, kind=kind, state=state, host=host, opened_at=at, updated_at=at,
+                     vm_uuid=vm_uuid, vm_name=vm_name, data=dict(data or {}))
     actions = tuple(_action(k, draft, state, 1, ctx, "") for k in kinds)
-    return Decision(state, actions, reason, attempts=1 if state in STEP_ACTION else 0)
+    return Decision(state, actions, reason, attempts=1 if state in STEP_ACTION else 0, data=dict(data or {}))
 
 
 def first_state(kind: Remediation) -> State:
@@ -456,4 +564,10 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
         params["exclude"] = [incident.host]
     elif kind is A.RAISE_FAILED:
         params["reason"] = reason
+    elif kind is A.REBALANCE_HOST:
+        params.update(incident.data.get("overload") or {})
+    elif kind is A.MIGRATE_AWAY:
+        # A damaged host still answers: a VM whose live migration fails is destroyed there and started
+        # elsewhere. In maintenance, the operator's host stays as it is: a failed move is reported.
+        params["cold_fallback"] = incident.kind is Remediation.HOST_DAMAGED
     return Action(kind.value, params)

@@ -18,6 +18,15 @@ class Remediation(StrEnum):
     HOST_DOWN = "host_down"
     HOST_DAMAGED = "host_damaged"
     HOST_OVERLOADED = "host_overloaded"
+    # Not an alert's: an operator's `maintenance on` opens an incident of this kind to drain the host.
+    HOST_MAINTENANCE = "host_maintenance"
+
+
+# What an alert's `remediation` label may say (rules/ -> remediator); the other kinds come from operators.
+ALERT_REMEDIATIONS = frozenset({Remediation.VM_DOWN, Remediation.HOST_DOWN, Remediation.HOST_DAMAGED,
+                                Remediation.HOST_OVERLOADED})
+HOST_KINDS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED,
+                        Remediation.HOST_MAINTENANCE})
 
 
 class AlertStatus(StrEnum):
@@ -44,25 +53,46 @@ class Alert:
     @property
     def subject(self) -> str:
         """What an incident is about: one open incident per subject."""
-        return vm_subject(self.uuid) if self.remediation is Remediation.VM_DOWN else host_subject(self.host)
+        return vm_subject(self.uuid) if self.remediation is Remediation.VM_DOWN else host_subject(self.host,
+                                                                                                 self.remediation)
 
 
 def vm_subject(uuid: str | None) -> str:
     return f"vm:{uuid}"
 
 
-def host_subject(name: str) -> str:
-    return f"host:{name}"
+def host_subject(name: str, kind: Remediation = Remediation.HOST_DOWN) -> str:
+    """One open incident per (host, kind): `host:h1` is the host-down incident (the one that fences and
+    evacuates), `host:h1:damaged`, `host:h1:overloaded` and `host:h1:maintenance` the others. Kinds meet
+    by precedence (fsm.RANK), never as duplicates of each other."""
+    if kind is Remediation.HOST_DOWN:
+        return f"host:{name}"
+    return f"host:{name}:{kind.value.removeprefix('host_')}"
+
+
+def host_of_subject(subject: str) -> str | None:
+    """`host:h1:damaged` -> h1; None for a VM's subject."""
+    if not subject.startswith("host:"):
+        return None
+    return subject[len("host:"):].split(":", 1)[0]
 
 
 class HostCondition(StrEnum):
-    """What the remediator believes of a host; only UP hosts take VMs."""
+    """What the remediator believes of a host; only UP hosts take VMs. Its moves: remediator/hostfsm.py."""
 
     UP = "up"
-    DOWN = "down"  # unreachable, not yet fenced
-    FENCED = "fenced"  # powered off by us (or confirmed off by an operator); stays out until brought back
-    DAMAGED = "damaged"  # cordoned: a damage check failed
-    MAINTENANCE = "maintenance"  # an operator took it out
+    CORDONED = "cordoned"  # a damage check failed: no new VMs, its VMs drained; out until activated
+    DOWN = "down"  # unreachable, not proven off; back when it answers, fenced, or activated
+    FENCED = "fenced"  # proven off (fence agent status off, or an operator's confirm-off); out until activated
+    MAINTENANCE = "maintenance"  # an operator took it out (its VMs drained); back on maintenance off
+
+
+class OperatorRequest(StrEnum):
+    """Operator requests about a host, queued by the API like alerts and carried out by the engine.
+    (Requests about an incident are fsm events: confirm-off, retry, close.)"""
+
+    ACTIVATE = "activate_host"
+    MAINTENANCE = "maintenance"  # detail: on (bool), reason
 
 
 @dataclass(frozen=True)

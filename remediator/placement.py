@@ -163,39 +163,54 @@ class RebalancePlan:
     reason: str
 
 
+def memory_used_share(host: HostCapacity) -> float:
+    """The share of the host's memory in use: 1 - available / total (the kernel's MemAvailable),
+    or the allocated share when no measured figure is known."""
+    total = max(host.memory_bytes, 1)
+    if host.memory_available_bytes is not None:
+        return 1.0 - host.memory_available_bytes / total
+    return host.memory_allocated_bytes / total
+
+
+# What an overload alert's `reason` label measures (rules/hypervisor.rules.yml), and how to score it.
+OVERLOAD_SCORES = {"load": load_score, "memory": memory_used_share}
+
+
 def rebalance(hosts: Sequence[HostCapacity], source: str, vms_on_source: Iterable[ProtectedVM],
               threshold: float, ratios: Overcommit = Overcommit(), *,
-              group_of: Mapping[str, str | None] | None = None) -> RebalancePlan:
+              group_of: Mapping[str, str | None] | None = None, resource: str = "load") -> RebalancePlan:
     """Live-migration moves off an overloaded `source`: lowest priority first, each to the least
-    loaded host that may take it, until the source's load per CPU is at or under `threshold`.
+    loaded host that may take it, until the source's score is at or under `threshold`.
 
-    A moved VM is assumed to take its vCPUs' worth of load with it (the same estimate `place` adds),
-    never less than what is left. Moves that do not lower the load below the destination's are not
-    made: they would only move the problem.
+    `resource` is "load" (load1 per CPU) or "memory" (share of memory in use). A moved VM is assumed
+    to take its vCPUs' worth of load and its memory with it (the estimates `place` adds). Moves that
+    do not leave the destination below the source are not made: they would only move the problem.
     """
+    score = OVERLOAD_SCORES[resource]
     state = {h.name: h for h in hosts}
     src = state[source]
     groups = dict(group_of or {})
     moves: list[Move] = []
     candidates = sorted(vms_on_source, key=lambda vm: (vm.priority, vm.name, vm.uuid))
     for vm in candidates:
-        if load_score(src) <= threshold:
+        if score(src) <= threshold:
             break
         plan = place(list(state.values()), [vm], ratios, group_of=groups, exclude={source})
         dst_name = plan.assignments.get(vm.uuid)
         if dst_name is None:
             continue
-        if load_score(with_vm(state[dst_name], vm)) >= load_score(src):
+        if score(with_vm(state[dst_name], vm)) >= score(src):
             continue
         moves.append(Move(vm.uuid, source, dst_name))
         state[dst_name] = with_vm(state[dst_name], vm)
         src = without_vm(src, vm)
         state[source] = src
-    after = load_score(src)
+    after = score(src)
+    unit = "per CPU" if resource == "load" else "of memory in use"
     if after <= threshold:
-        reason = f"{len(moves)} move(s) bring {source} to {after:.2f} per CPU (threshold {threshold:g})"
+        reason = f"{len(moves)} move(s) bring {source} to {after:.2f} {unit} (threshold {threshold:g})"
     else:
-        reason = (f"{len(moves)} move(s) leave {source} at {after:.2f} per CPU, over {threshold:g}: "
+        reason = (f"{len(moves)} move(s) leave {source} at {after:.2f} {unit}, over {threshold:g}: "
                   f"no other host can take more")
     return RebalancePlan(tuple(moves), after, reason)
 

@@ -61,6 +61,7 @@ def sync_inventory(config, store: Store, hypervisors, now: datetime) -> SyncRepo
     seen, unreachable = observe(config, hypervisors)
     where: dict[str, list[tuple[str, DomainInfo]]] = {}
     for host, domains in seen.items():
+        store.set_host_domains(host, [d.uuid for d in domains], now)  # unreachable hosts keep what was known
         for d in domains:
             where.setdefault(d.uuid, []).append((host, d))
     protected = updated = 0

@@ -232,6 +232,17 @@ class Hypervisors:
         self._call(src, f"migrate {uuid} to {dst}", run)
 
 
+    def set_autostart(self, host: str, uuid: str, on: bool) -> None:
+        """Whether libvirtd starts the domain when it starts (off for a copy that must not run)."""
+
+        def run(conn):
+            dom = _lookup(conn, uuid)
+            if dom is not None and bool(dom.autostart()) != on:
+                dom.setAutostart(int(on))
+
+        self._call(host, f"autostart {uuid}", run)
+
+
 def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
     try:
         return conn.lookupByUUIDString(uuid)

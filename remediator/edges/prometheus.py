@@ -77,13 +77,25 @@ class LoadSource:
         self._timeout = timeout
         self._session = session or requests.Session()
 
-    def host_load(self, hosts: Iterable[str] | None = None) -> dict[str, HostLoad]:
-        """Load per host; hosts without series are absent from the result."""
+    def _query(self, query: str) -> Mapping:
         try:
-            response = self._session.get(self._url, params={"query": LOAD_QUERY}, timeout=self._timeout)
-            payload = response.json()
+            response = self._session.get(self._url, params={"query": query}, timeout=self._timeout)
+            return response.json()
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"{self._url}: {exc}") from exc
         except ValueError as exc:
             raise PrometheusUnavailable(f"{self._url}: answer is not JSON (HTTP {response.status_code})") from exc
-        return parse_load_vector(payload, hosts)
+
+    def host_load(self, hosts: Iterable[str] | None = None) -> dict[str, HostLoad]:
+        """Load per host; hosts without series are absent from the result."""
+        return parse_load_vector(self._query(LOAD_QUERY), hosts)
+
+    def host_checks(self, host: str) -> dict[str, bool]:
+        """The exporter's damage checks of `host` as Prometheus has them now: {check: ok}. Empty when
+        Prometheus has no series for the host (raises PrometheusUnavailable when it does not answer)."""
+        query = 'hypervisor_host_check{host="%s"}' % host.replace("\\", "\\\\").replace('"', '\\"')
+        payload = self._query(query)
+        if payload.get("status") != "success":
+            raise PrometheusUnavailable(f"query failed: {payload.get('errorType')}: {payload.get('error')}")
+        return {s["metric"].get("check", "?"): s["value"][1] == "1"
+                for s in (payload.get("data") or {}).get("result", [])}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, ContextManager, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 from remediator.model import Action, Alert, Event, HostCondition, Incident, ProtectedVM, Remediation
 
@@ -110,6 +110,7 @@ class HostState(NamedTuple):
     condition: HostCondition
     reason: str
     since: datetime
+    prior: HostCondition | None = None  # what a down host was before (hostfsm): it returns to that
 
 
 class Store(abc.ABC):
@@ -186,6 +187,10 @@ class Store(abc.ABC):
         """Queue an event (e.g. fsm.EventKind.OPERATOR_CONFIRM_OFF for host:h1) for the engine."""
 
     @abc.abstractmethod
+    def get_event(self, event_id: int) -> QueuedEvent:
+        """Raises NotFound."""
+
+    @abc.abstractmethod
     def pending_events(self) -> list[QueuedEvent]:
         """Queued events not yet handled, oldest first."""
 
@@ -224,11 +229,24 @@ class Store(abc.ABC):
     def list_vms(self) -> list[ProtectedVM]: ...
 
     @abc.abstractmethod
-    def set_host_state(self, name: str, condition: HostCondition, reason: str, at: datetime) -> None:
-        """`since` changes only when the condition changes; the reason is always updated."""
+    def set_host_state(self, name: str, condition: HostCondition, reason: str, at: datetime,
+                       prior: HostCondition | None = None) -> None:
+        """`since` changes only when the condition changes; the reason and prior are always updated."""
 
     @abc.abstractmethod
     def host_states(self) -> dict[str, HostState]: ...
+
+    @abc.abstractmethod
+    def set_host_domains(self, host: str, uuids: Iterable[str], at: datetime) -> None:
+        """What a reachable host defines now (the inventory sync): replaces what was known of it."""
+
+    @abc.abstractmethod
+    def note_vm_location(self, uuid: str, host: str, defined: bool, at: datetime) -> None:
+        """The engine defined (or undefined) the VM on `host`."""
+
+    @abc.abstractmethod
+    def hosts_defining(self, uuid: str) -> list[str]:
+        """Hosts where the VM is or was last seen defined: where it may run while they cannot be asked."""
 
     # ---- small durable settings (e.g. an operator's storm-hold release)
 
@@ -240,6 +258,10 @@ class Store(abc.ABC):
         """`value` must be JSON-serialisable; None deletes the key."""
 
     # ---- lifecycle
+
+    @abc.abstractmethod
+    def atomic(self) -> ContextManager[None]:
+        """A unit of work: the calls made inside it (by this thread) commit together or not at all."""
 
     @abc.abstractmethod
     def ping(self) -> None:

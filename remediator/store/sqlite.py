@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from remediator.model import (
     Action,
@@ -148,6 +148,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_pending ON events(id) WHERE outcome IS NULL;
     """,
+    # 3: host conditions remember what a down host was (hostfsm); "damaged" is now "cordoned"; one open
+    # incident per (host, kind); where each VM is or was defined, for "may it still run there?"
+    """
+    ALTER TABLE hosts ADD COLUMN prior TEXT;
+    UPDATE hosts SET condition = 'cordoned' WHERE condition = 'damaged';
+    UPDATE incidents SET subject = subject || ':damaged'
+        WHERE kind = 'host_damaged' AND subject NOT LIKE 'host:%:%';
+    UPDATE incidents SET subject = subject || ':overloaded'
+        WHERE kind = 'host_overloaded' AND subject NOT LIKE 'host:%:%';
+    CREATE TABLE vm_locations (
+        uuid TEXT NOT NULL,
+        host TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        PRIMARY KEY (uuid, host)
+    );
+    """,
 )
 
 
@@ -157,6 +173,7 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._local = threading.local()  # this thread's transaction depth (atomic() nests)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly a `with _tx()`.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -194,28 +211,42 @@ class SQLiteStore(Store):
                     raise StoreError(f"{self.path}: migration to schema version {version + 1} failed: {e}") from e
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One unit of work: every store call this thread makes inside commits together, or none does."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            depth = getattr(self._local, "depth", 0)
+            self._local.depth = depth + 1
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: cannot begin a transaction: {e}") from e
-            try:
-                yield self._db
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                raise  # callers turn a refused invariant into their own error (IncidentExists)
-            except sqlite3.Error as e:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: {e}") from e
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as e:
-                self._db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: commit failed: {e}") from e
+                if depth:
+                    yield self._db  # inside this thread's transaction: the outermost commits or rolls back
+                    return
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as e:
+                    raise StoreError(f"{self.path}: cannot begin a transaction: {e}") from e
+                try:
+                    yield self._db
+                except sqlite3.IntegrityError:
+                    self._db.execute("ROLLBACK")
+                    raise  # callers turn a refused invariant into their own error (IncidentExists)
+                except sqlite3.Error as e:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"{self.path}: {e}") from e
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"{self.path}: commit failed: {e}") from e
+            finally:
+                self._local.depth = depth
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -395,6 +426,12 @@ class SQLiteStore(Store):
             )
             return int(cur.lastrowid)
 
+    def get_event(self, event_id: int) -> QueuedEvent:
+        rows = self._read("SELECT * FROM events WHERE id = ?", (event_id,))
+        if not rows:
+            raise NotFound(f"event {event_id} not found")
+        return _queued(rows[0])
+
     def pending_events(self) -> list[QueuedEvent]:
         return [_queued(r) for r in self._read("SELECT * FROM events WHERE outcome IS NULL ORDER BY id")]
 
@@ -457,21 +494,42 @@ class SQLiteStore(Store):
     def list_vms(self) -> list[ProtectedVM]:
         return [_vm(r) for r in self._read("SELECT * FROM vms ORDER BY priority DESC, name")]
 
-    def set_host_state(self, name: str, condition: HostCondition, reason: str, at: datetime) -> None:
+    def set_host_state(self, name: str, condition: HostCondition, reason: str, at: datetime,
+                       prior: HostCondition | None = None) -> None:
         with self._tx() as db:
             db.execute(
-                """INSERT INTO hosts (name, condition, reason, since) VALUES (?, ?, ?, ?)
-                   ON CONFLICT (name) DO UPDATE SET reason = excluded.reason,
+                """INSERT INTO hosts (name, condition, reason, since, prior) VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, prior = excluded.prior,
                        since = CASE WHEN hosts.condition = excluded.condition THEN hosts.since ELSE excluded.since END,
                        condition = excluded.condition""",
-                (name, HostCondition(condition).value, reason, _t(at)),
+                (name, HostCondition(condition).value, reason, _t(at), prior.value if prior else None),
             )
 
     def host_states(self) -> dict[str, HostState]:
         return {
-            r["name"]: HostState(HostCondition(r["condition"]), r["reason"], _dt(r["since"]))
+            r["name"]: HostState(HostCondition(r["condition"]), r["reason"], _dt(r["since"]),
+                                 HostCondition(r["prior"]) if r["prior"] else None)
             for r in self._read("SELECT * FROM hosts ORDER BY name")
         }
+
+    def set_host_domains(self, host: str, uuids: Iterable[str], at: datetime) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM vm_locations WHERE host = ?", (host,))
+            db.executemany("INSERT INTO vm_locations (uuid, host, seen_at) VALUES (?, ?, ?)",
+                           [(u.lower(), host, _t(at)) for u in sorted(set(uuids))])
+
+    def note_vm_location(self, uuid: str, host: str, defined: bool, at: datetime) -> None:
+        with self._tx() as db:
+            if defined:
+                db.execute("""INSERT INTO vm_locations (uuid, host, seen_at) VALUES (?, ?, ?)
+                              ON CONFLICT (uuid, host) DO UPDATE SET seen_at = excluded.seen_at""",
+                           (uuid.lower(), host, _t(at)))
+            else:
+                db.execute("DELETE FROM vm_locations WHERE uuid = ? AND host = ?", (uuid.lower(), host))
+
+    def hosts_defining(self, uuid: str) -> list[str]:
+        return [r["host"] for r in self._read("SELECT host FROM vm_locations WHERE uuid = ? ORDER BY host",
+                                              (uuid.lower(),))]
 
     # ---- settings
 

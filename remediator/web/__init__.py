@@ -26,6 +26,7 @@ def create_app(
     engine: Engine | None = None,
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
+    request_wait_s: float = 20.0,
 ) -> Flask:
     app = Flask("remediator")
     # Werkzeug refuses a larger body with 413 before the view reads it.
@@ -36,7 +37,8 @@ def create_app(
     if metrics is None:
         metrics = Metrics()
         metrics.watch_store(store, lambda: [h.name for h in config.hosts])
-    app.extensions["remediator"] = Services(config=config, store=store, metrics=metrics, engine=engine, clock=clock)
+    app.extensions["remediator"] = Services(config=config, store=store, metrics=metrics, engine=engine, clock=clock,
+                                                request_wait_s=request_wait_s)
     app.extensions["remediator_owns_store"] = owns_store
 
     app.register_blueprint(alerts.bp)

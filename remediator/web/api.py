@@ -1,4 +1,4 @@
-"""The operators' API: read incidents and hosts; take a host out, confirm it is off, retry or close.
+"""The operators' API: read incidents and hosts; maintenance, activate, confirm-off, retry or close.
 
 Writes only store what the operator asked (a host condition, a queued event) and wake the engine;
 the engine decides and acts, so an operator's request follows the same path as an alert.
@@ -7,14 +7,15 @@ the engine decides and acts, so an operator's request follows the same path as a
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from remediator.fsm import TERMINAL_STATES, EventKind, State
-from remediator.model import Event, HostCondition, host_subject
-from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound
+from remediator.fsm import TERMINAL_STATES, WAITING_FOR_OFF, EventKind, State
+from remediator.model import Event, OperatorRequest, host_subject
+from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound, QueuedEvent
 from remediator.web.auth import check_auth
 from remediator.web.context import error, plain, services
 from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
@@ -22,8 +23,6 @@ from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(check_auth)
 
-# States in which a host's incident waits for the host to be known off before anything is restarted elsewhere.
-_WAITING_FOR_OFF = frozenset({State.HOST_VERIFYING, State.HOST_FENCING, State.HOST_FENCE_WAITING, State.HELD})
 
 
 @bp.get("/incidents")
@@ -68,32 +67,50 @@ def vms() -> ResponseReturnValue:
 
 @bp.post("/hosts/<name>/maintenance")
 def maintenance(name: str) -> ResponseReturnValue:
-    """Body {"on": true|false, "reason": "..."}: a host in maintenance gets no VMs and its alerts start no action."""
-    s = services()
-    if s.config.host(name) is None:
-        return error(404, f"host {name!r} is not in the inventory")
+    """Body {"on": true|false, "reason": "..."}: on cordons the host and live-migrates its protected VMs
+    away (an incident of kind host_maintenance reports progress); off makes it schedulable again."""
     body, problem = _json_body({"on": bool, "reason": str}, required=("on",))
     if problem:
         return error(400, problem)
-    current = s.store.host_states().get(name)
-    condition = current.condition if current else HostCondition.UP
-    reason = body.get("reason") or ""
-    now = s.clock()
-    if body["on"]:
-        if condition is HostCondition.MAINTENANCE:
-            return jsonify({"host": name, "condition": condition.value, "changed": False})
-        if condition is not HostCondition.UP:
-            # a down or fenced host has an incident to finish; maintenance would hide it
-            return error(409, f"host {name} is {condition.value} ({current.reason}); maintenance is for hosts that are up")
-        s.store.set_host_state(name, HostCondition.MAINTENANCE, f"maintenance by {g.caller}: {reason}".rstrip(": "), now)
-    else:
-        if condition is not HostCondition.MAINTENANCE:
-            return error(409, f"host {name} is not in maintenance (it is {condition.value})")
-        s.store.set_host_state(name, HostCondition.UP, f"maintenance ended by {g.caller}: {reason}".rstrip(": "), now)
-    s.store.enqueue_event(host_subject(name), Event(EventKind.HOST_CHANGED.value, now, {"by": g.caller, "reason": reason}))
+    return _host_request(name, OperatorRequest.MAINTENANCE, {"on": body["on"], "reason": body.get("reason", "")})
+
+
+@bp.post("/hosts/<name>/activate")
+def activate(name: str) -> ResponseReturnValue:
+    """Return a repaired host to service (a fenced, cordoned or down host whose libvirt answers and
+    whose checks pass): its protected VMs that run elsewhere are undefined on it, its host incidents
+    closed, and it becomes schedulable. Refused (409) with the reason otherwise."""
+    body, problem = _json_body({"reason": str}, required=())
+    if problem:
+        return error(400, problem)
+    return _host_request(name, OperatorRequest.ACTIVATE, {"reason": body.get("reason", "")})
+
+
+def _host_request(name: str, kind: OperatorRequest, detail: dict[str, Any]) -> ResponseReturnValue:
+    """Queue a request about a host for the engine (the one consumer) and wait a while for its answer:
+    200 applied, 409 refused with the reason, 202 still queued (the engine will carry it out)."""
+    s = services()
+    if s.config.host(name) is None:
+        return error(404, f"host {name!r} is not in the inventory")
+    event_id = s.store.enqueue_event(host_subject(name), Event(kind.value, s.clock(), {"by": g.caller, **detail}))
     s.wake_engine()
-    return jsonify({"host": name, "condition": (HostCondition.MAINTENANCE if body["on"] else HostCondition.UP).value,
-                    "changed": True})
+    queued = _wait_handled(event_id, s.request_wait_s) if s.engine is not None else None
+    if queued is None:
+        return jsonify({"host": name, "request": kind.value, "queued_event": event_id}), 202
+    if queued.outcome == "refused":
+        return error(409, queued.reason, host=name, queued_event=event_id)
+    return jsonify({"host": name, "request": kind.value, "outcome": queued.outcome, "reason": queued.reason,
+                    "queued_event": event_id})
+
+
+def _wait_handled(event_id: int, timeout_s: float) -> QueuedEvent | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queued = services().store.get_event(event_id)
+        if queued.outcome is not None:
+            return queued
+        time.sleep(0.05)
+    return None
 
 
 @bp.post("/hosts/<name>/confirm-off")
@@ -107,7 +124,7 @@ def confirm_off(name: str) -> ResponseReturnValue:
     if problem:
         return error(400, problem)
     incident = s.store.open_incident_for(host_subject(name))
-    if incident is None or State(incident.state) not in _WAITING_FOR_OFF:
+    if incident is None or State(incident.state) not in WAITING_FOR_OFF:
         where = f"its incident {incident.id} is {incident.state}" if incident else "it has no open incident"
         return error(409, f"host {name} is not waiting to be fenced: {where}")
     event_id = s.store.enqueue_event(
@@ -145,7 +162,8 @@ def storm_release() -> ResponseReturnValue:
     hold = s.store.get_setting(SETTING_STORM) or {"active": False}
     if not hold.get("active"):
         return error(409, "no storm hold is active")
-    release = {"at": s.clock(), "by": g.caller, "reason": body.get("reason", "")}
+    # The release covers the hosts out now; a host failing beyond them holds again.
+    release = {"at": s.clock(), "by": g.caller, "reason": body.get("reason", ""), "hosts": hold.get("unhealthy", [])}
     s.store.set_setting(SETTING_STORM_RELEASE, release)
     s.wake_engine()
     return jsonify({"release": plain(release)}), 202

@@ -32,6 +32,7 @@ class Services:
     metrics: Metrics
     engine: Engine | None
     clock: Callable[[], datetime]
+    request_wait_s: float = 20.0  # how long a request about a host waits for the engine before 202
 
     def wake_engine(self) -> None:
         if self.engine is None:

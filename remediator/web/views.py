@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from remediator.config import Config
-from remediator.model import HostCondition, host_subject
+from remediator.model import HostCondition, host_of_subject
 from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, Store
 from remediator.web.context import plain
 
@@ -17,12 +17,16 @@ def hosts_view(config: Config, store: Store) -> dict[str, Any]:
     states = store.host_states()
     load = store.get_setting(SETTING_HOST_LOAD) or {}
     vms = store.list_vms()
-    open_by_subject = {i.subject: i for i in store.list_incidents(open_only=True, limit=MAX_LIMIT)}
+    host_incidents: dict[str, list[int]] = {}
+    for i in store.list_incidents(open_only=True, limit=MAX_LIMIT):
+        name = host_of_subject(i.subject)
+        if name is not None:
+            host_incidents.setdefault(name, []).append(i.id)
     hosts = []
     for h in config.hosts:
         state = states.get(h.name)
         condition = state.condition if state else HostCondition.UP
-        incident = open_by_subject.get(host_subject(h.name))
+        incidents = sorted(host_incidents.get(h.name, []))
         hosts.append(
             {
                 "name": h.name,
@@ -39,7 +43,8 @@ def hosts_view(config: Config, store: Store) -> dict[str, Any]:
                     for v in vms
                     if v.host == h.name
                 ],
-                "open_incident": incident.id if incident else None,
+                "open_incident": incidents[0] if incidents else None,
+                "open_incidents": incidents,  # one per kind: down, damaged, overloaded, maintenance
             }
         )
     return {

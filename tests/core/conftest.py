@@ -106,7 +106,8 @@ def _free_port() -> int:
 
 class DataCenter:
     def __init__(self, tmp_path: Path, layout: dict[str, list[str]], *, dead_bmc: tuple[str, ...] = (),
-                 policy: str = "", running: bool = True, cpus: dict[str, int] | None = None):
+                 policy: str = "", running: bool = True, cpus: dict[str, int] | None = None,
+                 dry_run: bool = False):
         self.tmp = tmp_path
         agents = tmp_path / "agents"
         agents.mkdir()
@@ -129,7 +130,7 @@ class DataCenter:
             hosts_yaml.append(f"  - {{name: {host}, uri: 'test://{path}', fence: {{agent: fence_coretest, "
                               f"options: {{port: {host}, statedir: '{statedir}', mode: {mode}}}}}}}")
         self.config = parse_config(
-            "auth: none\n"
+            "auth: none\n" + ("dry_run: true\n" if dry_run else "") +
             f"prometheus: {{url: 'http://127.0.0.1:{_free_port()}', timeout_s: 0.5}}\n"
             f"store: {{url: 'sqlite:///{tmp_path}/state.db'}}\n"
             "hosts:\n" + "\n".join(hosts_yaml) + "\n"
@@ -146,6 +147,14 @@ class DataCenter:
 
     def new_engine(self) -> Engine:
         return Engine(self.config, self.store, self.hv, self.fencer, self.load, self.metrics)
+
+    def power_on(self, host: str) -> None:
+        """A fenced or cut-off host comes back: like a rebooted host, its guests are shut off, still defined."""
+        (self.switch.statedir / f"{host}.off").unlink(missing_ok=True)
+        self.switch.cut.discard(host)
+        for dom in self.hv.raw(host).listAllDomains():
+            if dom.isActive():
+                dom.destroy()
 
     def sync(self):
         return sync_inventory(self.config, self.store, self.hv, NOW)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from remediator import fsm
 from remediator.fsm import ActionKind as A
 from remediator.fsm import Context, EventKind as E, Policy, State as S
-from remediator.model import Alert, AlertStatus, Event, HostCondition, Incident, Remediation
+from remediator.model import ALERT_REMEDIATIONS, Alert, AlertStatus, Event, HostCondition, Incident, Remediation
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 POLICY = Policy(verify_attempts=2, restart_attempts=2, relocate_attempts=2, rebuild_attempts=2, fence_attempts=3,
@@ -217,7 +217,7 @@ def test_backoff_doubles_and_caps():
 
 OPERATOR = {E.OPERATOR_CLOSE, E.OPERATOR_RETRY, E.OPERATOR_CONFIRM_OFF}
 # States that may wait with nothing in flight: an operator or a storm release moves them on.
-MAY_WAIT = {S.HELD, S.FAILED, S.HOST_FENCE_WAITING}
+MAY_WAIT = {S.HELD, S.FAILED, S.HOST_FENCE_WAITING, S.OUTRANKED}
 MOVES_VMS_OFF_HOST = {A.FENCE_HOST, A.EVACUATE_HOST, A.MIGRATE_AWAY}
 
 
@@ -235,21 +235,23 @@ def steps(draw):
     detail["state_matches"] = draw(st.integers(0, 9)) < 8
     detail["host_unusable"] = draw(st.booleans())
     detail["host_unreachable"] = draw(st.booleans())
-    world = dict(storm=draw(st.booleans()), host_incident_open=draw(st.booleans()),
+    detail["blocked_by"] = draw(st.sampled_from([[], [], ["h1"], ["h2"], ["h1", "h2"]]))
+    world = dict(storm=draw(st.booleans()), host_incident_open=draw(st.booleans()), outranked=draw(st.booleans()),
                  has_definition=draw(st.booleans()),
-                 condition=draw(st.sampled_from([HostCondition.UP, HostCondition.DOWN, HostCondition.DAMAGED,
+                 condition=draw(st.sampled_from([HostCondition.UP, HostCondition.DOWN, HostCondition.CORDONED,
                                                  HostCondition.MAINTENANCE, HostCondition.FENCED])))
     return kind, detail, world
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(list(Remediation)), prefenced=st.booleans(), storm_at_start=st.booleans(),
+@given(kind=st.sampled_from(sorted(ALERT_REMEDIATIONS)), prefenced=st.booleans(), storm_at_start=st.booleans(),
        events=st.lists(steps(), max_size=40))
 def test_random_sequences_keep_the_safety_rules(kind, prefenced, storm_at_start, events):
     policy = POLICY
     fenced = prefenced  # a host-down incident's host is fenced only by proof (or was before)
-    start_ctx = Context(policy=policy, storm_hold=storm_at_start,
-                        host_condition=HostCondition.FENCED if fenced else HostCondition.DOWN)
+    first = (HostCondition.FENCED if fenced else HostCondition.DOWN) if kind in (
+        Remediation.HOST_DOWN, Remediation.VM_DOWN) else HostCondition.UP
+    start_ctx = Context(policy=policy, storm_hold=storm_at_start, host_condition=first)
     d0 = fsm.start(alert(kind), start_ctx)
     assert not d0.closes
     if storm_at_start:
@@ -264,7 +266,8 @@ def test_random_sequences_keep_the_safety_rules(kind, prefenced, storm_at_start,
         else:
             condition = world["condition"]
         sim.ctx = Context(policy=policy, storm_hold=world["storm"], host_condition=condition,
-                          host_incident_open=world["host_incident_open"], has_definition=world["has_definition"])
+                          host_incident_open=world["host_incident_open"], has_definition=world["has_definition"],
+                          outranked=world["outranked"])
         detail = dict(raw)
         step = fsm.STEP_ACTION.get(sim.state)
         if detail["action"] is None:
@@ -299,6 +302,9 @@ def test_random_sequences_keep_the_safety_rules(kind, prefenced, storm_at_start,
             assert sim.ctx.host_condition is not HostCondition.DOWN or sim.ctx.host_fenced
             if ek is E.HOST_UNREACHABLE or (ek is E.ACTION_FAILED and detail["host_unreachable"]):
                 assert sim.ctx.host_fenced and not sim.ctx.host_incident_open
+            # ... nor while another host that had it does not answer and is not fenced.
+            if ek in (E.HOST_UNREACHABLE, E.ACTION_FAILED):
+                assert not set(detail["blocked_by"]) - {"h1"}, (before.state, ek, detail)
         # Storm hold: nothing fenced or moved off a host.
         if sim.ctx.storm_hold and ek not in OPERATOR:
             assert not issued & MOVES_VMS_OFF_HOST, (before.state, ek, issued)

@@ -48,11 +48,11 @@ def test_batch_spreads_over_hosts():
 def test_excluded_and_non_up_hosts_take_nothing():
     hosts = [host("origin"), host("down", condition=HostCondition.DOWN),
              host("fenced", condition=HostCondition.FENCED), host("maint", condition=HostCondition.MAINTENANCE),
-             host("damaged", condition=HostCondition.DAMAGED)]
+             host("damaged", condition=HostCondition.CORDONED)]
     plan = place(hosts, [vm("x")], exclude={"origin"})
     assert not plan.assignments
     reason = plan.unplaced["uuid-x"]
-    for word in ("origin: excluded", "down: down", "fenced: fenced", "maint: maintenance", "damaged: damaged"):
+    for word in ("origin: excluded", "down: down", "fenced: fenced", "maint: maintenance", "damaged: cordoned"):
         assert word in reason
 
 

@@ -17,10 +17,6 @@ def ha(lab, host, name, priority=0, group=None, start=True):
                                                                                group=group))
 
 
-def running_where(lab, uuid) -> list[str]:
-    return [h.name for h in lab.hosts if lab.is_on(h) and uuid in lab.running(h, inside=True)]
-
-
 def evacuation_setup(stack_factory, n: int, **stack_kw):
     vms = [{"name": f"app-{i}", "priority": i} for i in range(n)]
     lab, stack, sampler = stack_factory(vms=vms, **stack_kw)
@@ -36,7 +32,7 @@ def test_crashed_vm_runs_again_on_its_host(stack_factory):
     started = time.monotonic()
     lab.crash_guest("h1", "web-1")
     wait_for(lambda: lab.domain_state("h1", "web-1")[0] == "shutoff", 5, "crash visible")
-    wait_for(lambda: running_where(lab, uuid) == ["h1"], 30, "web-1 running again on h1", on_timeout=stack.log_tail)
+    wait_for(lambda: lab.where_running(uuid) == ["h1"], 30, "web-1 running again on h1", on_timeout=stack.log_tail)
     print(f"\nvm_crash: running again on h1 after {time.monotonic() - started:.2f} s")
     wait_for(lambda: any(i["state"] in ("recovered", "resolved") for i in stack.incidents()), 10,
              "incident closed as recovered", on_timeout=lambda: str(stack.incidents()))
@@ -53,11 +49,11 @@ def test_restart_in_place_failing_moves_it_to_the_least_loaded_other_host(stack_
     started = time.monotonic()
     lab.crash_guest("h1", "web-1")
     wait_for(lambda: lab.domain_state("h1", "web-1")[0] == "shutoff", 5, "crash visible")
-    wait_for(lambda: running_where(lab, uuid), 60, "web-1 running again",
+    wait_for(lambda: lab.where_running(uuid), 60, "web-1 running again",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
-    print(f"\nvm_crash with restart in place refused: running on {running_where(lab, uuid)} after "
+    print(f"\nvm_crash with restart in place refused: running on {lab.where_running(uuid)} after "
           f"{time.monotonic() - started:.2f} s")
-    assert running_where(lab, uuid) == ["h3"]
+    assert lab.where_running(uuid) == ["h3"]
     detail = stack.incident(f"vm:{uuid}")
     kinds = [(a["action"]["kind"], a["ok"]) for a in detail["actions"]]
     assert ("start_vm", False) in kinds and ("start_vm_elsewhere", True) in kinds, kinds
@@ -72,10 +68,10 @@ def test_host_power_loss_fences_and_restarts_guests_elsewhere_once(stack_factory
     stack.wait_watching(uuids)
     started = time.monotonic()
     lab.power_off("h1")
-    wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "every h1 guest running elsewhere",
+    wait_for(lambda: all(lab.where_running(u) for u in uuids), 60, "every h1 guest running elsewhere",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     elapsed = time.monotonic() - started
-    placed = {u: running_where(lab, u) for u in uuids}
+    placed = {u: lab.where_running(u) for u in uuids}
     print(f"\nhost_power_loss: 4 guests running elsewhere after {elapsed:.2f} s: {placed}")
     assert all(len(hosts) == 1 and hosts[0] != "h1" for hosts in placed.values()), placed
     assert {hosts[0] for hosts in placed.values()} == {"h2", "h3"}, f"not spread: {placed}"
@@ -87,7 +83,7 @@ def test_partitioned_host_is_fenced_before_its_guests_start_elsewhere(stack_fact
     lab, stack, sampler, uuids = evacuation_setup(stack_factory, 4)
     started = time.monotonic()
     lab.partition("h1")  # h1 and its guests keep running: the split-brain case
-    wait_for(lambda: all(running_where(lab, u) and "h1" not in running_where(lab, u) for u in uuids), 60,
+    wait_for(lambda: all(lab.where_running(u) and "h1" not in lab.where_running(u) for u in uuids), 60,
              "every h1 guest running elsewhere", on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     print(f"\nhost_partition: 4 guests running elsewhere after {time.monotonic() - started:.2f} s, "
           f"{sampler.samples} samples, duplicates {sampler.duplicates}")
@@ -103,7 +99,7 @@ def test_storm_two_of_three_hosts_down_holds_everything(stack_factory):
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.api("storm")))
     time.sleep(5)  # long enough for a fence and an evacuation, were they to happen
     assert "remediator_storm_hold 1.0" in stack.metrics()
-    assert not any(running_where(lab, u) for u in uuids), "nothing may be evacuated during a storm hold"
+    assert not any(lab.where_running(u) for u in uuids), "nothing may be evacuated during a storm hold"
     assert lab.bmc_alive("h1") and lab.bmc_alive("h2")
     held = [i for i in stack.incidents() if i["subject"].startswith("host:")]
     assert held and all(i["state"] == "held" for i in held), held
@@ -113,19 +109,19 @@ def test_storm_two_of_three_hosts_down_holds_everything(stack_factory):
 def test_remediator_killed_mid_evacuation_completes_after_restart_without_repeating(stack_factory):
     lab, stack, sampler, uuids = evacuation_setup(stack_factory, 8, policy={"max_concurrent_actions": 1})
     lab.power_off("h1")
-    wait_for(lambda: any(running_where(lab, u) for u in uuids), 60, "evacuation under way",
+    wait_for(lambda: any(lab.where_running(u) for u in uuids), 60, "evacuation under way",
              interval=0.02, on_timeout=stack.log_tail)
     stack.kill_remediator()
-    done_before = [u for u in uuids if running_where(lab, u)]
+    done_before = [u for u in uuids if lab.where_running(u)]
     print(f"\nkilled the remediator with {len(done_before)} of 8 guests started elsewhere")
     assert len(done_before) < 8, "the kill came too late to interrupt the evacuation"
     stack.start_remediator()
-    wait_for(lambda: all(running_where(lab, u) for u in uuids), 60, "evacuation completed after restart",
+    wait_for(lambda: all(lab.where_running(u) for u in uuids), 60, "evacuation completed after restart",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     detail = stack.incident("host:h1")
     fences = [a for a in detail["actions"] if a["action"]["kind"] == "fence_host"]
     assert len(fences) == 1, f"a completed fence was repeated: {fences}"
-    assert all(len(running_where(lab, u)) == 1 for u in uuids)
+    assert all(len(lab.where_running(u)) == 1 for u in uuids)
     assert sampler.duplicates == []
 
 
@@ -142,7 +138,7 @@ def test_the_same_alert_three_times_makes_one_incident_and_one_recovery(stack_fa
                "status": "firing", "receiver": "remediator", "groupLabels": {}, "commonLabels": alert["labels"],
                "commonAnnotations": {}, "externalURL": "http://alertmanager", "alerts": [alert]}
     assert [stack.post("alerts", payload).status_code for _ in range(3)] == [200, 200, 200]
-    wait_for(lambda: running_where(lab, uuid) == ["h1"], 20, "web-1 running again", on_timeout=stack.log_tail)
+    wait_for(lambda: lab.where_running(uuid) == ["h1"], 20, "web-1 running again", on_timeout=stack.log_tail)
     incidents = [i for i in stack.incidents() if i["subject"] == f"vm:{uuid}"]
     assert len(incidents) == 1, incidents
     detail = stack.api(f"incidents/{incidents[0]['id']}")
@@ -159,10 +155,10 @@ def test_power_loss_with_dead_bmc_waits_for_confirm_off(stack_factory):
              "incident waiting for the fence", on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     incident = stack.incident("host:h1")["incident"]
     print(f"\nfence failed, incident waits: {incident['reason']}")
-    assert not any(running_where(lab, u) for u in uuids), "nothing may start elsewhere before the host is off"
+    assert not any(lab.where_running(u) for u in uuids), "nothing may start elsewhere before the host is off"
     response = stack.post("hosts/h1/confirm-off")
     assert response.status_code == 202, response.text
-    wait_for(lambda: all(running_where(lab, u) for u in uuids), 30, "guests running elsewhere after confirm-off",
+    wait_for(lambda: all(lab.where_running(u) for u in uuids), 30, "guests running elsewhere after confirm-off",
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
-    assert all(len(running_where(lab, u)) == 1 for u in uuids)
+    assert all(len(lab.where_running(u)) == 1 for u in uuids)
     assert sampler.duplicates == []

@@ -77,3 +77,17 @@ def test_every_alert_has_promtool_tests_that_fire_it_and_hold_it_back():
 def _anchor(heading: str) -> str:
     """GitHub's anchor of a Markdown heading."""
     return re.sub(r"[^a-z0-9 -]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_each_overload_threshold_label_is_the_number_its_expression_compares_with():
+    """The remediator rebalances to the alert's `threshold` label: it must be the rule's own figure."""
+    import re
+
+    import yaml
+
+    rules = yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())
+    [rule] = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "HypervisorHostOverloaded"]
+    pairs = re.findall(r'> ([0-9.]+),\s*"reason", "(\w+)", "", ""\), "threshold", "([0-9.]+)"', rule["expr"])
+    assert {reason for _, reason, _ in pairs} == {"load", "memory"}, rule["expr"]
+    for compared, reason, label in pairs:
+        assert float(compared) == float(label), (reason, compared, label)

@@ -76,6 +76,12 @@ def _with_labels(**labels) -> dict:
         (body(_without(alert(), "labels")), "alerts[0].labels: missing"),
         (body(_with_labels(remediation=None)), "alerts[0].labels.remediation: missing"),
         (body(_with_labels(remediation="reboot")), "alerts[0].labels.remediation: unknown value 'reboot' (expected one of: vm_down"),
+        # host_maintenance is an operator's, never an alert's
+        (body(_with_labels(remediation="host_maintenance")), "alerts[0].labels.remediation: unknown value 'host_maintenance'"),
+        (body(_with_labels(remediation="host_overloaded", reason="load")),
+         "alerts[0].labels.threshold: a host_overloaded alert needs a positive number, got None"),
+        (body(_with_labels(remediation="host_overloaded", reason="disk", threshold="0.9")),
+         "alerts[0].labels.reason: a host_overloaded alert needs reason load or memory, got 'disk'"),
         (body(_with_labels(host=None)), "alerts[0].labels.host: missing"),
         (body(_with_labels(host=" ")), "alerts[0].labels.host: empty"),
         (body(_with_labels(uuid="xyz")), "alerts[0].labels.uuid: not a UUID: 'xyz'"),

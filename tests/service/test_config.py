@@ -167,3 +167,13 @@ def test_vm_lookup_by_uuid_then_name():
     assert config.vm(uuid="00000000-0000-0000-0000-000000000000", name="b").name == "b"
     # a declaration with a uuid does not match another VM that merely has its name
     assert config.vm(uuid="00000000-0000-0000-0000-000000000000", name="a") is None
+
+
+def test_overload_thresholds_in_the_config_are_refused_naming_their_one_home(tmp_path):
+    path = tmp_path / "remediator.yml"
+    path.write_text("auth: none\nhosts: [{name: h1, uri: 'test:///default'}]\n"
+                    "policy: {overload: {load_per_cpu: 0.9}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert str(path) in str(err.value) and "policy.overload" in str(err.value)
+    assert "rules/hypervisor.rules.yml" in str(err.value)

@@ -215,11 +215,59 @@ def test_inventory_and_host_states(store):
     store.upsert_vm(replace(vm, host="h2"), T0)
     assert store.find_vm_by_name("t00").host == "h2"
     assert [v.name for v in store.list_vms()] == ["t00"]
-    store.set_host_state("h1", HostCondition.DOWN, "unreachable", T0)
-    store.set_host_state("h1", HostCondition.DOWN, "still unreachable", T0 + timedelta(seconds=9))
-    assert store.host_states()["h1"] == (HostCondition.DOWN, "still unreachable", T0)
+    store.set_host_state("h1", HostCondition.DOWN, "unreachable", T0, prior=HostCondition.CORDONED)
+    store.set_host_state("h1", HostCondition.DOWN, "still unreachable", T0 + timedelta(seconds=9),
+                         prior=HostCondition.CORDONED)
+    assert store.host_states()["h1"] == (HostCondition.DOWN, "still unreachable", T0, HostCondition.CORDONED)
     store.set_host_state("h1", HostCondition.FENCED, "fence_ipmilan off; status off", T0 + timedelta(seconds=10))
     assert store.host_states()["h1"].since == T0 + timedelta(seconds=10)
+    assert store.host_states()["h1"].prior is None
+
+
+def test_vm_locations_remember_where_a_vm_is_or_was_defined(store):
+    store.set_host_domains("h1", [VM_UUID.upper()], T0)
+    store.set_host_domains("h2", [VM_UUID], T0)
+    assert store.hosts_defining(VM_UUID) == ["h1", "h2"]
+    store.set_host_domains("h2", [], T0)  # h2 answered and no longer defines it
+    store.note_vm_location(VM_UUID, "h3", True, T0)
+    assert store.hosts_defining(VM_UUID) == ["h1", "h3"]
+    store.note_vm_location(VM_UUID, "h1", False, T0)
+    assert store.hosts_defining(VM_UUID) == ["h3"]
+
+
+def test_atomic_commits_all_or_nothing(store):
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.set_setting("a", 1)
+            with store.atomic():  # nested: joins the outer unit of work
+                store.set_setting("b", 2)
+            raise RuntimeError("crash between two writes")
+    assert store.get_setting("a") is None and store.get_setting("b") is None
+    with store.atomic():
+        store.set_setting("a", 1)
+        store.set_setting("b", 2)
+    assert (store.get_setting("a"), store.get_setting("b")) == (1, 2)
+
+
+def test_schema_3_migrates_a_version_2_file(tmp_path):
+    """A store written before host conditions had `prior` and damage had its own subject."""
+    import sqlite3 as sq
+    from remediator.store.sqlite import MIGRATIONS
+    path = tmp_path / "v2.db"
+    db = sq.connect(path)
+    for version, script in enumerate(MIGRATIONS[:2]):
+        db.executescript(script + f"\nPRAGMA user_version = {version + 1};")
+    db.execute("INSERT INTO hosts VALUES ('h1', 'damaged', 'cordoned: damage alert', '2026-01-01T00:00:00+00:00')")
+    db.execute("""INSERT INTO incidents (subject, kind, state, host, opened_at, updated_at)
+                  VALUES ('host:h1', 'host_damaged', 'failed', 'h1', '2026-01-01T00:00:00+00:00',
+                          '2026-01-01T00:00:00+00:00')""")
+    db.commit()
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        assert store.host_states()["h1"].condition is HostCondition.CORDONED
+        assert store.open_incident_for("host:h1:damaged") is not None
+        assert store.open_incident_for("host:h1") is None
 
 
 def test_settings(store):

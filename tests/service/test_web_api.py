@@ -99,18 +99,18 @@ def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
     assert r["storm"]["active"] is True and r["storm"]["unhealthy"] == ["h2", "h3"]
 
 
-def test_maintenance_on_and_off(client, store, engine):
-    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": True, "reason": "BIOS update"}, headers=basic())
-    assert r.status_code == 200 and r.json == {"host": "h3", "condition": "maintenance", "changed": True}
-    state = store.host_states()["h3"]
-    assert state.condition is HostCondition.MAINTENANCE and state.reason == "maintenance by alertmanager: BIOS update"
-    (queued,) = store.pending_events()
-    assert (queued.subject, queued.event.kind) == ("host:h3", "host_changed")
-    assert engine.notified == 1
-    assert client.post("/api/v1/hosts/h3/maintenance", json={"on": True}, headers=bearer()).json["changed"] is False
-    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": False}, headers=bearer())
-    assert r.json["condition"] == "up" and store.host_states()["h3"].condition is HostCondition.UP
-    assert client.get("/api/v1/hosts", headers=bearer()).json["hosts"][2]["schedulable"] is True
+def test_maintenance_and_activate_are_queued_for_the_engine(client, store, engine):
+    r = client.post("/api/v1/hosts/h3/maintenance", json={"on": True, "reason": "BIOS update"}, headers=bearer())
+    assert r.status_code == 202 and r.json["request"] == "maintenance"
+    r = client.post("/api/v1/hosts/h2/activate", json={"reason": "PSU replaced"}, headers=bearer())
+    assert r.status_code == 202 and r.json["request"] == "activate_host"
+    maint, activate = store.pending_events()
+    assert (maint.subject, maint.event.kind, maint.event.detail["on"]) == ("host:h3", "maintenance", True)
+    assert maint.event.detail["reason"] == "BIOS update"
+    assert (activate.subject, activate.event.kind, activate.event.detail["reason"]) == (
+        "host:h2", "activate_host", "PSU replaced")
+    assert engine.notified == 2
+    assert client.post("/api/v1/hosts/h9/activate", headers=bearer()).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -121,19 +121,12 @@ def test_maintenance_on_and_off(client, store, engine):
         ("h1", {"on": "yes"}, 400, "on: expected bool, got str"),
         ("h1", {"on": True, "colour": "red"}, 400, "colour: unknown field (expected: on, reason)"),
         ("h1", [1], 400, "body: expected a JSON object"),
-        ("h1", {"on": False}, 409, "host h1 is not in maintenance (it is up)"),
     ],
 )
 def test_maintenance_refusals(client, store, engine, host, body, status, message):
     r = client.post(f"/api/v1/hosts/{host}/maintenance", json=body, headers=bearer())
     assert (r.status_code, r.json["error"]) == (status, message)
     assert store.pending_events() == [] and engine.notified == 0
-
-
-def test_maintenance_refused_for_a_fenced_host(client, store):
-    store.set_host_state("h2", HostCondition.FENCED, "status off", NOW)
-    r = client.post("/api/v1/hosts/h2/maintenance", json={"on": True}, headers=bearer())
-    assert r.status_code == 409 and "maintenance is for hosts that are up" in r.json["error"]
 
 
 def test_malformed_json_body(client):
@@ -175,10 +168,13 @@ def test_operator_retry_and_close(client, store, engine):
 
 def test_storm_release(client, store, engine):
     assert client.post("/api/v1/storm/release", headers=bearer()).json["error"] == "no storm hold is active"
-    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out", "since": NOW})
+    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out", "since": NOW,
+                                      "unhealthy": ["h1", "h2"]})
     r = client.post("/api/v1/storm/release", json={"reason": "rack power restored"}, headers=bearer())
     assert r.status_code == 202
-    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "token", "reason": "rack power restored"}
+    # The release covers the hosts that were out: a host failing beyond them holds again.
+    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "token", "reason": "rack power restored",
+                                                        "hosts": ["h1", "h2"]}
     storm = client.get("/api/v1/storm", headers=bearer()).json
     assert storm["hold"]["active"] is True and storm["release"]["by"] == "token"
     assert engine.notified == 1
