@@ -66,7 +66,7 @@ class Metrics:
             "remediator_storm_hold", "1 while automatic evacuation is held because too many hosts are out", registry=r
         )
         self.unhealthy_host_share = Gauge(
-            "remediator_unhealthy_host_share", "Share of inventory hosts down, fenced or damaged", registry=r
+            "remediator_unhealthy_host_share", "Share of inventory hosts out (down, fenced, cordoned)", registry=r
         )
         self.gave_up = Counter(
             "remediator_incidents_failed", "Incidents the engine gave up on (left open as failed)", ["kind"], registry=r
