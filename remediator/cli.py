@@ -70,13 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evacuate", metavar="HOST", required=True, help="place HOST's protected VMs on the others")
 
     p = sub.add_parser("host", help="an operator's request about a host, carried out by the running service")
-    p.add_argument("--config", default=config_default)
-    p.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
-    p.add_argument("--reason", default="")
-    add_tls_options(p)
+    # the options follow the host's name (`remediator host activate h1 --reason R --api URL`, as the
+    # docs write it): on the sub-commands, since options of `host` itself would have to come before them
+    host_options = argparse.ArgumentParser(add_help=False)
+    host_options.add_argument("--config", default=config_default)
+    host_options.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
+    host_options.add_argument("--reason", default="")
+    add_tls_options(host_options)
     hosts = p.add_subparsers(dest="host_command", required=True)
-    hosts.add_parser("activate", help="return a fenced, cordoned or down host to service").add_argument("name")
-    m = hosts.add_parser("maintenance", help="on: drain by live migration; off: schedulable again")
+    hosts.add_parser("activate", parents=[host_options],
+                     help="return a fenced, cordoned or down host to service").add_argument("name")
+    m = hosts.add_parser("maintenance", parents=[host_options],
+                         help="on: drain by live migration; off: schedulable again")
     m.add_argument("name")
     m.add_argument("state", choices=["on", "off"])
 
