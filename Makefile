@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -45,3 +45,7 @@ bench-peer: bootstrap
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# grafana/dashboards/*.json from grafana/generate.py (grafana-foundation-sdk); commit the result.
+dashboards: bootstrap
+	$(PY) grafana/generate.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import socketserver
 from typing import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -10,6 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from exporter.collector import HypervisorCollector
+from exporter.web_config import BasicAuth, WebConfig, ssl_context
 
 # Time kept back from Prometheus's scrape timeout for rendering and the network.
 _RENDER_MARGIN_SECONDS = 0.15
@@ -84,7 +86,46 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return address, int(port)
 
 
-def make_http_server(listen: str, app: Callable) -> WSGIServer:
+class _TLSHandler(_QuietHandler):
+    """The TLS handshake runs here, in the request's own thread: a client that stalls it holds only
+    its thread, never the accept loop, and is dropped after the timeout."""
+
+    timeout = 10
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        try:
+            self.request.do_handshake()
+        except (OSError, ssl.SSLError):
+            self.request.close()  # a plain-HTTP client or a refused certificate: nothing to serve
+            raise
+        super().setup()
+
+
+class _TLSServerMixin:
+    def handle_error(self, request, client_address) -> None:
+        """Failed handshakes are expected (scanners, wrong certificates): no traceback each."""
+
+
+class _ThreadingTLSServer(_TLSServerMixin, _ThreadingServer):
+    pass
+
+
+class _ThreadingTLSServer6(_TLSServerMixin, _ThreadingServer6):
+    pass
+
+
+def make_http_server(listen: str, app: Callable, web: WebConfig | None = None) -> WSGIServer:
+    """The /metrics server; with a web config (exporter-toolkit format), HTTPS and basic auth."""
+    web = web or WebConfig()
+    if web.basic_auth_users:
+        app = BasicAuth(app, web.basic_auth_users)
     address, port = parse_listen(listen)
-    server_class = _ThreadingServer6 if ":" in address else _ThreadingServer
-    return make_server(address, port, app, server_class=server_class, handler_class=_QuietHandler)
+    v6 = ":" in address
+    if web.tls is None:
+        return make_server(address, port, app, server_class=_ThreadingServer6 if v6 else _ThreadingServer,
+                           handler_class=_QuietHandler)
+    server = make_server(address, port, app, server_class=_ThreadingTLSServer6 if v6 else _ThreadingTLSServer,
+                         handler_class=_TLSHandler)
+    server.socket = ssl_context(web.tls).wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server

@@ -12,6 +12,7 @@ from exporter.collector import HypervisorCollector
 from exporter.config import ConfigError, ExporterConfig, load_config
 from exporter.errors import ErrorCounter
 from exporter.http import make_app, make_http_server
+from exporter.web_config import load_web_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,6 +21,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen", help="ADDRESS:PORT for /metrics and /healthz (default 127.0.0.1:9177)")
     parser.add_argument("--host-name", help="the `host` label of every series (default: this machine's hostname)")
     parser.add_argument("--config", help="YAML file with any key of docs/metrics.md#configuration; flags win")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        help="TLS and basic auth, in the exporter-toolkit's web config format (docs/metrics.md)")
     return parser.parse_args(argv)
 
 
@@ -42,18 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(
             args.config, {"libvirt_uri": args.libvirt_uri, "listen": args.listen, "host_name": args.host_name}
         )
+        web = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as err:
         print(f"remediator-exporter: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     collector = build(config)
     try:
-        server = make_http_server(config.listen, make_app(collector, config.scrape_timeout_seconds))
+        server = make_http_server(config.listen, make_app(collector, config.scrape_timeout_seconds), web)
     except (OSError, ValueError) as err:
         print(f"remediator-exporter: cannot listen on {config.listen}: {err}", file=sys.stderr)
         return 2
     print(
-        f"remediator-exporter: host {config.host_name}, libvirt {config.libvirt_uri}, listening on {config.listen}",
+        f"remediator-exporter: host {config.host_name}, libvirt {config.libvirt_uri}, listening on "
+        f"{'https' if web and web.tls else 'http'}://{config.listen}"
+        f"{' (basic auth)' if web and web.basic_auth_users else ''}",
         file=sys.stderr,
         flush=True,
     )

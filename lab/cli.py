@@ -39,10 +39,15 @@ def cmd_up(args) -> int:
     try:
         if args.pacemaker:
             return _up_pacemaker(lab, args, t0, t_up)
+
+        # All protected; only g1 of each host in one anti-affinity group, so a host's loss shows both:
+        # its other guests placed elsewhere by priority, its g1 refused where a `web` guest already runs.
+        priorities = (100, 50, 10, 0)
+
         def fill(h):
             for g in range(1, args.guests + 1):
-                lab.define_guest(h, f"{h.name}-g{g}",
-                                 metadata=lab.ha_metadata(protected=True, priority=100, group="web"))
+                lab.define_guest(h, f"{h.name}-g{g}", metadata=lab.ha_metadata(
+                    protected=True, priority=priorities[(g - 1) % len(priorities)], group="web" if g == 1 else None))
         with ThreadPoolExecutor(len(lab.hosts)) as pool:
             list(pool.map(fill, lab.hosts))
     except BaseException:

@@ -1,6 +1,6 @@
 """The lab's guest: a disk-less domain with qboot firmware (starts in ~0.35 s, idles at ~0 CPU).
 
-Pure: builds XML text only. lab.md explains why qboot and not SeaBIOS (20 SeaBIOS guests
+Pure: builds XML text only. docs/lab-facts.md explains why qboot and not SeaBIOS (20 SeaBIOS guests
 take ~26 s to start and keep burning CPU) and why no disk (no real kernel boots in useful time
 on this nested hypervisor).
 """

@@ -2,7 +2,7 @@
 
 A host is a network namespace plus, for each process it runs, a private mount/UTS namespace
 in which per-host copies are bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
-/var/log/libvirt, /var/cache/libvirt, /etc/hosts and /etc/resolv.conf (lab.md lists the
+/var/log/libvirt, /var/cache/libvirt, /etc/hosts and /etc/resolv.conf (docs/lab-facts.md lists the
 traps each of them avoids). libvirtd and every service see the same "machine".
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def create_bridge(bridge: str, address_cidr: str) -> None:
 
 
 def create_host_net(host: LabHost, bridge: str) -> None:
-    """Namespace + veth into the bridge. No default route: lab.md, DNS stalls otherwise."""
+    """Namespace + veth into the bridge. No default route: DNS stalls otherwise (docs/lab-facts.md)."""
     _ip("netns", "add", host.netns)
     _ip("link", "add", host.veth, "type", "veth", "peer", "name", f"{host.veth}p",
         "netns", host.netns)

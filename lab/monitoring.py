@@ -143,6 +143,10 @@ class Prometheus(_Daemon):
         """Instant query: the result vector (list of {'metric': {...}, 'value': [ts, 'v']})."""
         return self._api("query", query=expr)["result"]
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """Range query: the result matrix (list of {'metric': {...}, 'values': [[ts, 'v'], ...]})."""
+        return self._api("query_range", query=expr, start=start, end=end, step=step)["result"]
+
     def alerts(self) -> list[dict]:
         """Active alerts (pending and firing) from /api/v1/alerts."""
         return self._api("alerts")["alerts"]

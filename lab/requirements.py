@@ -15,9 +15,9 @@ from pathlib import Path
 COMMANDS = ("ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-system-x86_64", "prometheus",
             "prometheus-alertmanager", "promtool", "amtool", "fence_ipmilan", "ipmitool",
             "prometheus-libvirt-exporter", "corosync", "corosync-cfgtool", "pacemakerd", "cibadmin",
-            "crm_mon")
+            "crm_mon", "docker-compose", "systemd-analyze", "openssl")
 FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf", "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain")
-MODULES = ("libvirt", "pyghmi")
+MODULES = ("libvirt", "pyghmi", "grafana_foundation_sdk", "cheroot", "bcrypt")
 # Debian packages giving each command, to say how to fix it.
 PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
               "libvirtd": "libvirt-daemon", "virsh": "libvirt-clients",
@@ -28,9 +28,11 @@ PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux"
               "corosync": "corosync", "corosync-cfgtool": "corosync", "pacemakerd": "pacemaker",
               "cibadmin": "pacemaker-cli-utils", "crm_mon": "pacemaker-cli-utils",
               "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain": "resource-agents",
+              "docker-compose": "docker-compose", "systemd-analyze": "systemd", "openssl": "openssl",
               "/usr/share/qemu/qboot.rom": "qemu-system-data",
               "/etc/libvirt/qemu.conf": "make bootstrap (writes it)",
-              "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi"}
+              "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi",
+              "grafana_foundation_sdk": "pip grafana-foundation-sdk", "cheroot": "pip cheroot", "bcrypt": "pip bcrypt"}
 
 
 def missing(path: str | None = None, need_root: bool = True) -> list[str]:

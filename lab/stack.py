@@ -6,7 +6,7 @@
 
 Every part is the shipped one, configured the way docs/ tells an operator to: the exporter runs on
 each lab host (a service of the host, so a power loss takes it down too), Prometheus loads
-rules/hypervisor.rules.yml with rules/prometheus.yml's timings, Alertmanager routes with
+rules/hypervisor.rules.yml and recording.rules.yml with rules/prometheus.yml's timings (and scrapes the remediator), Alertmanager routes with
 rules/alertmanager.yml (only the webhook address and token file are the lab's), and the remediator
 runs as `remediator serve --config FILE` in its own process, so `kill -9` is a real crash.
 Used by tests/e2e and the demo; the service never imports it.
@@ -54,14 +54,21 @@ def start_exporters(lab: Lab, workdir: Path) -> None:
         ])
 
 
-def prometheus_config(lab: Lab, alertmanager: str | None) -> dict:
-    """rules/prometheus.yml with the lab's targets (and Alertmanager) in place of the example's."""
+RECORDING_RULES = RULES / "recording.rules.yml"  # what the dashboards read
+
+
+def prometheus_config(lab: Lab, alertmanager: str | None, remediator: str | None = None) -> dict:
+    """rules/prometheus.yml with the lab's targets (Alertmanager, the remediator) in place of the example's."""
     config = yaml.safe_load((RULES / "prometheus.yml").read_text())
     config.pop("rule_files", None)  # Prometheus() passes absolute paths itself
-    job = config["scrape_configs"][0]
-    job["static_configs"] = [
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    jobs["hypervisor"]["static_configs"] = [
         {"targets": [f"{h.address}:{EXPORTER_PORT}"], "labels": {"host": h.name}} for h in lab.hosts
     ]
+    if remediator:
+        jobs["remediator"]["static_configs"] = [{"targets": [remediator]}]
+    else:
+        config["scrape_configs"].remove(jobs["remediator"])
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     else:
@@ -131,8 +138,8 @@ class Stack:
                 self.alertmanager.start()
                 start_exporters(self.lab, self.workdir)
                 self.prometheus = Prometheus(
-                    prometheus_config(self.lab, self.alertmanager.address),
-                    rule_files=[self.rules], workdir=self.workdir / "prometheus")
+                    prometheus_config(self.lab, self.alertmanager.address, f"127.0.0.1:{self.port}"),
+                    rule_files=[self.rules, RECORDING_RULES], workdir=self.workdir / "prometheus")
                 self.prometheus.start()
             self.config_path.write_text(yaml.safe_dump(remediator_config(
                 self.lab, port=self.port, store=self.store_path,
@@ -225,7 +232,7 @@ class Stack:
         """Until the stack watches these protected guests: every exporter is up, Prometheus has every
         guest, and the remediator has stored each one's definition (what it restarts them from)."""
         uuids = set(uuids)
-        wait_for(lambda: len(self.prometheus.query("up == 1")) == len(self.lab.hosts), timeout, "every exporter up")
+        wait_for(lambda: len(self.prometheus.query('up{job="hypervisor"} == 1')) == len(self.lab.hosts), timeout, "every exporter up")
         wait_for(lambda: uuids <= {s["metric"]["uuid"] for s in self.prometheus.query('hypervisor_vm_info{ha="true"}')},
                  timeout, "every protected guest seen by Prometheus")
         wait_for(lambda: uuids <= {v["uuid"] for v in self.api("vms")["vms"] if v["definition"]}, timeout,

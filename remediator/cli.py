@@ -1,7 +1,8 @@
 """Command line: `remediator serve|status|plan`.
 
-  remediator serve  --config FILE              the webhook + API under waitress, the engine and its timers
+  remediator serve  --config FILE              the webhook + API under cheroot (HTTP or HTTPS), the engine and its timers
   remediator status --config FILE [--api URL]  tables: hosts, protected VMs, open incidents
+  (--api and host: --cacert FILE, and --cert FILE --key FILE when the service requires client certificates)
   remediator plan   --config FILE --evacuate HOST
                                                what placement would do with HOST's protected VMs now;
                                                changes nothing (exit 3 when some VM has no place)
@@ -34,6 +35,19 @@ EXIT_CONFIG = 2
 EXIT_UNPLACED = 3
 
 
+def add_tls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cacert", metavar="FILE", help="CA of the service's HTTPS certificate (default: the system's, "
+                                                   "or $REQUESTS_CA_BUNDLE)")
+    p.add_argument("--cert", metavar="FILE", help="client certificate, when the service requires one "
+                                                 "(listen.tls.client_ca_file)")
+    p.add_argument("--key", metavar="FILE", help="the client certificate's key")
+
+
+def tls_options(args: argparse.Namespace) -> dict:
+    """requests' verify and cert for the client, from --cacert/--cert/--key."""
+    return {"verify": args.cacert or True, "cert": (args.cert, args.key) if args.cert else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="remediator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,18 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=config_default)
     p.add_argument("--api", metavar="URL", help="ask a running service (e.g. http://127.0.0.1:9180) instead of "
                                                 "reading the store")
+    add_tls_options(p)
 
     p = sub.add_parser("plan", help="what placement would do now, changing nothing")
     p.add_argument("--config", default=config_default)
     p.add_argument("--evacuate", metavar="HOST", required=True, help="place HOST's protected VMs on the others")
 
     p = sub.add_parser("host", help="an operator's request about a host, carried out by the running service")
-    p.add_argument("--config", default=config_default)
-    p.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
-    p.add_argument("--reason", default="")
+    # the options follow the host's name (`remediator host activate h1 --reason R --api URL`, as the
+    # docs write it): on the sub-commands, since options of `host` itself would have to come before them
+    host_options = argparse.ArgumentParser(add_help=False)
+    host_options.add_argument("--config", default=config_default)
+    host_options.add_argument("--api", metavar="URL", default=os.environ.get("REMEDIATOR_API", "http://127.0.0.1:9180"))
+    host_options.add_argument("--reason", default="")
+    add_tls_options(host_options)
     hosts = p.add_subparsers(dest="host_command", required=True)
-    hosts.add_parser("activate", help="return a fenced, cordoned or down host to service").add_argument("name")
-    m = hosts.add_parser("maintenance", help="on: drain by live migration; off: schedulable again")
+    hosts.add_parser("activate", parents=[host_options],
+                     help="return a fenced, cordoned or down host to service").add_argument("name")
+    m = hosts.add_parser("maintenance", parents=[host_options],
+                         help="on: drain by live migration; off: schedulable again")
     m.add_argument("name")
     m.add_argument("state", choices=["on", "off"])
 
@@ -77,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve(config)
         if args.command == "status":
-            return status(config, api=args.api, out=sys.stdout)
+            return status(config, api=args.api, out=sys.stdout, tls=tls_options(args))
         if args.command == "host":
             return host_request(config, args, out=sys.stdout)
         return plan_evacuation(config, args.evacuate, out=sys.stdout)
@@ -126,9 +147,54 @@ def engine_jobs(engine: Any) -> dict[str, Any]:
     return jobs
 
 
-def serve(config: Config) -> int:
-    import waitress
+def make_server(config: Config, app: Any) -> Any:
+    """cheroot's WSGI server, bound (listen.port 0 picks a free port), with TLS when listen.tls is set.
 
+    cheroot rather than waitress: the same threaded in-process server, but with TLS of its own
+    (Python's ssl), so the credentials Alertmanager and operators send never cross the network in
+    clear without a proxy in front. With listen.tls.client_ca_file, a client must also present a
+    certificate signed by that CA (Alertmanager's tls_config cert_file/key_file)."""
+    import ssl
+
+    from cheroot import wsgi
+    from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+    server = wsgi.Server((config.listen.host, config.listen.port),
+                         buffer_chunked_bodies(app, config.limits.max_body_bytes),
+                         numthreads=config.listen.threads, server_name="remediator")
+    server.shutdown_timeout = 3  # on SIGTERM, a request still running gets this long before its socket is shut
+    tls = config.listen.tls
+    if tls is not None:
+        adapter = BuiltinSSLAdapter(tls.cert_file, tls.key_file)
+        adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.client_ca_file:
+            adapter.context.load_verify_locations(cafile=tls.client_ca_file)
+            adapter.context.verify_mode = ssl.CERT_REQUIRED
+        server.ssl_adapter = adapter
+    server.prepare()
+    return server
+
+
+def buffer_chunked_bodies(app: Any, limit: int) -> Any:
+    """A chunked body (no Content-Length) read up to limit + 1 bytes and handed on with its length.
+
+    cheroot streams chunked bodies; werkzeug then cuts them at MAX_CONTENT_LENGTH silently instead
+    of answering 413. With the length known, the app's own limit check answers 413 as for any body."""
+    import io
+
+    def wrapped(environ: dict, start_response: Any) -> Any:
+        if environ.get("CONTENT_LENGTH") in (None, "") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            body = environ["wsgi.input"].read(limit + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            environ.pop("wsgi.input_terminated", None)
+            del environ["HTTP_TRANSFER_ENCODING"]  # werkzeug ignores Content-Length while this says chunked
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def serve(config: Config) -> int:
     from remediator.metrics import Metrics
     from remediator.scheduler import Scheduler
     from remediator.web import create_app
@@ -139,12 +205,11 @@ def serve(config: Config) -> int:
     engine = build_engine(config, store, metrics)
     app = create_app(config, store=store, engine=engine, metrics=metrics)
     scheduler = Scheduler(config.policy.timings, engine_jobs(engine)) if engine is not None else None
-    server = waitress.create_server(app, host=config.listen.host, port=config.listen.port,
-                                    threads=config.listen.threads, ident="remediator")
+    server = make_server(config, app)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
-        raise SystemExit(0)  # waitress' loop ends on SystemExit and drains its workers
+        raise SystemExit(0)  # leaves server.serve(); the finally below stops its workers
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -153,11 +218,15 @@ def serve(config: Config) -> int:
             engine.start()  # resumes unfinished intents before new work is taken
         if scheduler is not None:
             scheduler.start()
+        metrics.set_leader(True)  # one replica: it is the one that acts
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
-        log.info("remediator %s listening on http://%s:%s (config %s, store %s, dry_run=%s)", __version__,
-                 config.listen.host, server.effective_port, config.source, config.store.url, config.dry_run)
-        server.run()
+        log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
+                 __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
+                 config.store.url, config.dry_run,
+                 "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
+        server.serve()
     finally:
+        server.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
         if engine is not None:
@@ -170,9 +239,9 @@ def serve(config: Config) -> int:
 # ---------------------------------------------------------------- status
 
 
-def status(config: Config, *, api: str | None, out) -> int:
+def status(config: Config, *, api: str | None, out, tls: dict | None = None) -> int:
     if api:
-        hosts, vms, incidents = _status_from_api(config, api)
+        hosts, vms, incidents = _status_from_api(config, api, tls or {})
     else:
         from remediator.web.context import plain
         from remediator.web.views import hosts_view, vms_view
@@ -205,17 +274,17 @@ def status(config: Config, *, api: str | None, out) -> int:
     return 0
 
 
-def _status_from_api(config: Config, api: str) -> tuple[dict, list, list]:
+def _status_from_api(config: Config, api: str, tls: dict) -> tuple[dict, list, list]:
     from remediator.client import Client
 
-    client = Client(config, api, command="remediator status")
+    client = Client(config, api, command="remediator status", tls=tls)
     return client.get("/hosts"), client.get("/vms")["vms"], client.get("/incidents?open=true")["incidents"]
 
 
 def host_request(config: Config, args: argparse.Namespace, *, out) -> int:
     from remediator.client import Client
 
-    client = Client(config, args.api, command=f"remediator host {args.host_command}")
+    client = Client(config, args.api, command=f"remediator host {args.host_command}", tls=tls_options(args))
     if args.host_command == "activate":
         ok, words = client.host_request(args.name, "activate", {"reason": args.reason})
     else:

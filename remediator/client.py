@@ -18,9 +18,11 @@ class ApiError(SystemExit):
 
 
 class Client:
-    def __init__(self, config: Config, api: str, *, command: str = "remediator"):
+    def __init__(self, config: Config, api: str, *, command: str = "remediator", tls: dict | None = None):
         self.base = api.rstrip("/") + "/api/v1"
         self.command = command
+        # verify/cert given per request: a session's own verify loses to $REQUESTS_CA_BUNDLE
+        self.tls = tls or {}
         self.session = requests.Session()
         operator = config.auth.operator  # the API refuses Alertmanager's credential (403)
         if operator is not None and operator.bearer_token:
@@ -46,6 +48,6 @@ class Client:
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
-            return self.session.request(method, self.base + path, timeout=60, **kwargs)
+            return self.session.request(method, self.base + path, timeout=60, **self.tls, **kwargs)
         except requests.RequestException as e:
             raise ApiError(f"{self.command}: {self.base}{path}: {e}") from e

@@ -53,10 +53,28 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class TLS:
+    """HTTPS for the webhook and the API: credentials cross the network only encrypted.
+
+    With `client_ca_file`, a client must present a certificate signed by that CA (what
+    Alertmanager's `tls_config.cert_file` sends); without it, any client may connect and the
+    bearer token or basic auth decides."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
+@dataclass(frozen=True)
 class Listen:
     host: str = "127.0.0.1"
     port: int = 9180
-    threads: int = 8  # waitress worker threads
+    threads: int = 8  # the WSGI server's (cheroot) worker threads
+    tls: TLS | None = None  # None: plain HTTP (loopback, or behind a TLS-terminating reverse proxy)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 @dataclass(frozen=True)
@@ -427,7 +445,7 @@ class _Parser:
                                 options[name[len(prefix) :].lower()] = value
 
     def listen(self, value: Any) -> Listen:
-        raw = self.mapping(value, "listen", ["host", "port", "threads"])
+        raw = self.mapping(value, "listen", ["host", "port", "threads", "tls"])
         d = Listen()
         port = self.number(raw.get("port", d.port), "listen.port", integer=True)
         if not 0 <= port <= 65535:
@@ -436,7 +454,21 @@ class _Parser:
             host=self.string(raw.get("host", d.host), "listen.host"),
             port=port,
             threads=self.number(raw.get("threads", d.threads), "listen.threads", integer=True, minimum=1),
+            tls=self.tls(raw["tls"]) if raw.get("tls") is not None else None,
         )
+
+    def tls(self, value: Any) -> TLS:
+        raw = self.mapping(value, "listen.tls", ["cert_file", "key_file", "client_ca_file"])
+        files = {}
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            if raw.get(name) is None:
+                if name != "client_ca_file":
+                    raise self.fail(f"listen.tls.{name}", "required when listen.tls is given")
+                continue
+            path = files[name] = self.string(raw[name], f"listen.tls.{name}")
+            if not os.access(path, os.R_OK):  # fail at start, not at the first handshake
+                raise self.fail(f"listen.tls.{name}", f"cannot read {path}")
+        return TLS(**files)
 
     def auth(self, value: Any) -> Auth:
         if value == "none":

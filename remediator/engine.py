@@ -146,6 +146,7 @@ class Engine:
         every host, so it also refreshes which hosts the remediator cannot reach (the storm check)."""
         report = reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
         self.observed_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
+        self.metrics.inventory_synced(time.time())
         return report
 
     def reconcile(self) -> list[reconcile.Finding]:

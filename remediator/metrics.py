@@ -16,13 +16,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from remediator.fsm import TERMINAL_STATES, State
-from remediator.model import HostCondition
+from remediator.model import HostCondition, Remediation
 from remediator.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 # Recovery takes from ~1 s (restart in place) to minutes (fence retries, evacuations).
 _ACTION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+# A bound on remediator_incident_open's series: a storm must not blow up the scrape.
+MAX_OPEN_INCIDENT_SERIES = 200
 _RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800)
 
 
@@ -64,11 +66,38 @@ class Metrics:
             "remediator_storm_hold", "1 while automatic evacuation is held because too many hosts are out", registry=r
         )
         self.unhealthy_host_share = Gauge(
-            "remediator_unhealthy_host_share", "Share of inventory hosts down, fenced or damaged", registry=r
+            "remediator_unhealthy_host_share", "Share of inventory hosts out (down, fenced, cordoned)", registry=r
         )
         self.gave_up = Counter(
             "remediator_incidents_failed", "Incidents the engine gave up on (left open as failed)", ["kind"], registry=r
         )
+        self.opened = Counter("remediator_incidents_opened", "Incidents opened, by remediation kind", ["kind"],
+                              registry=r)
+        self.closed = Counter(
+            "remediator_incidents_closed",
+            "Incidents closed, by remediation kind and outcome (recovered, dismissed, closed_by_operator)",
+            ["kind", "outcome"], registry=r,
+        )
+        self.inventory_sync = Gauge(
+            "remediator_inventory_last_sync_timestamp_seconds",
+            "Unix time of the last inventory sync that finished (stored definitions are at most this old)",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "remediator_leader", "1 on the replica that acts on incidents (a single replica always does)", registry=r
+        )
+        # Series that exist from the start at 0: a rate over a counter born at its first event misses
+        # that event, so the dashboards' first recovery, fence and webhook call would not show.
+        for kind in Remediation:
+            self.alert_to_recovery.labels(kind=kind.value)
+            self.gave_up.labels(kind=kind.value)
+            self.opened.labels(kind=kind.value)
+            for outcome in TERMINAL_STATES:
+                self.closed.labels(kind=kind.value, outcome=outcome.value)
+        for code in ("200", "400", "401", "413", "503"):
+            self.webhook_requests.labels(code=code)
+        for outcome in ("off", "failed", "confirmed_by_operator"):
+            self.fencing.labels(outcome=outcome)
 
     # ---- one call per fact, so callers do not need to know label names
 
@@ -81,6 +110,10 @@ class Metrics:
 
     def transition(self, kind: str, from_state: str | None, to_state: str) -> None:
         self.transitions.labels(kind=kind, from_state=from_state or "", to_state=to_state).inc()
+        if from_state is None:
+            self.opened.labels(kind=kind).inc()
+        if to_state in TERMINAL_STATES and from_state not in TERMINAL_STATES:
+            self.closed.labels(kind=kind, outcome=to_state).inc()
 
     def action_finished(self, action: str, outcome: str, seconds: float) -> None:
         self.action_duration.labels(action=action, outcome=outcome).observe(seconds)
@@ -97,6 +130,12 @@ class Metrics:
 
     def failed(self, kind: str) -> None:
         self.gave_up.labels(kind=kind).inc()
+
+    def inventory_synced(self, at_unix: float) -> None:
+        self.inventory_sync.set(at_unix)
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
 
     # ---- state read from the store at scrape time
 
@@ -122,6 +161,7 @@ class StoreCollector(Collector):
         try:
             counts = self.store.incident_counts()
             states = self.store.host_states()
+            incidents_open = self.store.list_incidents(open_only=True, limit=MAX_OPEN_INCIDENT_SERIES)
         except StoreError as e:
             log.warning("metrics: store did not answer, incident and host metrics left out: %s", e)
             up.add_metric([], 0)
@@ -138,8 +178,23 @@ class StoreCollector(Collector):
             "remediator_hosts", "Inventory hosts by the condition the remediator believes", labels=["condition"]
         )
         by_condition = {c.value: 0 for c in HostCondition}
+        per_host = GaugeMetricFamily(
+            "remediator_host_condition", "1 for the condition the remediator believes each host is in (a state set)",
+            labels=["host", "condition"],
+        )
         for name in self.host_names():
-            by_condition[(states[name].condition if name in states else HostCondition.UP).value] += 1
+            current = (states[name].condition if name in states else HostCondition.UP).value
+            by_condition[current] += 1
+            for condition in HostCondition:
+                per_host.add_metric([name, condition.value], 1 if condition.value == current else 0)
         for condition, n in by_condition.items():
             hosts.add_metric([condition], n)
         yield hosts
+        yield per_host
+        open_incidents = GaugeMetricFamily(
+            "remediator_incident_open", "1 per open incident, with its host, subject, kind and state",
+            labels=["host", "subject", "kind", "state"],
+        )
+        for incident in incidents_open:
+            open_incidents.add_metric([incident.host, incident.subject, str(incident.kind), incident.state], 1)
+        yield open_incidents

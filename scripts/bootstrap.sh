@@ -14,6 +14,7 @@ PACKAGES=(
   fence-agents ipmitool iproute2 procps
   pacemaker pacemaker-cli-utils corosync resource-agents
   postgresql
+  docker-compose openssl systemd
 )
 
 missing=()

@@ -2,7 +2,7 @@
 
 Without help, a libvirt call to a host whose network vanished blocks for minutes (TCP
 retransmission), and `libvirt.open()` to such a host blocks as long. Two things bound it
-(measured in ../shared/notes/lab.md):
+(measured on the lab: docs/lab-facts.md, tests/exporter/test_libvirt_connect_lab.py):
 
 - libvirt's default event loop registered and run in a daemon thread, so the client can
   send and watch keepalive messages; with `setKeepAlive(1, 3)` a call on a connection whose

@@ -65,7 +65,8 @@ class ExporterProcess:
             return response.read().decode()
 
 
-def start_exporter(tmp_path: Path, uri: str, host_name: str = "h1", **config) -> ExporterProcess:
+def start_exporter(tmp_path: Path, uri: str, host_name: str = "h1", web_config: Path | None = None,
+                   **config) -> ExporterProcess:
     port = free_port()
     config_path = tmp_path / f"exporter-{port}.yml"
     checks = {"boot_dir": str(tmp_path), "kernel_glob": "*", "initrd_glob": "*", "storage_path": str(tmp_path),
@@ -75,10 +76,19 @@ def start_exporter(tmp_path: Path, uri: str, host_name: str = "h1", **config) ->
     log = tmp_path / f"exporter-{port}.log"
     argv = [sys.executable, "-m", "exporter.main", "--libvirt-uri", uri, "--listen", f"127.0.0.1:{port}",
             "--host-name", host_name, "--config", str(config_path)]
+    if web_config is not None:
+        argv += ["--web.config.file", str(web_config)]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if web_config else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 10
+    while web_config is not None:  # behind TLS and auth: ready once it says it listens
+        if "listening on" in log.read_text():
+            return ExporterProcess(proc, url, log)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"remediator-exporter did not start: {log.read_text()}")
+        time.sleep(0.05)
     while True:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.lab
 
 
 def fence(host, action: str, *extra: str) -> subprocess.CompletedProcess:
-    # --power-wait=0: fence_ipmilan otherwise sleeps 2 s after off/on (lab.md).
+    # --power-wait=0: fence_ipmilan otherwise sleeps 2 s after off/on (docs/lab-facts.md).
     return subprocess.run(
         ["fence_ipmilan", "--ip=127.0.0.1", f"--ipport={host.bmc_port}", f"--username={host.bmc_user}",
          f"--password={host.bmc_password}", "--lanplus", "--power-wait=0", f"--action={action}", *extra],

@@ -32,6 +32,11 @@ def test_promtool_unit_tests_pass():
     assert "SUCCESS" in run(["promtool", "test", "rules", "tests/hypervisor.rules.test.yml"])
 
 
+def test_recording_rules_are_clean_and_their_unit_tests_pass():
+    assert "SUCCESS: 8 rules found" in run(["promtool", "check", "rules", "recording.rules.yml"])
+    assert "SUCCESS" in run(["promtool", "test", "rules", "tests/recording.rules.test.yml"])
+
+
 def test_example_prometheus_config_is_valid():
     run(["promtool", "check", "config", "prometheus.yml"])
 

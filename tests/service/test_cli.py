@@ -1,4 +1,4 @@
-"""`remediator serve|status|plan` as an operator runs them: real waitress process, real SQLite, libvirt test driver.
+"""`remediator serve|status|plan` as an operator runs them: real cheroot process, real SQLite, libvirt test driver.
 
 Each test ends only the processes it started, by their pid.
 """
@@ -102,7 +102,7 @@ class Served:
                 if self.proc.poll() is not None:
                     break
                 continue
-            m = re.search(r"listening on (http://\S+)", line)
+            m = re.search(r"listening on (https?://\S+)", line)
             if m:
                 return m.group(1)
         self.kill()

@@ -25,7 +25,7 @@ def test_example_loads_with_lab_inventory():
     assert fence.options["lanplus"] == "1" and fence.options["ipport"] == "6231"
     assert config.policy.storm.max_unhealthy_share == pytest.approx(1 / 3, abs=1e-3)
     assert config.store.sqlite_path == "/var/lib/remediator/state.db"
-    assert config.vm(name="t00").priority == 100
+    assert config.vm(name="h1-g1").priority == 100
     assert config.source == str(EXAMPLE)
 
 

@@ -165,4 +165,4 @@ def test_metrics_scrape_survives_a_dead_store(client, store):
     r = client.get("/metrics")
     assert r.status_code == 200
     text = r.data.decode()
-    assert "remediator_store_up 0.0" in text and "remediator_incidents_open" not in text
+    assert "remediator_store_up 0.0" in text and "remediator_incidents_open{" not in text

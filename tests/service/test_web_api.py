@@ -197,5 +197,5 @@ def test_each_app_has_its_own_registry(config, store):
 
     a, b = create_app(config, store=store), create_app(config, store=store)
     a.test_client().post("/api/v1/alerts", data=b"x", headers=bearer())
-    assert 'code="400"' in a.test_client().get("/metrics").data.decode()
-    assert 'code="400"' not in b.test_client().get("/metrics").data.decode()
+    assert 'remediator_webhook_requests_total{code="400"} 1.0' in a.test_client().get("/metrics").data.decode()
+    assert 'remediator_webhook_requests_total{code="400"} 0.0' in b.test_client().get("/metrics").data.decode()
