@@ -344,19 +344,25 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.VM_AWAITING_HOST, (RETRY,),
           "{detail}: the unreachable host's incident acts first"),),
     (S.VM_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
-    (S.VM_RESTARTING, E.ACTION_OK): (T(always, S.RECOVERED, (), "running again on {host}"),),
+    (S.VM_RESTARTING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
+        T(always, S.RECOVERED, (), "running again on {host}"),),
     (S.VM_RESTARTING, E.ACTION_FAILED): (
         _AWAIT_HOST,
         T(attempts_left_and_host_usable, None, (RETRY,),
           "restart in place failed (try {attempts} of {max}): {detail}; retrying", _KEEP),
         T(always, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
           "restart in place failed: {detail}; starting it on another host"),),
-    (S.VM_RELOCATING, E.ACTION_OK): (T(always, S.RECOVERED, (), "running on {where}"),),
+    (S.VM_RELOCATING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
+        T(always, S.RECOVERED, (), "running on {where}"),),
     (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((
         T(has_definition, S.VM_REBUILDING, (A.REBUILD_VM,),
           "start elsewhere failed: {detail}; rebuilding it from its stored definition"),
         _GIVE_UP,), "start elsewhere"),
-    (S.VM_REBUILDING, E.ACTION_OK): (T(always, S.RECOVERED, (), "rebuilt and running on {where}"),),
+    (S.VM_REBUILDING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
+        T(always, S.RECOVERED, (), "rebuilt and running on {where}"),),
     (S.VM_REBUILDING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((_GIVE_UP,), "rebuild"),
     (S.VM_AWAITING_HOST, E.RETRY): (
         T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "looking at it again"),),

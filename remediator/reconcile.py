@@ -131,7 +131,8 @@ def reconcile(config, store: Store, hypervisors, now: datetime,
                     findings.append(_undefine_stale(hypervisors, host, vm, running))
                 elif (not running and host == vm.host and d.reason in down_reasons
                       and conditions.get(host, HostCondition.UP) is HostCondition.UP
-                      and store.open_incident_for(vm_subject(vm.uuid)) is None):
+                      and store.open_incident_for(vm_subject(vm.uuid)) is None
+                      and not (config.dry_run and _dry_run_left_it_down(store, vm.uuid))):
                     findings.append(Finding("vm_down_without_incident", vm.uuid, host,
                                             f"{vm.name} is shut off (reason code {d.reason}) with no incident"))
                     alerts.append(Alert(
@@ -142,6 +143,13 @@ def reconcile(config, store: Store, hypervisors, now: datetime,
     if alerts:
         store.record_alerts(alerts, now)
     return findings
+
+
+def _dry_run_left_it_down(store: Store, uuid: str) -> bool:
+    """In a dry run nothing restarts a crashed VM: its last incident already said what would be done,
+    and a new one every reconcile pass would only repeat it."""
+    last = store.latest_incident_for(vm_subject(uuid))
+    return last is not None and not last.is_open and last.reason.startswith("dry run")
 
 
 def _undefine_stale(hypervisors, host: str, vm: ProtectedVM, running: list[str]) -> Finding:

@@ -144,6 +144,10 @@ class Store(abc.ABC):
     def open_incident_for(self, subject: str) -> Incident | None: ...
 
     @abc.abstractmethod
+    def latest_incident_for(self, subject: str) -> Incident | None:
+        """The subject's newest incident, open or closed."""
+
+    @abc.abstractmethod
     def get_incident(self, incident_id: int) -> Incident:
         """Raises NotFound."""
 

@@ -327,6 +327,10 @@ class SQLiteStore(Store):
         rows = self._read("SELECT * FROM incidents WHERE subject = ? AND closed_at IS NULL", (subject,))
         return _incident(rows[0]) if rows else None
 
+    def latest_incident_for(self, subject: str) -> Incident | None:
+        rows = self._read("SELECT * FROM incidents WHERE subject = ? ORDER BY id DESC LIMIT 1", (subject,))
+        return _incident(rows[0]) if rows else None
+
     def get_incident(self, incident_id: int) -> Incident:
         rows = self._read("SELECT * FROM incidents WHERE id = ?", (incident_id,))
         if not rows:

@@ -248,3 +248,15 @@ def test_maintenance_is_refused_for_a_fenced_host(make_dc):
 def test_the_tick_timer_only_wakes_the_engine_the_one_consumer_of_pending_rows():
     # Before: the tick job and the engine loop both consumed pending alerts and events.
     assert ENGINE_JOBS["tick"] == "notify"
+
+
+def test_dry_run_crash_says_what_it_would_do_and_reconcile_does_not_repeat_it(make_dc):
+    dc = make_dc({"h1": ["g1"], "h2": []}, running=False, dry_run=True)
+    dc.sync()
+    deliver(dc, vm_alert(dc, "g1", "h1"))
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.RECOVERED and inc.reason.startswith("dry run: nothing was started") and dc.running() == {}
+    from remediator.reconcile import reconcile
+    # The VM is still down (reason crashed in libvirt's eyes): the reconcile pass opens nothing new.
+    findings = reconcile(dc.config, dc.store, dc.hv, NOW, down_reasons=frozenset({0, 1, 2, 3, 5, 6, 8}))
+    assert [f for f in findings if f.kind == "vm_down_without_incident"] == []
