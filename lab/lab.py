@@ -358,6 +358,13 @@ class Lab:
         if self.is_on(h):
             virt.wait_ready(h.uri, timeout)
 
+    def packet_loss(self, host: str | LabHost, percent: int) -> None:
+        """Drop `percent` % of the packets on the host's link, both ways (nftables in its netns)."""
+        hostmod.set_packet_loss(self.host(host), percent)
+
+    def clear_packet_loss(self, host: str | LabHost) -> None:
+        hostmod.set_packet_loss(self.host(host), 0)
+
     def refuse_start(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:
         """Make every start of vm_name on host fail (a libvirt hook refuses it), or allow it again."""
         hostmod.refuse_start(self.host(host), vm_name, refuse)
@@ -415,6 +422,7 @@ class Lab:
                 "bmc_password": h.bmc_password, "bmc_alive": self.bmc_alive(h),
                 "power": "on" if power.is_on(h) else "off",
                 "link": "up" if hostmod.link_is_up(h) else "down",
+                "packet_loss": hostmod.packet_loss(h),
                 "services": [s["name"] for s in h.services], "dir": h.dir})
         return out
 
