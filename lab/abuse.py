@@ -1,0 +1,158 @@
+"""Network abuse of the whole stack: packet loss and partition flaps on one host's link, observed.
+
+Issue 9: under 50 % packet loss on one host's link the remediator fenced and evacuated that host
+and then died (`segfault ... in libvirt.so`). This drives such faults against a running Stack and
+records, for each phase, what a person asks afterwards: did the remediator (and every exporter)
+stay alive, did the kernel log a segfault of any of them, which incidents opened and which of them
+acted (fence, start, migration: anything beyond verifying), how much the link really lost (the
+nftables counters), and whether the never-twice sampler saw a guest on two hosts.
+
+    abuse = Abuse(lab, stack, sampler, "h1")
+    phase = abuse.loss(20, seconds=60)          # lab.packet_loss for a minute, then cleared
+    phase = abuse.flaps(5, partition_s=3)       # lab.partition / heal, five times
+    assert phase.crashed == [] and phase.acting == []
+
+Used by tests/e2e/test_network_abuse.py (short) and bench/network_abuse.py (`make abuse`, long).
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lab import procs
+from lab.host import packet_loss
+from lab.lab import Lab
+from lab.sampler import DuplicateSampler
+from lab.stack import Stack, wait_for
+from remediator.fsm import ActionKind
+
+# Actions that only look (or schedule looking again): anything else an incident does is acting.
+OBSERVING = frozenset({ActionKind.VERIFY_VM, ActionKind.VERIFY_HOST, ActionKind.SCHEDULE_RETRY,
+                       ActionKind.RAISE_FAILED})
+# An alert fires 5 s after its condition held (rules/hypervisor.rules.yml) and reaches the remediator
+# ~1 s later: a fault cleared this long ago has had every chance to open an incident.
+SETTLE_S = 8.0
+
+
+@dataclass
+class Phase:
+    fault: str  # "loss" or "flaps"
+    level: int  # loss: percent; flaps: how many partitions
+    seconds: float  # from the fault to the end of the settle time
+    incidents: list[dict] = field(default_factory=list)  # opened during the phase: id, subject, state, actions
+    acting: list[str] = field(default_factory=list)  # "<subject> <action kind>" of every acting action
+    link: dict = field(default_factory=dict)  # nft counters of the loss: percent, seen, dropped
+    remediator_alive: bool = True
+    exporters_alive: bool = True
+    segfaults: list[str] = field(default_factory=list)  # kernel log lines naming our processes
+    duplicates: int = 0
+
+    @property
+    def crashed(self) -> list[str]:
+        """What died: empty when everything survived the phase."""
+        dead = [] if self.remediator_alive else ["remediator"]
+        dead += [] if self.exporters_alive else ["exporter"]
+        return dead + self.segfaults
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KernelLog:
+    """The kernel's messages since this object was made (`dmesg`), to find segfaults."""
+
+    def __init__(self) -> None:
+        lines = self._read()
+        self.readable = lines is not None
+        self._last = lines[-1] if lines else None
+
+    @staticmethod
+    def _read() -> list[str] | None:
+        proc = subprocess.run(["dmesg"], capture_output=True, text=True)
+        return proc.stdout.splitlines() if proc.returncode == 0 else None
+
+    def segfaults(self, pids: set[int]) -> list[str]:
+        lines = self._read() or []
+        if self._last in lines:
+            lines = lines[len(lines) - lines[::-1].index(self._last):]
+        return [line for line in lines if "segfault" in line and any(f"[{pid}]" in line for pid in pids)]
+
+
+def exporter_pids(lab: Lab) -> dict[int, str]:
+    """pid -> host of the remediator-exporter processes of every lab host that is on."""
+    found = {}
+    for host in lab.hosts:
+        for pid in procs.netns_pids(host.netns):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"remediator-exporter" in argv:
+                found[pid] = host.name
+    return found
+
+
+class Abuse:
+    def __init__(self, lab: Lab, stack: Stack, sampler: DuplicateSampler, host: str):
+        self.lab, self.stack, self.sampler, self.host = lab, stack, sampler, lab.host(host)
+
+    def loss(self, percent: int, seconds: float, settle: float = SETTLE_S) -> Phase:
+        """`percent` % loss on the host's link for `seconds`, cleared, then `settle` seconds watched."""
+        def fault() -> dict:
+            self.lab.packet_loss(self.host, percent)
+            try:
+                time.sleep(seconds)
+                return packet_loss(self.host)
+            finally:
+                self.lab.clear_packet_loss(self.host)
+        return self._phase("loss", percent, fault, settle)
+
+    def flaps(self, count: int, partition_s: float, heal_s: float = 3.0, settle: float = SETTLE_S) -> Phase:
+        """`count` times: the host's link down for `partition_s`, up again (until libvirtd answers)."""
+        def fault() -> dict:
+            for _ in range(count):
+                self.lab.partition(self.host)
+                time.sleep(partition_s)
+                self.lab.heal(self.host)
+                time.sleep(heal_s)
+            return {}
+        return self._phase("flaps", count, fault, settle)
+
+    def _phase(self, kind: str, level: int, fault, settle: float) -> Phase:
+        before = {i["id"] for i in self.stack.incidents()}
+        remediator = self.stack.remediator.pid
+        exporters = exporter_pids(self.lab)
+        kernel = KernelLog()
+        duplicates = len(self.sampler.duplicates)
+        started = time.monotonic()
+        link = fault()
+        time.sleep(settle)
+        phase = Phase(kind, level, round(time.monotonic() - started, 1), link=link,
+                      duplicates=len(self.sampler.duplicates) - duplicates)
+        phase.remediator_alive = self.stack.remediator.poll() is None and self._answers()
+        # an exporter dies with its host's power (a fence): only one on a host still on is a crash
+        phase.exporters_alive = all(procs.alive(pid, None) or not self.lab.is_on(host)
+                                    for pid, host in exporters.items())
+        phase.segfaults = kernel.segfaults({remediator, *exporters}) if kernel.readable else ["kernel log unreadable"]
+        if phase.remediator_alive:
+            self._record_incidents(phase, before)
+        return phase
+
+    def _record_incidents(self, phase: Phase, before: set[int]) -> None:
+        for summary in self.stack.incidents():
+            if summary["id"] in before:
+                continue
+            detail = self.stack.api(f"incidents/{summary['id']}")
+            kinds = [a["action"]["kind"] for a in detail["actions"]]
+            phase.incidents.append({"id": summary["id"], "subject": summary["subject"],
+                                    "state": detail["incident"]["state"], "actions": kinds})
+            phase.acting += [f"{summary['subject']} {k}" for k in kinds if k not in OBSERVING]
+
+    def _answers(self) -> bool:
+        try:
+            wait_for(self.stack._ready, 10, "remediator /readyz")
+            return True
+        except (AssertionError, RuntimeError):
+            return False
