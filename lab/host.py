@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -125,22 +126,32 @@ def set_packet_loss(host: LabHost, percent: int) -> None:
         raise ValueError(f"packet loss must be 0..99 % (nft numgen's range; 100 % is a partition), not {percent}")
     rules = f"table inet {LOSS_TABLE} {{}}\ndelete table inet {LOSS_TABLE}\n"  # idempotent replace
     if percent:
-        # counters: every packet on the link, then the dropped ones (link_counters() reads them)
+        # counters: every packet on the link, then the dropped ones (packet_loss() reads them)
         drop = f"counter numgen random mod 100 < {percent} counter drop"
         rules += (f"table inet {LOSS_TABLE} {{\n"
                   f"  chain in {{ type filter hook input priority 0; policy accept; iifname \"eth0\" {drop}; }}\n"
                   f"  chain out {{ type filter hook output priority 0; policy accept; oifname \"eth0\" {drop}; }}\n"
                   f"}}\n")
-    proc = subprocess.run(["ip", "netns", "exec", host.netns, "nft", "-f", "-"], input=rules,
-                          capture_output=True, text=True)
+    proc = _nft_in(host, ["-f", "-"], rules)
     if proc.returncode != 0:
         raise RuntimeError(f"nft in {host.netns}: {proc.stderr.strip()}")
 
 
+def _nft_in(host: LabHost, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """nft inside the host's namespace. A power loss of the host (a fence) SIGKILLs every process in
+    the namespace for a moment, nft included: it is run again, as the namespace and its rules remain."""
+    for _ in range(100):
+        proc = subprocess.run(["ip", "netns", "exec", host.netns, "nft", *args], input=stdin,
+                              capture_output=True, text=True)
+        if proc.returncode >= 0:
+            return proc
+        time.sleep(0.1)
+    return proc
+
+
 def packet_loss(host: LabHost) -> dict:
     """{"percent": set loss, "seen": packets on the link since, "dropped": of them} (zeros when none)."""
-    proc = subprocess.run(["ip", "netns", "exec", host.netns, "nft", "list", "table", "inet", LOSS_TABLE],
-                          capture_output=True, text=True)
+    proc = _nft_in(host, ["list", "table", "inet", LOSS_TABLE])
     rules = re.findall(r"counter packets (\d+) bytes \d+ numgen random mod 100 < (\d+) counter packets (\d+)",
                        proc.stdout) if proc.returncode == 0 else []
     if not rules:
