@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast demo lab-up lab-status lab-down bench bench-exporter bench-recovery clean
+.PHONY: bootstrap test test-fast demo lab-up lab-status lab-down bench bench-exporter bench-recovery abuse clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -38,6 +38,10 @@ bench-exporter: bootstrap
 
 bench-recovery: bootstrap
 	$(PY) -m bench.recovery $(ARGS)
+
+# Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
+abuse: bootstrap
+	$(PY) -m bench.network_abuse $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

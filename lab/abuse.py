@@ -28,6 +28,10 @@ from lab.sampler import DuplicateSampler
 from lab.stack import Stack, wait_for
 from remediator.fsm import ActionKind
 
+# The guests of an abuse run: two protected guests on the abused host h1, one on each other host.
+PLACEMENT = {"h1": ["app-0", "app-1"], "h2": ["app-2"], "h3": ["app-3"]}
+VMS = [{"name": name, "priority": 10} for names in PLACEMENT.values() for name in names]  # Stack(vms=...)
+
 # Actions that only look (or schedule looking again): anything else an incident does is acting.
 OBSERVING = frozenset({ActionKind.VERIFY_VM, ActionKind.VERIFY_HOST, ActionKind.SCHEDULE_RETRY,
                        ActionKind.RAISE_FAILED})
@@ -58,6 +62,14 @@ class Phase:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def define_guests(lab: Lab, stack: Stack) -> list[str]:
+    """PLACEMENT's guests, protected, running; returns once the stack watches every one of them."""
+    uuids = [lab.define_guest(host, name, metadata=lab.ha_metadata(protected=True, priority=10))
+             for host, names in PLACEMENT.items() for name in names]
+    stack.wait_watching(uuids)
+    return uuids
 
 
 class KernelLog:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.abuse import Abuse
+from lab.abuse import VMS, Abuse, define_guests
 
 pytestmark = pytest.mark.lab
 
@@ -16,16 +16,9 @@ LOSS_S = 10.0
 SETTLE_S = 6.0
 
 
-def ha(lab, host, name, priority=0):
-    return lab.define_guest(host, name, metadata=lab.ha_metadata(protected=True, priority=priority))
-
-
 def test_the_service_survives_packet_loss_and_partition_flaps_and_does_not_act_below_50_percent(stack_factory):
-    placement = {"h1": ["app-0", "app-1"], "h2": ["app-2"], "h3": ["app-3"]}
-    vms = [{"name": name, "priority": 10} for names in placement.values() for name in names]
-    lab, stack, sampler = stack_factory(vms=vms)
-    uuids = [ha(lab, host, name, 10) for host, names in placement.items() for name in names]
-    stack.wait_watching(uuids)
+    lab, stack, sampler = stack_factory(vms=VMS)
+    define_guests(lab, stack)  # two protected guests on h1, one on h2 and one on h3
     abuse = Abuse(lab, stack, sampler, "h1")
 
     phases = [abuse.loss(5, LOSS_S, SETTLE_S), abuse.loss(20, LOSS_S, SETTLE_S)]
