@@ -10,7 +10,8 @@ Every round builds a fresh lab (3 hosts) and Stack (exporters, Prometheus with r
                    repeat starts on a fresh lab)
 
 Each phase is followed by 8 s of watching (an alert's `for:` plus delivery). Recorded per phase and in
-total: incidents opened, the actions that acted (anything beyond verifying), the loss the link had
+total: incidents opened, the actions that acted (anything beyond verifying; overload incidents apart,
+as they follow the shared machine's load average, not a link), the loss the link had
 (nft counters), whether the remediator and every exporter stayed alive, kernel-log segfaults of their
 pids, duplicates seen by the 200 ms sampler. Exits 1 if anything crashed, a guest ran twice, or 5 % or
 20 % acted. Defaults take ~20 min on 2 cores.
@@ -79,9 +80,11 @@ def summary(phases: list[dict]) -> dict:
 
     def totals(group: list[dict]) -> dict:
         acting = Counter(entry.split()[-1] for p in group for entry in p["acting"])
+        on_load = Counter(entry.split()[-1] for p in group for entry in p["acting_on_load"])
         return {"runs": len(group), "seconds_each": [p["seconds"] for p in group],
                 "incidents_opened": sum(len(p["incidents"]) for p in group),
                 "runs_that_acted": sum(bool(p["acting"]) for p in group), "actions": dict(acting),
+                "overload_actions_not_from_the_link": dict(on_load),
                 "link_dropped_share": [round(p["link"]["dropped"] / p["link"]["seen"], 3)
                                        for p in group if p["link"].get("seen")],
                 "crashes": sum(bool(p["crashed"]) for p in group),

@@ -35,6 +35,9 @@ VMS = [{"name": name, "priority": 10} for names in PLACEMENT.values() for name i
 # Actions that only look (or schedule looking again): anything else an incident does is acting.
 OBSERVING = frozenset({ActionKind.VERIFY_VM, ActionKind.VERIFY_HOST, ActionKind.SCHEDULE_RETRY,
                        ActionKind.RAISE_FAILED})
+# Overload incidents come from the load average, which every lab host reports for the whole shared
+# machine (and other work on it): recorded apart, since no link fault can cause them.
+LOAD_KINDS = frozenset({"host_overloaded"})
 # An alert fires 5 s after its condition held (rules/hypervisor.rules.yml) and reaches the remediator
 # ~1 s later: a fault cleared this long ago has had every chance to open an incident.
 SETTLE_S = 8.0
@@ -45,8 +48,9 @@ class Phase:
     fault: str  # "loss" or "flaps"
     level: int  # loss: percent; flaps: how many partitions
     seconds: float  # from the fault to the end of the settle time
-    incidents: list[dict] = field(default_factory=list)  # opened during the phase: id, subject, state, actions
+    incidents: list[dict] = field(default_factory=list)  # opened during the phase: id, subject, kind, state, actions
     acting: list[str] = field(default_factory=list)  # "<subject> <action kind>" of every acting action
+    acting_on_load: list[str] = field(default_factory=list)  # the same for overload incidents (LOAD_KINDS)
     link: dict = field(default_factory=dict)  # nft counters of the loss: percent, seen, dropped
     remediator_alive: bool = True
     exporters_alive: bool = True
@@ -158,9 +162,11 @@ class Abuse:
                 continue
             detail = self.stack.api(f"incidents/{summary['id']}")
             kinds = [a["action"]["kind"] for a in detail["actions"]]
-            phase.incidents.append({"id": summary["id"], "subject": summary["subject"],
+            kind = detail["incident"]["kind"]
+            phase.incidents.append({"id": summary["id"], "subject": summary["subject"], "kind": kind,
                                     "state": detail["incident"]["state"], "actions": kinds})
-            phase.acting += [f"{summary['subject']} {k}" for k in kinds if k not in OBSERVING]
+            acting = phase.acting_on_load if kind in LOAD_KINDS else phase.acting
+            acting += [f"{summary['subject']} {k}" for k in kinds if k not in OBSERVING]
 
     def _answers(self) -> bool:
         try:
