@@ -22,6 +22,9 @@ from lab.host import LabHost
 from lab.virt import HostUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The capabilities cache of a lab host that probed every QEMU binary (not only x86_64: the older
+# "cache-seed" lacked qemu-system-i386, which each fresh libvirtd then probed at its first guest).
+SEED_NAME = "cache-seed-every-arch"
 
 
 def _kvm_usable() -> bool:
@@ -83,16 +86,36 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
     return None
 
 
+def cache_seed(roots: st.Roots = st.Roots()) -> Path | None:
+    """The QEMU capabilities cache new lab hosts start from; None until a first lab made it."""
+    for candidate in (hostmod.SYSTEM_CACHE, roots.data / SEED_NAME):
+        if (candidate / "qemu" / "capabilities").is_dir() and any((candidate / "qemu" / "capabilities").iterdir()):
+            return candidate
+    return None
+
+
 def leftovers(resources: dict) -> list[str]:
-    """What still exists of a lab's resources (from Lab.resources()) after it was torn down."""
-    left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
+    """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
+
+    Once torn down, its index is free: another lab (another engineer's run on a shared machine) may
+    have claimed it since and now owns the same names. Then only the recorded pids are checked."""
+    left = [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
+    if _index_taken_by_another(resources):
+        return left
+    left += [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
     left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
-    left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
     left += [f"netns pids {n}: {procs.netns_pids(n)}" for n in resources["netns"] if procs.netns_pids(n)]
     for key in ("state_file", "data_dir"):
         if resources[key] and Path(resources[key]).exists():
             left.append(f"{key} {resources[key]}")
     return left
+
+
+def _index_taken_by_another(resources: dict) -> bool:
+    if "owner" not in resources or not resources["state_file"]:
+        return False
+    now = st.read(Path(resources["state_file"]))
+    return now is not None and (now.get("name"), now.get("owner")) != (resources["name"], resources["owner"])
 
 
 class Lab:
@@ -201,24 +224,23 @@ class Lab:
             self._save()
 
     def _boot_all(self, hosts: list[LabHost]) -> None:
+        """Start each host's libvirtd; return once each answers and knows its QEMU capabilities (so a
+        test's first guest or statistics call on a fresh host does not pay for a probe)."""
         for h in hosts:
             power.start_libvirtd(h, self._keeper_rec["socket"])
         for h in hosts:
             power.wait_listening(h, self.boot_timeout)
             virt.wait_ready(h.uri, self.boot_timeout)
+            virt.load_capabilities(h.uri)
 
     def _cache_seed(self) -> Path | None:
-        for candidate in (hostmod.SYSTEM_CACHE, self.roots.data / "cache-seed"):
-            if (candidate / "qemu" / "capabilities").is_dir() and any(
-                    (candidate / "qemu" / "capabilities").iterdir()):
-                return candidate
-        return None
+        return cache_seed(self.roots)
 
     def _make_cache_seed(self, h: LabHost) -> Path:
-        """First lab on this machine: let h1 probe QEMU once, keep its cache for every host after."""
-        virt.probe_capabilities(h.uri)
-        seed = self.roots.data / "cache-seed"
-        tmp = self.roots.data / f".cache-seed.{os.getpid()}"
+        """First lab on this machine: h1 probed every QEMU binary while booting; keep its cache for
+        every host after."""
+        seed = self.roots.data / SEED_NAME
+        tmp = self.roots.data / f".{SEED_NAME}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(Path(h.dir) / "cache", tmp, symlinks=True)
         try:
@@ -339,6 +361,7 @@ class Lab:
         h = self.host(host)
         power.boot(h, self.keeper_socket, self.boot_timeout)
         virt.wait_ready(h.uri, self.boot_timeout)
+        virt.load_capabilities(h.uri)
 
     def is_on(self, host: str | LabHost) -> bool:
         return power.is_on(self.host(host))
@@ -432,4 +455,5 @@ class Lab:
                 "pids": [(h.bmc_pid, h.bmc_start) for h in self.hosts if h.bmc_pid]
                         + ([(self._keeper_rec["pid"], self._keeper_rec["start"])] if self._keeper_rec else []),
                 "state_file": str(self.state_file),
-                "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None}
+                "data_dir": str(st.data_dir(self.roots, self.index)) if self.index is not None else None,
+                "name": self.name, "owner": self._state()["owner"] if self.index is not None else None}
