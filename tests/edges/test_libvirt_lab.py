@@ -1,8 +1,11 @@
 """remediator.edges.libvirt against a real libvirtd whose link flaps: threads sharing a connection.
 
-Issue 9's segfault: one thread closed the shared connection after its call failed (keepalive
-timeout, connection closed) while another thread was still inside a call on it; libvirt freed the
-connection under that call. The hammer runs in a child process, so a crash is its exit status.
+Issue 9's segfault (remediator/edges/libvirt_pool.py names both ways): threads shared one connection
+per host; one closed it after its call failed while another was still inside a call on it, and even
+with no close, libvirt's keepalive killing a connection under several concurrent calls crashed the
+client. Before the fix this test's hammer died with SIGSEGV (-11) in 3 runs of 3; a version that only
+refcounted the close still died in 3 of 3. The hammer runs in a child process, so a crash is its exit
+status (with faulthandler's thread dump on stderr).
 """
 from __future__ import annotations
 
