@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer abuse clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,10 @@ bench-recovery: bootstrap
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
+
+# Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
+abuse: bootstrap
+	$(PY) -m bench.network_abuse $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

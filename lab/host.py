@@ -8,8 +8,10 @@ traps each of them avoids). libvirtd and every service see the same "machine".
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,52 @@ def set_link(host: LabHost, up: bool) -> None:
 def forget_neighbour(host: LabHost, bridge: str) -> None:
     """Drop the root namespace's ARP entry for the host (it may be FAILED after a partition)."""
     _ip("neigh", "flush", "to", host.address, "dev", bridge, check=False)
+
+
+# Packet loss on the host's link, both directions, from nftables inside the host's namespace (this
+# kernel has no netem: ../shared/notes/lab.md). Loopback inside the host is untouched. The table
+# lives in the namespace, so it goes when the lab deletes the namespace.
+LOSS_TABLE = "remediator_lab_loss"
+
+
+def set_packet_loss(host: LabHost, percent: int) -> None:
+    """Drop `percent` % of the packets in and out of the host's eth0 (0: drop none; 100 is partition())."""
+    if not 0 <= percent <= 99:
+        raise ValueError(f"packet loss must be 0..99 % (nft numgen's range; 100 % is a partition), not {percent}")
+    rules = f"table inet {LOSS_TABLE} {{}}\ndelete table inet {LOSS_TABLE}\n"  # idempotent replace
+    if percent:
+        # counters: every packet on the link, then the dropped ones (packet_loss() reads them)
+        drop = f"counter numgen random mod 100 < {percent} counter drop"
+        rules += (f"table inet {LOSS_TABLE} {{\n"
+                  f"  chain in {{ type filter hook input priority 0; policy accept; iifname \"eth0\" {drop}; }}\n"
+                  f"  chain out {{ type filter hook output priority 0; policy accept; oifname \"eth0\" {drop}; }}\n"
+                  f"}}\n")
+    proc = _nft_in(host, ["-f", "-"], rules)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nft in {host.netns}: {proc.stderr.strip()}")
+
+
+def _nft_in(host: LabHost, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    """nft inside the host's namespace. A power loss of the host (a fence) SIGKILLs every process in
+    the namespace for a moment, nft included: it is run again, as the namespace and its rules remain."""
+    for _ in range(100):
+        proc = subprocess.run(["ip", "netns", "exec", host.netns, "nft", *args], input=stdin,
+                              capture_output=True, text=True)
+        if proc.returncode >= 0:
+            return proc
+        time.sleep(0.1)
+    return proc
+
+
+def packet_loss(host: LabHost) -> dict:
+    """{"percent": set loss, "seen": packets on the link since, "dropped": of them} (zeros when none)."""
+    proc = _nft_in(host, ["list", "table", "inet", LOSS_TABLE])
+    rules = re.findall(r"counter packets (\d+) bytes \d+ numgen random mod 100 < (\d+) counter packets (\d+)",
+                       proc.stdout) if proc.returncode == 0 else []
+    if not rules:
+        return {"percent": 0, "seen": 0, "dropped": 0}
+    return {"percent": int(rules[0][1]), "seen": sum(int(r[0]) for r in rules),
+            "dropped": sum(int(r[2]) for r in rules)}
 
 
 def link_is_up(host: LabHost) -> bool:

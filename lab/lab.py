@@ -22,6 +22,9 @@ from lab.host import LabHost
 from lab.virt import HostUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The capabilities cache of a lab host that probed every QEMU binary (not only x86_64: the older
+# "cache-seed" lacked qemu-system-i386, which each fresh libvirtd then probed at its first guest).
+SEED_NAME = "cache-seed-every-arch"
 
 
 def _kvm_usable() -> bool:
@@ -85,18 +88,27 @@ def find_lab(roots: st.Roots, name: str) -> Path | None:
     return None
 
 
+def cache_seed(roots: st.Roots = st.Roots()) -> Path | None:
+    """The QEMU capabilities cache new lab hosts start from; None until a first lab made it."""
+    for candidate in (hostmod.SYSTEM_CACHE, roots.data / SEED_NAME):
+        if (candidate / "qemu" / "capabilities").is_dir() and any((candidate / "qemu" / "capabilities").iterdir()):
+            return candidate
+    return None
+
+
 def leftovers(resources: dict) -> list[str]:
     """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
 
     Every name derives from the lab's index, and an index is free only once the run dir (state
     file) of its last lab is gone: a state file recording another keeper is a newer lab (another
-    test run on this machine) that took the index after ours was fully torn down."""
+    test run on this machine) that took the index after ours was fully torn down; then only the
+    recorded pids are ours to check."""
+    left = [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
     now = st.read(Path(resources["state_file"])) if resources.get("state_file") else None
     if now is not None and resources.get("keeper") and now.get("keeper") != resources["keeper"]:
-        return []
-    left = [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
+        return left
+    left += [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
     left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
-    left += [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
     left += [f"netns pids {n}: {procs.netns_pids(n)}" for n in resources["netns"] if procs.netns_pids(n)]
     for key in ("state_file", "data_dir"):
         if resources[key] and Path(resources[key]).exists():
@@ -213,24 +225,23 @@ class Lab:
             self._save()
 
     def _boot_all(self, hosts: list[LabHost]) -> None:
+        """Start each host's libvirtd; return once each answers and knows its QEMU capabilities (so a
+        test's first guest or statistics call on a fresh host does not pay for a probe)."""
         for h in hosts:
             power.start_libvirtd(h, self._keeper_rec["socket"])
         for h in hosts:
             power.wait_listening(h, self.boot_timeout)
             virt.wait_ready(h.uri, self.boot_timeout)
+            virt.load_capabilities(h.uri)
 
     def _cache_seed(self) -> Path | None:
-        for candidate in (hostmod.SYSTEM_CACHE, self.roots.data / "cache-seed"):
-            if (candidate / "qemu" / "capabilities").is_dir() and any(
-                    (candidate / "qemu" / "capabilities").iterdir()):
-                return candidate
-        return None
+        return cache_seed(self.roots)
 
     def _make_cache_seed(self, h: LabHost) -> Path:
-        """First lab on this machine: let h1 probe QEMU once, keep its cache for every host after."""
-        virt.probe_capabilities(h.uri)
-        seed = self.roots.data / "cache-seed"
-        tmp = self.roots.data / f".cache-seed.{os.getpid()}"
+        """First lab on this machine: h1 probed every QEMU binary while booting; keep its cache for
+        every host after."""
+        seed = self.roots.data / SEED_NAME
+        tmp = self.roots.data / f".{SEED_NAME}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(Path(h.dir) / "cache", tmp, symlinks=True)
         try:
@@ -374,6 +385,7 @@ class Lab:
         h = self.host(host)
         power.boot(h, self.keeper_socket, self.boot_timeout)
         virt.wait_ready(h.uri, self.boot_timeout)
+        virt.load_capabilities(h.uri)
 
     def is_on(self, host: str | LabHost) -> bool:
         return power.is_on(self.host(host))
@@ -392,6 +404,13 @@ class Lab:
         hostmod.forget_neighbour(h, self.bridge)
         if self.is_on(h):
             virt.wait_ready(h.uri, timeout)
+
+    def packet_loss(self, host: str | LabHost, percent: int) -> None:
+        """Drop `percent` % of the packets on the host's link, both ways (nftables in its netns)."""
+        hostmod.set_packet_loss(self.host(host), percent)
+
+    def clear_packet_loss(self, host: str | LabHost) -> None:
+        hostmod.set_packet_loss(self.host(host), 0)
 
     def refuse_start(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:
         """Make every start of vm_name on host fail (a libvirt hook refuses it), or allow it again."""
@@ -450,6 +469,7 @@ class Lab:
                 "bmc_password": h.bmc_password, "bmc_alive": self.bmc_alive(h),
                 "power": "on" if power.is_on(h) else "off",
                 "link": "up" if hostmod.link_is_up(h) else "down",
+                "packet_loss": hostmod.packet_loss(h),
                 "services": [s["name"] for s in h.services], "dir": h.dir})
         return out
 

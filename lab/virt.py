@@ -110,10 +110,14 @@ def all_domains(uri: str) -> dict[str, tuple[str, str]]:
     return {n: state(uri, n) for n in names}
 
 
-def probe_capabilities(uri: str) -> None:
-    """Make libvirtd probe QEMU now (it caches the result under /var/cache/libvirt)."""
+def load_capabilities(uri: str) -> None:
+    """Make libvirtd know every QEMU binary's capabilities now, from its cache or by probing them
+    (cached under /var/cache/libvirt). Asking for the x86_64 domain only probes qemu-system-x86_64;
+    the host's capabilities cover every emulator (qemu-system-i386 too), which libvirtd otherwise
+    probes at the first call that needs them: a guest's first start or CPU statistics, 1-4 s late."""
     conn = connect(uri)
     try:
         conn.getDomainCapabilities(None, "x86_64", None, None, 0)
+        conn.getCapabilities()
     finally:
         conn.close()

@@ -1,16 +1,16 @@
 """The hypervisors, through libvirt: the only module of the service that changes a host's domains.
 
-One cached connection per host, opened with a timeout and kept alive (see libvirt_connect), so a
-dead or partitioned host costs seconds, not minutes. Any libvirt error that means "cannot talk to
-the host" becomes `HostUnreachable` and drops the cached connection; other libvirt errors are
-re-raised as `DomainError` naming the host and the domain. Every write is idempotent (starting a
-running domain, defining the same XML, undefining what is gone all succeed), so an action resumed
-after a restart does not fail on its own earlier half.
+Connections are opened with a timeout and kept alive (see libvirt_connect), so a dead or
+partitioned host costs seconds, not minutes. Each call leases a connection of its own for its
+duration (libvirt_pool: libvirt crashed when threads shared one that broke). Any libvirt error that
+means "cannot talk to the host" becomes `HostUnreachable` and drops the host's connections; other
+libvirt errors are re-raised as `DomainError` naming the host and the domain. Every write is
+idempotent (starting a running domain, defining the same XML, undefining what is gone all succeed),
+so an action resumed after a restart does not fail on its own earlier half.
 """
 
 from __future__ import annotations
 
-import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable, open_connection
+from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable
+from remediator.edges.libvirt_pool import ConnectionPool
 
 __all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "STATE_NAMES"]
 
@@ -78,52 +79,31 @@ def uuid_of_xml(xml: str) -> str | None:
 class Hypervisors:
     def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0):
         self._uris = dict(hosts)
-        self._timeout = connect_timeout
-        self._conns: dict[str, libvirt.virConnect] = {}
-        self._lock = threading.Lock()
+        self._pool = ConnectionPool(self._uris, connect_timeout)
 
     @property
     def hosts(self) -> list[str]:
         return list(self._uris)
 
     # -- connections ---------------------------------------------------------------------------
-    def _conn(self, host: str) -> libvirt.virConnect:
-        with self._lock:
-            conn = self._conns.get(host)
-        if conn is not None:
-            return conn
-        try:
-            uri = self._uris[host]
-        except KeyError:
-            raise KeyError(f"unknown host {host!r}") from None
-        conn = open_connection(uri, self._timeout)  # raises HostUnreachable
-        with self._lock:
-            self._conns[host] = conn
-        return conn
-
-    def _forget(self, host: str) -> None:
-        with self._lock:
-            conn = self._conns.pop(host, None)
-        if conn is not None:
-            try:
-                conn.close()
-            except libvirt.libvirtError:
-                pass  # the socket is already gone: that is why we are forgetting it
+    def _lease(self, host: str):
+        """A connection to the host for one call (context manager; HostUnreachable if none)."""
+        return self._pool.lease(host)
 
     def _call(self, host: str, what: str, fn):
-        """Run fn(conn), translating libvirt's errors into HostUnreachable or DomainError."""
-        conn = self._conn(host)
-        try:
-            return fn(conn)
-        except libvirt.libvirtError as err:
-            if is_unreachable(err):
-                self._forget(host)
-                raise HostUnreachable(self._uris[host], err.get_error_message()) from err
-            raise DomainError(host, what, err.get_error_message(), err.get_error_code()) from err
+        """Run fn(conn) on a connection leased to this thread, translating libvirt's errors into
+        HostUnreachable or DomainError. fn returns plain data: no domain object outlives the lease."""
+        with self._lease(host) as conn:  # raises HostUnreachable
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as err:
+                if is_unreachable(err):
+                    self._pool.failed(host)
+                    raise HostUnreachable(self._uris[host], err.get_error_message()) from err
+                raise DomainError(host, what, err.get_error_message(), err.get_error_code()) from err
 
     def close(self) -> None:
-        for host in list(self._conns):
-            self._forget(host)
+        self._pool.close()
 
     # -- reads ---------------------------------------------------------------------------------
     def is_reachable(self, host: str) -> bool:
@@ -222,14 +202,16 @@ class Hypervisors:
 
     def migrate_live(self, src: str, dst: str, uuid: str) -> None:
         """Live-migrate, persistent on the destination and undefined on the source."""
-        dst_conn = self._conn(dst)
-        address = address_of(self._uris[dst])
+        address = address_of(self._pool.uri(dst))
         migrate_uri = f"tcp://{address}" if address else None
+        # The client drives the migration on both connections: each is leased for its whole length.
+        with self._lease(dst) as dst_conn:
 
-        def run(conn):
-            conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
+            def run(conn):
+                conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
+                # the virDomain migrate() returns belongs to dst_conn: dropped here, inside the lease
 
-        self._call(src, f"migrate {uuid} to {dst}", run)
+            self._call(src, f"migrate {uuid} to {dst}", run)
 
 
     def set_autostart(self, host: str, uuid: str, on: bool) -> None:

@@ -19,7 +19,7 @@ import threading
 
 import libvirt
 
-__all__ = ["HostUnreachable", "ensure_event_loop", "is_unreachable", "open_connection"]
+__all__ = ["HostUnreachable", "ensure_event_loop", "is_unreachable", "open_connection", "open_kept_alive"]
 
 # Process-wide by nature: libvirt accepts one event loop implementation per process, and it
 # must be registered before the first connection is opened.
@@ -96,23 +96,34 @@ def open_connection(
     interval * (count + 1) seconds of silence. Drivers without a network (test:///, local unix
     socket to a driver without keepalive support) ignore it.
     """
+    return open_kept_alive(uri, timeout, keepalive, read_only)[0]
+
+
+def open_kept_alive(
+    uri: str,
+    timeout: float,
+    keepalive: tuple[int, int] | None = (1, 3),
+    read_only: bool = False,
+) -> tuple[libvirt.virConnect, bool]:
+    """open_connection(), and whether keepalive runs on it: True for a connection carried by
+    libvirt's RPC client (a daemon, local or remote), False for a driver inside this process."""
     ensure_event_loop()
     attempt = _OpenAttempt(uri, read_only)
     thread = threading.Thread(target=attempt.run, name=f"libvirt-open {uri}", daemon=True)
     thread.start()
     conn = attempt.wait(timeout)
-    if keepalive is not None:
-        _set_keepalive(conn, uri, keepalive)
-    return conn
+    kept_alive = keepalive is not None and _set_keepalive(conn, uri, keepalive)
+    return conn, kept_alive
 
 
-def _set_keepalive(conn: libvirt.virConnect, uri: str, keepalive: tuple[int, int]) -> None:
+def _set_keepalive(conn: libvirt.virConnect, uri: str, keepalive: tuple[int, int]) -> bool:
     interval, count = keepalive
     try:
         conn.setKeepAlive(interval, count)
+        return True
     except libvirt.libvirtError as err:
         if err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-            return  # a local driver (test:///): nothing between us and it can partition
+            return False  # a local driver (test:///): nothing between us and it can partition
         conn.close()
         if is_unreachable(err):
             raise HostUnreachable(uri, err.get_error_message()) from err

@@ -3,7 +3,7 @@ libvirt edge, the real fencing edge running a tiny fence agent, and a Prometheus
 
 Two stand-ins, named so, because libvirt's test driver has no power and no BMC:
 - `PowerSwitch` marks hosts as powered off or cut off; `SwitchedHypervisors` (a subclass of the real
-  edge, only `_conn` overridden) raises the edge's own `HostUnreachable` for such hosts, as it does
+  edge, only `_lease` overridden) raises the edge's own `HostUnreachable` for such hosts, as it does
   for a dead libvirtd (code 38). Every other call is the real edge on the real test driver.
 - `fence_coretest` is a real fence agent as far as the Fencer knows (options on stdin, `off` and
   `status` with the standard exit codes), whose "power" is a file per host in the switch's directory.
@@ -88,14 +88,16 @@ class SwitchedHypervisors(Hypervisors):
         super().__init__(hosts, connect_timeout=3)
         self.switch = switch
 
-    def _conn(self, host):
+    def _lease(self, host):
         if host in self.switch.cut or self.switch.is_off(host):
             raise HostUnreachable(self._uris[host], "host cut off by the test")
-        return super()._conn(host)
+        return super()._lease(host)
 
     def raw(self, host):
-        """The underlying test-driver connection, to change a host behind the remediator's back."""
-        return super()._conn(host)
+        """The underlying test-driver connection, to change a host behind the remediator's back (an
+        in-process driver's connection is the one every thread of the edge shares)."""
+        with super()._lease(host) as conn:
+            return conn
 
 
 def _free_port() -> int:
