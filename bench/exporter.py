@@ -111,11 +111,13 @@ def run(scrapes: int, output: Path) -> dict:
                 for _ in range(WARMUP):
                     scrape(target.url)
             bodies = {}
+            load_before = os.getloadavg()[0]
             for round_ in range(scrapes):
                 order = targets if round_ % 2 == 0 else list(reversed(targets))
                 for target in order:
                     elapsed, bodies[target.name] = scrape(target.url)
                     target.times.append(elapsed)
+            load_after = os.getloadavg()[0]
         finally:
             for target in targets:  # by pid: only what this bench started
                 target.proc.terminate()
@@ -137,6 +139,10 @@ def run(scrapes: int, output: Path) -> dict:
         "guests_shut_off": SHUT_OFF,
         "transport": "qemu+tcp, both exporters in the root namespace, one lab host",
         "cores": os.cpu_count(),
+        # The machine may be shared (other labs, tests): its 1-minute load around the timed
+        # rounds says how busy; the ratio compares both exporters under the same load.
+        "load1_before": round(load_before, 2),
+        "load1_after": round(load_after, 2),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     output.parent.mkdir(parents=True, exist_ok=True)

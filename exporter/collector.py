@@ -1,25 +1,23 @@
-"""The prometheus_client collector: fresh metric families every scrape, never longer than its timeout."""
+"""One scrape: libvirt (bounded by its timeout), the host checks' last results, rendered as text."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import libvirt
-from prometheus_client.registry import Collector
-from prometheus_client.core import Metric
 
 from exporter.bounded import BoundedCall, CallTimedOut
 from exporter.checks import CheckResult, HostChecks
 from exporter.collect import HostSample, LibvirtSource
 from exporter.config import ExporterConfig
 from exporter.errors import ErrorCounter
-from exporter.metrics import Observation, families
+from exporter.metrics import Observation, render
 from remediator.edges.libvirt_connect import HostUnreachable
 
 
-class HypervisorCollector(Collector):
+class HypervisorCollector:
     def __init__(
         self,
         config: ExporterConfig,
@@ -37,11 +35,8 @@ class HypervisorCollector(Collector):
         # At most one libvirt collection in flight: a hung daemon ties up one thread, not one per scrape.
         self._libvirt = BoundedCall(source.collect, "libvirt collect")
 
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.collect_within(self._config.scrape_timeout_seconds))
-
-    def collect_within(self, timeout: float) -> list[Metric]:
-        """This scrape's families; libvirt work is abandoned after `timeout` (hypervisor_up 0)."""
+    def render_within(self, timeout: float) -> bytes:
+        """This scrape's exposition; libvirt work is abandoned after `timeout` (hypervisor_up 0)."""
         started = self._clock()
         sample = self._sample(timeout)
         checks = dict(self._checks.results())
@@ -54,7 +49,7 @@ class HypervisorCollector(Collector):
             scrape_seconds=self._clock() - started,
             load1=self._load_average(),
         )
-        return families(observation)
+        return render(observation)
 
     def _sample(self, timeout: float) -> HostSample | None:
         try:

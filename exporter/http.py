@@ -8,7 +8,7 @@ import socketserver
 from typing import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter.collector import HypervisorCollector
 from exporter.web_config import BasicAuth, WebConfig, ssl_context
@@ -18,16 +18,6 @@ _RENDER_MARGIN_SECONDS = 0.15
 _MIN_TIMEOUT_SECONDS = 0.1
 
 StartResponse = Callable[..., object]
-
-
-class _Families:
-    """The one-method shape generate_latest() expects of a registry."""
-
-    def __init__(self, metrics: list) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> list:
-        return self._metrics
 
 
 def scrape_timeout(configured: float, header: str | None) -> float:
@@ -45,7 +35,7 @@ def make_app(collector: HypervisorCollector, configured_timeout: float) -> Calla
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
             timeout = scrape_timeout(configured_timeout, environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
-            body = generate_latest(_Families(collector.collect_within(timeout)))  # type: ignore[arg-type]
+            body = collector.render_within(timeout)
             start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
             return [body]
         if path == "/healthz":

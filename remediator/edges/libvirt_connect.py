@@ -10,16 +10,23 @@ retransmission), and `libvirt.open()` to such a host blocks as long. Two things 
 - opening a connection in a helper thread that the caller waits on for at most `timeout`
   seconds (libvirt has no connect timeout of its own).
 
+`event_loop_paused()` parks that loop thread while one caller makes a burst of calls (the
+exporter's scrape): see its docstring for why and why keepalive still holds.
+
 Used by the exporter and by the remediator's libvirt edge: written once, here.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import libvirt
 
-__all__ = ["HostUnreachable", "ensure_event_loop", "is_unreachable", "open_connection", "open_kept_alive"]
+__all__ = ["HostUnreachable", "ensure_event_loop", "event_loop_paused", "is_unreachable", "open_connection",
+           "open_kept_alive"]
 
 # Process-wide by nature: libvirt accepts one event loop implementation per process, and it
 # must be registered before the first connection is opened.
@@ -69,8 +76,86 @@ def ensure_event_loop() -> None:
 
 
 def _run_event_loop() -> None:
+    _pause.loop_thread = threading.current_thread()
     while True:
+        _pause.park_while_requested()
         libvirt.virEventRunDefaultImpl()
+
+
+@contextmanager
+def event_loop_paused(park_timeout: float = 0.2) -> Iterator[None]:
+    """Park the event loop thread during a burst of calls, for at most MAX_PAUSE_SECONDS.
+
+    Why: around every call on a connection, libvirt's client stops and restarts watching its
+    socket in the event loop, which wakes the loop thread twice per call; each time it comes
+    back into Python for the GIL. Measured with 20 `virDomainGetInfo` calls on a busy 2-core
+    lab machine: ~265 context switches with the loop running, ~32 with it parked (~23 without
+    any event loop), and ~15 % less time.
+    The pause is capped because the loop runs the keepalive: libvirt 9's client polls a call's
+    socket without a timeout, so a call to a partitioned host fails only when the loop's
+    keepalive timer declares the connection dead (a call made while the loop stayed parked
+    hung until the link came back). After MAX_PAUSE_SECONDS the loop runs again until the
+    burst ends, so the keepalive is at most that late. Events that arrive meanwhile are
+    dispatched once the loop runs. If the loop does not park within `park_timeout` (a long
+    callback), the calls simply run beside it.
+    """
+    _pause.request(park_timeout)
+    try:
+        yield
+    finally:
+        _pause.release()
+
+
+# Shorter than the keepalive interval the project uses (1 s): a pause delays a keepalive ping
+# by at most this, never long enough to miss one.
+MAX_PAUSE_SECONDS = 0.5
+
+
+class _LoopPause:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requests = 0
+        self._parked = False
+        self._overdue = False  # this burst outlasted MAX_PAUSE_SECONDS: the loop runs until it ends
+        self.loop_thread: threading.Thread | None = None
+
+    def request(self, park_timeout: float) -> None:
+        with self._cond:
+            self._requests += 1
+            if (self.loop_thread is None or self.loop_thread is threading.current_thread()
+                    or self._parked or self._overdue):
+                return  # no loop, the loop's own callback, already parked, or not to be parked now
+        # A timer due now ends the loop's current poll; the thread then parks before the next one.
+        if libvirt.virEventAddTimeout(0, _remove_timer, None) < 0:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self._parked, park_timeout)
+
+    def release(self) -> None:
+        with self._cond:
+            self._requests -= 1
+            if self._requests == 0:
+                self._overdue = False
+                self._cond.notify_all()
+
+    def park_while_requested(self) -> None:
+        with self._cond:
+            if not self._requests or self._overdue:
+                return
+            deadline = time.monotonic() + MAX_PAUSE_SECONDS
+            self._parked = True
+            self._cond.notify_all()
+            while self._requests and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            self._parked = False
+            self._overdue = self._requests > 0
+
+
+def _remove_timer(timer: int, _opaque: object) -> None:
+    libvirt.virEventRemoveTimeout(timer)
+
+
+_pause = _LoopPause()
 
 
 def is_unreachable(err: libvirt.libvirtError) -> bool:

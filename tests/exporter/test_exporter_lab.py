@@ -185,7 +185,8 @@ def test_a_domain_vanishing_mid_scrape_degrades_only_itself(monitored):
         conn = source._connection()  # the source's own connection, to act between its calls
         records = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
         subprocess.run(["virsh", "-c", h2.uri, "undefine", "vanishes"], check=True, capture_output=True)
-        by_name = {vm.name: vm for vm in (source._vm_sample(dom, stats) for dom, stats in records)}
+        cpu = source._cpu_seconds_of_active(records)
+        by_name = {vm.name: vm for vm in (source._vm_sample(dom, stats, cpu) for dom, stats in records)}
         assert by_name["vanishes"].definition is None and by_name["vanishes"].state.state == "shutoff"
         assert by_name["keeps"].definition.ha.protected and by_name["keeps"].state.cpu_seconds > 0
         assert errors.snapshot()["domain"] == 1
