@@ -74,7 +74,7 @@ def _host_families(host: str, sample: HostSample) -> list[Metric]:
         _gauge("hypervisor_host_memory_bytes", "Physical memory of the host.", host, facts.memory_bytes),
         _gauge(
             "hypervisor_host_memory_available_bytes",
-            "Memory the host can give without swapping (free + buffers + page cache).",
+            "Memory the host can give new workloads without swapping (MemAvailable of the host's meminfo).",
             host,
             sample.memory_available_bytes,
         ),
