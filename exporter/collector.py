@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -14,6 +13,7 @@ from exporter.collect import HostSample, LibvirtSource
 from exporter.config import ExporterConfig
 from exporter.errors import ErrorCounter
 from exporter.metrics import Observation, render
+from exporter.procfs import read_load1
 from remediator.edges.libvirt_connect import HostUnreachable
 
 
@@ -30,7 +30,7 @@ class HypervisorCollector:
         self._config = config
         self._checks = checks
         self._errors = errors
-        self._load_average = load_average or read_load1
+        self._load_average = load_average or (lambda: read_load1(config.procfs))
         self._clock = clock
         # At most one libvirt collection in flight: a hung daemon ties up one thread, not one per scrape.
         self._libvirt = BoundedCall(source.collect, "libvirt collect")
@@ -70,10 +70,3 @@ class HypervisorCollector:
             return CheckResult(False, f"libvirt answered in {sample.libvirt_seconds:.2f} s, over {limit:g} s")
         return CheckResult(True)
 
-
-def read_load1() -> float | None:
-    """The 1-minute load average of the machine the exporter runs on (it runs on the hypervisor)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None  # no /proc/loadavg: the series is left out rather than faked

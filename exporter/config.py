@@ -57,6 +57,9 @@ class ExporterConfig:
     # Where CPU time comes from: "info" (virDomainGetInfo per active domain, cheap on QEMU/KVM with
     # libvirt 9) or "stats" (the CPU_TOTAL group of the bulk call); measured in docs/metrics.md.
     cpu_time_source: str = "info"
+    # Where the host's own kernel figures are read (loadavg, meminfo), like node_exporter's
+    # --path.procfs: the host's /proc mounted elsewhere when the exporter runs in a container.
+    procfs: str = "/proc"
     checks: ChecksConfig = field(default_factory=ChecksConfig)
 
 

@@ -35,6 +35,7 @@ def build(config: ExporterConfig) -> HypervisorCollector:
         definition_refresh_seconds=config.definition_refresh_seconds,
         errors=errors,
         cpu_time_source=config.cpu_time_source,
+        procfs=config.procfs,
     )
     return HypervisorCollector(config, source, HostChecks(config.checks, errors), errors)
 

@@ -63,7 +63,7 @@ HOST_MEMORY = Family("hypervisor_host_memory_bytes", "gauge", "Physical memory o
 HOST_MEMORY_AVAILABLE = Family(
     "hypervisor_host_memory_available_bytes",
     "gauge",
-    "Memory the host can give without swapping (free + buffers + page cache).",
+    "Memory the host can give new workloads without swapping (MemAvailable of the host's meminfo).",
 )
 HOST_VCPUS_ALLOCATED = Family("hypervisor_host_vcpus_allocated", "gauge", "Sum of vCPUs of the host's active VMs.")
 HOST_MEMORY_ALLOCATED = Family(

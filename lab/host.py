@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lab import figures
+
 SYSTEM_QEMU_CONF = Path("/etc/libvirt/qemu.conf")   # written by scripts/bootstrap.sh
 SYSTEM_CACHE = Path("/var/cache/libvirt")
 # The bind-mount targets must exist in the root filesystem.
@@ -57,6 +59,11 @@ class LabHost:
     @property
     def log_dir(self) -> Path:
         return Path(self.dir) / "log"
+
+    @property
+    def procfs_dir(self) -> Path:
+        """The exporter's procfs root: loadavg and meminfo, real or simulated (lab/figures.py)."""
+        return Path(self.dir) / "procfs"
 
 
 def make_host(index: int, n: int, data_dir: Path) -> LabHost:
@@ -215,9 +222,11 @@ def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | Non
     else:
         (hdir / "cache").mkdir(exist_ok=True)
     (hdir / "etc" / "libvirtd.conf").write_text(libvirtd_conf(host.address))
-    # libvirtd looks for hooks once, at start: install it now so refuse_start() needs no restart.
+    # libvirtd looks for hooks once, at start: install it now so refuse_start() and
+    # refuse_migration() need no restart.
     (hdir / "etc" / "hooks").mkdir(exist_ok=True)
-    (hdir / "etc" / REFUSE_DIR).mkdir(exist_ok=True)
+    for marker_dir in (REFUSE_DIR, REFUSE_MIGRATION_DIR):
+        (hdir / "etc" / marker_dir).mkdir(exist_ok=True)
     hook = hdir / "etc" / "hooks" / "qemu"
     hook.write_text(QEMU_HOOK)
     hook.chmod(0o755)
@@ -227,27 +236,48 @@ def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | Non
     # waiting for a resolver that cannot be reached.
     (hdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     repair_boot(host)
+    figures.clear(host)
 
 
-# A libvirt qemu hook (argv: domain, operation, sub-operation): a non-zero exit at "prepare" fails
-# the start with the hook's message, as a host whose storage or network for that guest broke would.
+# One libvirt qemu hook per host (argv: domain, operation, sub-operation; the domain XML on stdin).
+# A non-zero exit fails the operation with the hook's stderr in libvirt's error (code 70,
+# VIR_ERR_HOOK_SCRIPT_FAILED), as a host whose storage or network for that guest broke would:
+# - "prepare begin" comes before every QEMU of the guest starts on this host: a cold start, and
+#   also the incoming side of a live migration (libvirt calls "migrate begin", then "prepare").
+#   So refuse_start refuses both: the host cannot run the guest at all.
+# - "migrate begin" comes only on the destination of an incoming migration: refuse_migration
+#   refuses the move into this host and leaves cold starts alone. For "migrate" the hook is a
+#   filter whose stdout replaces the incoming XML; empty output keeps it unchanged, so print nothing.
 REFUSE_DIR = "lab-refuse-start"
+REFUSE_MIGRATION_DIR = "lab-refuse-migration"
 QEMU_HOOK = f"""#!/bin/sh
-# remediator lab: refuse to start a guest while /etc/libvirt/{REFUSE_DIR}/<name> exists (Lab.refuse_start)
+# remediator lab (Lab.refuse_start / Lab.refuse_migration): refuse while a marker named after the guest exists
 if [ "$2" = prepare ] && [ -e "/etc/libvirt/{REFUSE_DIR}/$1" ]; then
   echo "lab: start of $1 refused on this host" >&2
+  exit 1
+fi
+if [ "$2" = migrate ] && [ -e "/etc/libvirt/{REFUSE_MIGRATION_DIR}/$1" ]; then
+  echo "lab: migration of $1 into this host refused" >&2
   exit 1
 fi
 exit 0
 """
 
 
-def refuse_start(host: LabHost, vm_name: str, refuse: bool = True) -> None:
-    marker = Path(host.dir) / "etc" / REFUSE_DIR / vm_name
-    if refuse:
+def _set_marker(host: LabHost, marker_dir: str, vm_name: str, present: bool) -> None:
+    marker = Path(host.dir) / "etc" / marker_dir / vm_name
+    if present:
         marker.touch()
     else:
         marker.unlink(missing_ok=True)
+
+
+def refuse_start(host: LabHost, vm_name: str, refuse: bool = True) -> None:
+    _set_marker(host, REFUSE_DIR, vm_name, refuse)
+
+
+def refuse_migration(host: LabHost, vm_name: str, refuse: bool = True) -> None:
+    _set_marker(host, REFUSE_MIGRATION_DIR, vm_name, refuse)
 
 
 def repair_boot(host: LabHost) -> None:

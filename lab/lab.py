@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lab import guests, host as hostmod, keeper, power, procs, state as st, virt
 from lab.host import LabHost
+from lab.simulate import HostSimulation
 from lab.virt import HostUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +117,9 @@ def leftovers(resources: dict) -> list[str]:
     return left
 
 
-class Lab:
+class Lab(HostSimulation):
+    """Also refuse_migration, set_host_load, ... (lab/simulate.py)."""
+
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
                  detached: bool = False, boot_timeout: float = 30.0):
         if not 1 <= hosts <= 200:

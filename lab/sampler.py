@@ -9,7 +9,10 @@ One exception, checked only for a UUID seen twice: a live migration has a QEMU o
 design, the destination's waiting for the guest's state, then the source's stopped until it exits.
 Those two never run the guest at once: libvirt shows one of them paused for the migration
 (reason migration, or starting up on the destination), asked over each host's own unix socket
-(no network, so a partition does not hide it). Anything else, including a libvirt that does not answer, counts as running.
+(no network, so a partition does not hide it). After the switch-over, libvirt forgets the source's
+domain (--undefinesource) and kills its paused QEMU, which may take a few samples to exit: a QEMU
+that its libvirt no longer knows (VIR_ERR_NO_DOMAIN) is given FORGOTTEN_GRACE_S to go, then
+counts. Anything else, including a libvirt that does not answer, counts as running.
 
     with DuplicateSampler(lab) as sampler:
         ...fault and recovery...
@@ -31,6 +34,9 @@ NETNS_DIR = Path("/run/netns")
 
 
 _MIGRATION_PAUSES = frozenset({libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP})
+# Measured on the lab (2 cores, shared): a migrated-away source QEMU outlived its domain by one or
+# two 50 ms samples.
+FORGOTTEN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class DuplicateSampler:
         self._thread: threading.Thread | None = None
         self._netns = {os.stat(NETNS_DIR / h.netns).st_ino: h.name for h in self.lab.hosts}
         self._conns: dict[str, libvirt.virConnect] = {}
+        self._forgotten_since: dict[tuple[str, str], float] = {}  # (host, uuid) -> first seen unknown
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """host -> {UUID: QEMU pid} running there now."""
@@ -94,6 +101,9 @@ class DuplicateSampler:
                 where.setdefault(uuid, []).append(host)
                 pids.setdefault(uuid, []).append(pid)
         now = time.monotonic()
+        twice = {(host, uuid) for uuid, hosts in where.items() if len(hosts) > 1 for host in hosts}
+        for key in set(self._forgotten_since) - twice:  # gone: a later migration starts its own grace
+            del self._forgotten_since[key]
         found = []
         for uuid, hosts in where.items():
             if len(hosts) < 2:
@@ -120,7 +130,10 @@ class DuplicateSampler:
             if conn is None:
                 conn = self._conns[host] = libvirt.open(self.lab.host(host).unix_uri)
             state, reason = conn.lookupByUUIDString(uuid).state()
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # libvirt answered: it forgot this one
+                since = self._forgotten_since.setdefault((host, uuid), time.monotonic())
+                return time.monotonic() - since < FORGOTTEN_GRACE_S
             self._conns.pop(host, None)
             return False  # libvirt cannot tell: the QEMU counts as running
         # Measured on the lab: the destination is paused "starting up", then "migration", until it runs

@@ -38,8 +38,10 @@ OPERATOR_TOKEN = "lab-operator-token-0123456789abcdef"
 
 
 def exporter_config(host) -> dict:
-    """The exporter's view of a lab host: its private libvirt dirs, its own boot directory."""
-    return {"checks": {"boot_dir": str(host.boot_dir), "storage_path": "/var/lib/libvirt",
+    """The exporter's view of a lab host: its private libvirt dirs, its own boot directory, and its
+    own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py)."""
+    return {"procfs": str(host.procfs_dir),
+            "checks": {"boot_dir": str(host.boot_dir), "storage_path": "/var/lib/libvirt",
                        "disk_space_paths": ["/", "/var/lib/libvirt"]}}
 
 

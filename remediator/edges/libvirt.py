@@ -11,6 +11,7 @@ so an action resumed after a restart does not fail on its own earlier half.
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -21,7 +22,7 @@ import libvirt
 from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable
 from remediator.edges.libvirt_pool import ConnectionPool
 
-__all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "STATE_NAMES"]
+__all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "MigrationResult", "STATE_NAMES"]
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -64,6 +65,20 @@ class DomainInfo:
     @property
     def alive(self) -> bool:
         return self.state in ALIVE_STATES
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """A completed live migration, from the destination's completed-job statistics.
+
+    downtime_ms: how long the guest was paused for the final switch-over (libvirt's `downtime`);
+    total_ms: the migration job from start to end (`time_elapsed`); wall_s: the migrate call as the
+    caller waited for it. A figure the driver does not report is None (the guest still moved).
+    """
+
+    downtime_ms: int | None
+    total_ms: int | None
+    wall_s: float
 
 
 def address_of(uri: str) -> str | None:
@@ -200,18 +215,26 @@ class Hypervisors:
 
         self._call(host, f"undefine {uuid}", run)
 
-    def migrate_live(self, src: str, dst: str, uuid: str) -> None:
-        """Live-migrate, persistent on the destination and undefined on the source."""
+    def migrate_live(self, src: str, dst: str, uuid: str) -> MigrationResult:
+        """Live-migrate, persistent on the destination and undefined on the source.
+
+        The migration stream goes to the destination's address from its URI (tcp://<address>), not
+        to the hostname libvirt would otherwise resolve on the source. A destination that refuses
+        (e.g. its qemu hook fails, code VIR_ERR_HOOK_SCRIPT_FAILED) raises DomainError and the
+        guest keeps running on the source.
+        """
         address = address_of(self._pool.uri(dst))
         migrate_uri = f"tcp://{address}" if address else None
         # The client drives the migration on both connections: each is leased for its whole length.
         with self._lease(dst) as dst_conn:
 
             def run(conn):
-                conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
-                # the virDomain migrate() returns belongs to dst_conn: dropped here, inside the lease
+                started = time.monotonic()
+                moved = conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
+                # the virDomain migrate() returns belongs to dst_conn: read and dropped inside the lease
+                return _migration_result(moved, time.monotonic() - started)
 
-            self._call(src, f"migrate {uuid} to {dst}", run)
+            return self._call(src, f"migrate {uuid} to {dst}", run)
 
 
     def set_autostart(self, host: str, uuid: str, on: bool) -> None:
@@ -232,6 +255,22 @@ def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
         if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise
+
+
+def _migration_result(moved: libvirt.virDomain, wall_s: float) -> MigrationResult:
+    """Read the completed job on the destination: with VIR_MIGRATE_UNDEFINE_SOURCE the source's
+    domain is gone, and libvirt copies the source's figures into the destination's completed job.
+    KEEP_COMPLETED leaves them for `virsh domjobinfo --completed`."""
+    try:
+        stats = moved.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+    except libvirt.libvirtError:
+        stats = {}  # the guest moved; only its figures are missing
+    downtime, elapsed = stats.get("downtime"), stats.get("time_elapsed")
+    return MigrationResult(
+        downtime_ms=None if downtime is None else int(downtime),
+        total_ms=None if elapsed is None else int(elapsed),
+        wall_s=wall_s,
+    )
 
 
 def _domain_info(dom: libvirt.virDomain, stats: Mapping) -> DomainInfo:

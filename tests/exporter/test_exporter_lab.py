@@ -7,8 +7,8 @@ shipped rules. Detection times are printed (run with -s to see them).
 
 from __future__ import annotations
 
+import os
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,32 +19,22 @@ import yaml
 
 from exporter.collect import LibvirtSource
 from exporter.errors import ErrorCounter
+from exporter.procfs import read_mem_available
 from lab.monitoring import Prometheus
+from lab.stack import EXPORTER_PORT as PORT, start_exporters
 from tests.exporter.exporter_parse import value
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules" / "hypervisor.rules.yml"
-EXPORTER = str(Path(sys.executable).with_name("remediator-exporter"))
-PORT = 9177
-
-
-def exporter_config(host) -> dict:
-    # The host's own view: /var/lib/libvirt is its private copy, its boot files live in boot_dir.
-    return {"checks": {"boot_dir": host.boot_dir, "storage_path": "/var/lib/libvirt",
-                       "disk_space_paths": ["/", "/var/lib/libvirt"]}}
 
 
 @pytest.fixture(scope="module")
 def monitored(lab, tmp_path_factory):
     """(lab, prometheus): an exporter on every host, Prometheus with the shipped rules scraping them."""
     workdir = tmp_path_factory.mktemp("monitored")
-    for host in lab.hosts:
-        config = workdir / f"exporter-{host.name}.yml"
-        config.write_text(yaml.safe_dump(exporter_config(host)))
-        lab.add_service(host, "exporter", [EXPORTER, "--libvirt-uri", host.uri, "--listen", f"{host.address}:{PORT}",
-                                           "--host-name", host.name, "--config", str(config)])
+    start_exporters(lab, workdir)
     shipped = yaml.safe_load((REPO / "rules" / "prometheus.yml").read_text())
     prom = Prometheus(
         {
@@ -205,3 +195,33 @@ def test_changing_the_ha_declaration_shows_at_the_next_scrape(monitored):
     # The metadata-change event invalidates the cached definition (not the 60 s refresh).
     wait_for(lambda: value(scrape(h2), "hypervisor_vm_info", vm="toggle", ha="false") == 1, 3,
              "ha=false after virsh metadata")
+
+
+def real_figures(host) -> tuple[float, float]:
+    """(load1, memory available) of host's exporter, checked against this machine's real figures
+    read just before and just after the scrape. The kernel updates the load every 5 s, so it lies
+    between the two; free memory moves by pages either way meanwhile, so it gets 64 MiB of slack."""
+    before = (os.getloadavg()[0], read_mem_available("/proc"))
+    text = scrape(host)
+    after = (os.getloadavg()[0], read_mem_available("/proc"))
+    load, memory = value(text, "hypervisor_host_load1"), value(text, "hypervisor_host_memory_available_bytes")
+    assert min(before[0], after[0]) - 0.01 <= load <= max(before[0], after[0]) + 0.01, (before, load, after)
+    slack = 64 << 20
+    assert min(before[1], after[1]) - slack <= memory <= max(before[1], after[1]) + slack, (before, memory, after)
+    return load, memory
+
+
+def test_a_simulated_load_or_memory_figure_shows_on_that_hosts_exporter_only(monitored):
+    """Lab hosts share one kernel; each exporter reads its host's own procfs dir (lab/figures.py)."""
+    lab, _prom = monitored
+    h1, h2 = lab.hosts[:2]
+    try:
+        lab.set_host_load(h1, 8.0)
+        lab.set_host_memory_available(h1, 256 * 1024 * 1024)
+        one = scrape(h1)
+        assert value(one, "hypervisor_host_load1") == 8.0
+        assert value(one, "hypervisor_host_memory_available_bytes") == 256 * 1024 * 1024
+        real_figures(h2)
+    finally:
+        lab.clear_host_figures(h1)
+    real_figures(h1)

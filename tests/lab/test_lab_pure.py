@@ -87,3 +87,25 @@ def test_timeline_moments_of_an_incident_not_yet_acted_on():
     from lab.timeline import moments
     detail = {"incident": {"opened_at": "2026-11-25T10:00:01+00:00", "data": {}}, "history": [], "actions": []}
     assert list(moments(detail)) == ["detected"]
+
+
+def test_simulated_host_figures_are_in_the_kernels_format_and_clear_back_to_proc(tmp_path):
+    from exporter.procfs import read_load1, read_mem_available
+    from lab import figures
+    from lab.host import make_host
+
+    host = make_host(0, 1, tmp_path)
+    figures.clear(host)
+    assert {p.name: os.readlink(p) for p in host.procfs_dir.iterdir()} == \
+        {"loadavg": "/proc/loadavg", "meminfo": "/proc/meminfo"}
+    figures.set_load(host, 8.0)
+    figures.set_memory_available(host, (256 << 20) + 1000)
+    fields = (host.procfs_dir / "loadavg").read_text().split()
+    assert fields[:3] == ["8.00"] * 3 and "/" in fields[3] and fields[4].isdigit()
+    assert read_load1(str(host.procfs_dir)) == 8.0
+    assert read_mem_available(str(host.procfs_dir)) == 256 << 20, "whole KiB, as the kernel counts"
+    meminfo = (host.procfs_dir / "meminfo").read_text()
+    assert meminfo.splitlines()[0].startswith("MemTotal:") and meminfo.count("MemAvailable:") == 1
+    figures.clear(host)
+    assert os.readlink(host.procfs_dir / "loadavg") == "/proc/loadavg"
+    assert sorted(p.name for p in host.procfs_dir.iterdir()) == ["loadavg", "meminfo"], "no temporary file left"
