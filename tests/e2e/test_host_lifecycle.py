@@ -207,3 +207,82 @@ def test_dry_run_host_power_loss_says_what_it_would_do_and_changes_nothing(stack
     assert all(lab.where_running(u) == [] for u in uuids)  # nothing started anywhere
     assert host_view(stack, "h1")["condition"] == "up"  # its condition is unchanged
     assert sampler.duplicates == []
+
+
+def test_damaged_host_guest_whose_migration_is_refused_is_destroyed_there_then_started_once_elsewhere(stack_factory):
+    vms = [{"name": f"mv-{i}", "priority": 10 * i} for i in range(4)]
+    lab, stack, sampler = stack_factory(vms=vms)
+    uuids = {v["name"]: ha(lab, "h1", v["name"], priority=v["priority"]) for v in vms}
+    stack.wait_watching(uuids.values())
+    lab.refuse_migration_everywhere("mv-2")  # every destination's libvirt hook refuses its live migration
+    lab.damage_boot("h1")
+    wait_for(lambda: (stack.incident("host:h1:damaged") or {"incident": {}})["incident"].get("closed_at"), 90,
+             "the drain ends", on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
+    inc = incident_of(stack, "host:h1:damaged")["incident"]
+    where = {n: lab.where_running(u) for n, u in uuids.items()}
+    print(f"\nrefused migration: {where}; cold restarts {inc['data']['cold_restarts']}; "
+          f"downtime ms {inc['data']['migration_downtime_ms']}; sampler {sampler.samples} samples")
+    assert inc["state"] == "recovered", inc
+    assert set(inc["data"]["cold_restarts"]) == {"mv-2"} and "destroyed on h1" in inc["data"]["cold_restarts"]["mv-2"]
+    assert set(inc["data"]["migration_downtime_ms"]) == {"mv-0", "mv-1", "mv-3"}
+    assert all(len(h) == 1 and h[0] != "h1" for h in where.values()), where
+    assert not arrived_by_live_migration(lab, where["mv-2"][0], uuids["mv-2"])  # booted there, not moved
+    assert "mv-2" not in lab.domains("h1")  # the damaged host's copy is undefined
+    assert sampler.duplicates == []
+
+
+def overload_rules(tmp_path, for_="3s"):
+    """rules/hypervisor.rules.yml with a short `for:` on HypervisorHostOverloaded (2m shipped): the test's
+    own timing, the thresholds unchanged (the remediator reads them from the alert)."""
+    import yaml
+
+    from lab.stack import RULES
+    rules = yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == "HypervisorHostOverloaded":
+                rule["for"] = for_
+    path = tmp_path / "hypervisor.rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def test_overloaded_host_sheds_its_lowest_priority_guests_by_live_migration_cpu_then_memory(stack_factory, tmp_path):
+    vms = [{"name": f"ov-{i}", "priority": 10 * (i + 1)} for i in range(4)] + [
+        {"name": f"big-{i}", "priority": 10 * (i + 1)} for i in range(3)]
+    lab, stack, sampler = stack_factory(vms=vms, rules=overload_rules(tmp_path))
+    for h in ("h1", "h2", "h3"):  # every lab host reports the one machine's load: fix the figures
+        lab.set_host_load(h, 0.2)
+    cpu = {f"ov-{i}": ha(lab, "h1", f"ov-{i}", priority=10 * (i + 1)) for i in range(4)}
+    stack.wait_watching(cpu.values())
+    cpus = int(stack.prometheus.query('hypervisor_host_cpus{host="h1"}')[0]["value"][1])
+    # CPU: load 1.5 per CPU plus two guests' worth: the two lowest-priority guests (one vCPU each) must go.
+    lab.set_host_load("h1", 1.5 * cpus + 2)
+    wait_for(lambda: (stack.incident("host:h1:overloaded") or {"incident": {}})["incident"].get("closed_at"), 60,
+             "CPU overload handled", on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
+    inc = incident_of(stack, "host:h1:overloaded")["incident"]
+    print(f"\noverload (load): {inc['state']}: {inc['reason']}")
+    assert inc["state"] == "recovered" and inc["data"]["overload"] == {"resource": "load", "threshold": 1.5}
+    assert set(inc["data"]["moves"]) == {"ov-0", "ov-1"} and not inc["data"]["cold_restarts"], inc["data"]
+    assert all(lab.where_running(cpu[n]) == ["h1"] for n in ("ov-2", "ov-3"))
+    assert all(arrived_by_live_migration(lab, lab.where_running(cpu[n])[0], cpu[n]) for n in ("ov-0", "ov-1"))
+    lab.set_host_load("h1", 0.2)
+    # Memory: guests sized 3 % of the host's memory each; 95 % in use, over the rule's 90 %: two must go.
+    total = int(stack.prometheus.query('hypervisor_host_memory_bytes{host="h1"}')[0]["value"][1])
+    size_mib = int(total * 0.03) >> 20
+    big = {f"big-{i}": lab.define_guest("h1", f"big-{i}", memory_mib=size_mib, metadata=lab.ha_metadata(
+        protected=True, priority=10 * (i + 1))) for i in range(3)}
+    stack.wait_watching(big.values())
+    wait_for(lambda: (stack.incident("host:h1:overloaded") or {"incident": {}})["incident"]["closed_at"], 30,
+             "the CPU incident closed")
+    lab.set_host_memory_available("h1", int(total * 0.05))
+    wait_for(lambda: len([i for i in stack.incidents() if i["subject"] == "host:h1:overloaded"]) == 2
+             and all(i["closed_at"] for i in stack.incidents() if i["subject"] == "host:h1:overloaded"), 60,
+             "memory overload handled", on_timeout=lambda: stack.log_tail() + str(stack.incidents()))
+    inc = incident_of(stack, "host:h1:overloaded")["incident"]
+    print(f"overload (memory): {inc['state']}: {inc['reason']}")
+    assert inc["state"] == "recovered" and inc["data"]["overload"] == {"resource": "memory", "threshold": 0.9}
+    moved = set(inc["data"]["moves"])
+    assert {"big-0", "big-1"} <= moved and "big-2" not in moved, inc["data"]
+    assert lab.where_running(big["big-2"]) == ["h1"]
+    assert sampler.duplicates == []
