@@ -35,8 +35,9 @@ from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
 from remediator.hostlife import Answer, HostLife
 from remediator.migrations import Migrations
+from remediator.operator import OperatorRequests
 from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
-                              OperatorRequest, Remediation, host_of_subject, host_subject)
+                              Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
 from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store, StoreError
 from remediator.world import World
@@ -65,9 +66,10 @@ class Engine:
         self.world = World(config, store, hypervisors, load_source, clock)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
+        self.requests = OperatorRequests(self)
         self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
                              on_result=self._feed_back, on_event=self.handle_event)
-        self._decide_lock = threading.RLock()
+        self.decide_lock = threading.RLock()  # decisions one at a time (operator requests take it too)
         self._vm_locks: dict[str, threading.Lock] = {}
         self._vm_locks_guard = threading.Lock()
         self._stop = threading.Event()
@@ -87,12 +89,12 @@ class Engine:
         """Operator requests queued by the API, oldest first; each ends applied, ignored or refused."""
         events = self.store.pending_events()
         for qe in events:
-            outcome, reason = self._operator_request(qe.subject, qe.event)
+            outcome, reason = self.requests.handle(qe.subject, qe.event)
             self.store.mark_event(qe.id, outcome, reason)
         return len(events)
 
     def handle_event(self, incident_id: int, event: Event) -> fsm.Decision:
-        with self._decide_lock:
+        with self.decide_lock:
             incident = self.store.get_incident(incident_id)
             decision = fsm.decide(incident, event, self.context_for(incident))
             if decision.ignored and not incident.is_open:
@@ -105,7 +107,7 @@ class Engine:
 
     def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any]) -> int | None:
         """An incident the engine opens itself (an operator's maintenance); None when not opened."""
-        with self._decide_lock:
+        with self.decide_lock:
             decision = fsm.open_incident(kind, subject, host, self.context_for(None, host, kind=kind),
                                          at=self.clock(), data=data)
             if decision.closes:
@@ -120,7 +122,7 @@ class Engine:
 
     def operator_confirm_off(self, host: str, by: str = "operator", reason: str = "") -> Answer:
         """An operator made sure `host` is off (the API queues the same request)."""
-        return self._confirm_off(host, Event(E.OPERATOR_CONFIRM_OFF, self.clock(), {"by": by, "reason": reason}))
+        return self.requests.confirm_off(host, Event(E.OPERATOR_CONFIRM_OFF, self.clock(), {"by": by, "reason": reason}))
 
     def activate_host(self, host: str, by: str = "operator", reason: str = "") -> Answer:
         return self.hosts.activate(host, by, reason)
@@ -164,7 +166,7 @@ class Engine:
 
     def resume(self) -> None:
         """After a (re)start: finish what a previous run left half done, checking the world first."""
-        with self._decide_lock:
+        with self.decide_lock:
             for intent in self.store.unfinished_intents():
                 self._resume_intent(intent)
             for incident in self.store.list_incidents(open_only=True, limit=100000):
@@ -237,7 +239,7 @@ class Engine:
 
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
         event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
-        with self._decide_lock:
+        with self.decide_lock:
             incident = self.store.open_incident_for(alert.subject)
             if incident is not None:
                 if alert.status is not AlertStatus.FIRING:
@@ -267,48 +269,6 @@ class Engine:
         self._dispatch(incident.id, intents)
         if opened and alert.remediation in HOST_KINDS:
             self.host_changed(alert.host, exclude=incident.id)  # a lower-ranked incident of the host waits now
-
-    def _operator_request(self, subject: str, event: Event) -> tuple[str, str]:
-        """One queued operator request: (outcome, reason)."""
-        kind, detail, host = event.kind, event.detail, host_of_subject(subject)
-        by = detail.get("by", "operator")
-        if kind == OperatorRequest.ACTIVATE:
-            answer = self.hosts.activate(host, by, detail.get("reason", ""))
-        elif kind == OperatorRequest.MAINTENANCE:
-            answer = self.hosts.maintenance(host, bool(detail.get("on")), by, detail.get("reason", ""))
-        elif kind == E.OPERATOR_CONFIRM_OFF:
-            answer = self._confirm_off(host, event)
-        elif kind in (E.OPERATOR_RETRY, E.OPERATOR_CLOSE) and detail.get("incident") is not None:
-            answer = self._incident_request(int(detail["incident"]), event)
-        else:
-            return "ignored", f"unknown request {kind} for {subject}"
-        return ("applied" if answer.ok else "refused"), answer.reason
-
-    def _confirm_off(self, host: str, event: Event) -> Answer:
-        """An operator made sure `host` is off: it counts as fenced, checked under the decide lock so the
-        incident cannot have moved on in between."""
-        with self._decide_lock:
-            incident = self.store.open_incident_for(host_subject(host))
-            if incident is None or fsm.State(incident.state) not in fsm.WAITING_FOR_OFF:
-                where = f"its incident {incident.id} is {incident.state}" if incident else "it has no open incident"
-                return Answer(False, f"host {host} is not waiting to be fenced: {where}")
-            change = self.hosts.set_condition(
-                host, HostEvent.CONFIRMED_OFF, f"an operator ({event.detail.get('by', 'operator')}) confirmed it is off")
-            if not change.applies:
-                return Answer(False, change.reason)
-            self.metrics.fence_outcome("confirmed_by_operator")
-            decision = self.handle_event(incident.id, event)
-        return Answer(not decision.ignored, decision.reason)
-
-    def _incident_request(self, incident_id: int, event: Event) -> Answer:
-        """Retry or close the incident the operator named, not whichever is open for its subject."""
-        with self._decide_lock:
-            incident = self.store.get_incident(incident_id)
-            if not incident.is_open:
-                return Answer(False, f"incident {incident_id} is closed ({incident.state})")
-            decision = self.handle_event(incident_id, replace(event, detail={
-                **event.detail, "detail": event.detail.get("reason") or f"by {event.detail.get('by', 'operator')}"}))
-        return Answer(not decision.ignored, decision.reason)
 
     def _persist(self, incident: Incident, event: Event, decision: fsm.Decision,
                  opening: bool = False) -> list[tuple[int, Action]]:
@@ -347,7 +307,7 @@ class Engine:
         if A(action.kind) not in fsm.STEP_ACTION.values():
             return
         event = Event(outcome.event, self.clock(), {"action": action.kind, "detail": outcome.detail, **outcome.extra})
-        with self._decide_lock:
+        with self.decide_lock:
             incident = self.store.get_incident(incident_id)
             decision = fsm.decide(incident, event, self.context_for(incident))
             if decision.ignored and not incident.is_open:
@@ -409,7 +369,7 @@ class Engine:
         Out: down, fenced or cordoned, unreachable when the remediator last asked it, or with a host
         alert still waiting in the store (so that two hosts failing together are held together,
         whatever order their alerts arrive in)."""
-        with self._decide_lock:
+        with self.decide_lock:
             names = [h.name for h in self.config.hosts]
             conditions = self.world.conditions()
             out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
