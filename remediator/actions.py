@@ -37,10 +37,19 @@ class Outcome:
     data: Mapping[str, Any] = field(default_factory=dict)  # for Incident.data (placement, load source, moves)
 
 
-def _blocked(vm_name: str, blockers: list[str], origin: str) -> Outcome:
-    return Outcome(E.ACTION_FAILED, False,
-                   f"{', '.join(blockers)} does not answer and is not fenced: it may still run {vm_name}",
-                   {"host_unreachable": origin in blockers, "blocked_by": blockers})
+def _before_a_start(e: "Engine", uuid: str, name: str, origin: str) -> tuple[Outcome | None, list[str]]:
+    """Never twice: (the outcome when the VM must not be started now, else None; the hosts that
+    could not be asked). Already running anywhere is done; an unreachable, unfenced host that had it
+    blocks the start. Called under the VM's lock."""
+    running, unknown = e.world.find_running(uuid)
+    if running:
+        return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running}), unknown
+    blockers = e.world.may_still_run_it(uuid, unknown, home=origin)
+    if blockers:
+        return Outcome(E.ACTION_FAILED, False,
+                       f"{', '.join(blockers)} does not answer and is not fenced: it may still run {name}",
+                       {"host_unreachable": origin in blockers, "blocked_by": blockers}), unknown
+    return None, unknown
 
 
 def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -70,12 +79,9 @@ def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     uuid, host = p["uuid"], p["host"]
     with e.vm_lock(uuid):
-        running, unknown = e.world.find_running(uuid)
-        if running:
-            return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
-        blockers = e.world.may_still_run_it(uuid, unknown, home=host)
-        if blockers:
-            return _blocked(uuid, blockers, host)
+        refused, _ = _before_a_start(e, uuid, uuid, host)
+        if refused:
+            return refused
         condition = e.world.condition(host)
         if condition is not HostCondition.UP:
             return Outcome(E.ACTION_FAILED, False, f"{host} is {condition}", {"host_unusable": True})
@@ -93,12 +99,9 @@ def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool =
     if vm is None or not vm.xml:
         return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
     with e.vm_lock(uuid):
-        running, unknown = e.world.find_running(uuid)
-        if running:
-            return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running})
-        blockers = e.world.may_still_run_it(uuid, unknown, home=origin)
-        if blockers:
-            return _blocked(vm.name, blockers, origin)
+        refused, unknown = _before_a_start(e, uuid, vm.name, origin)
+        if refused:
+            return refused
         plan, caps = e.world.place([vm], exclude | set(unknown))
         dst = plan.assignments.get(uuid)
         data = {"placement": {uuid: dst} if dst else {}, "load_source": caps.load_source}
