@@ -217,7 +217,7 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(dry_run, S.RECOVERED, (),
           "dry run: nothing was fenced or started; it would have fenced {host} and: {detail}"),
         T(always, S.RECOVERED, (),
-          "its protected VMs run elsewhere ({detail}); {host} stays fenced until an operator brings it back"),),
+          "its protected VMs run elsewhere ({detail}); {host} stays fenced until an operator activates it"),),
     (S.HOST_EVACUATING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "evacuation"),
 
     # ---- host damaged or in maintenance: cordon, live-migrate its VMs away -------------------------
