@@ -127,7 +127,12 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
     load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
     if load is None:
         log.warning("no prometheus.url: placement uses the allocation libvirt reports")
-    return Engine(config, store, hypervisors, fencer, load, metrics)
+    events = None
+    if config.policy.fast_path:
+        from remediator.edges.libvirt_events import DomainEvents
+
+        events = DomainEvents(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
+    return Engine(config, store, hypervisors, fencer, load, metrics, events=events)
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).

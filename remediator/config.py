@@ -236,6 +236,7 @@ class Policy:
     storm: Storm = field(default_factory=Storm)
     max_concurrent_actions: int = 4
     max_concurrent_migrations: int = 4  # live migrations off one host at once (a drain, a rebalance)
+    fast_path: bool = True  # libvirt's lifecycle events open a crashed VM's incident before its alert
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
 
@@ -631,7 +632,7 @@ class _Parser:
             value,
             "policy",
             ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "max_concurrent_migrations",
-             "timings", "overcommit", "overload"],
+             "fast_path", "timings", "overcommit", "overload"],
         )
         if "overload" in raw:
             # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
@@ -650,6 +651,7 @@ class _Parser:
             backoff=backoff,
             action_timeouts=self.numbers(ActionTimeouts, raw.get("action_timeouts"), "policy.action_timeouts", above=True),
             storm=Storm(max_unhealthy_share=float(share)),
+            fast_path=self.boolean(raw.get("fast_path", Policy.fast_path), "policy.fast_path"),
             max_concurrent_migrations=self.number(
                 raw.get("max_concurrent_migrations", Policy.max_concurrent_migrations),
                 "policy.max_concurrent_migrations", integer=True, minimum=1,

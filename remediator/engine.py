@@ -22,10 +22,11 @@ Around it: `world` (what the hosts look like), `hosts` (host conditions, activat
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from remediator import actions, fsm, reconcile, storm
@@ -48,13 +49,22 @@ OUT_CONDITIONS = frozenset({HostCondition.DOWN, HostCondition.FENCED, HostCondit
 _HOST_ALERTS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED})
 
 
+FAST_PATH_ALERTNAME = "LibvirtDomainCrashed"
+FAST_PATH_JOIN_S = 10.0  # a VM-down alert this close to a fast-path incident reports the same crash
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def opened_by(alert: Alert) -> str:
+    """Which path reported it first: the fast path, the reconcile pass, or the alert path."""
+    return {"libvirt_event": "libvirt_event", "reconcile": "reconcile"}.get(alert.labels.get("source", ""), "alert")
+
+
 class Engine:
     def __init__(self, config, store: Store, hypervisors, fencer, load_source, metrics, *,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, events=None):
         self.config = config
         self.store = store
         self.hv = hypervisors
@@ -74,6 +84,8 @@ class Engine:
         self._vm_locks_guard = threading.Lock()
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
+        self.events = events  # edges.libvirt_events.DomainEvents: the fast path, None when off
+        self._events_thread: threading.Thread | None = None
 
     # ---- the ways in ------------------------------------------------------------------------------
 
@@ -115,8 +127,10 @@ class Engine:
             event = Event(E.ALERT_FIRING, self.clock(), dict(data))
             with self.store.atomic():
                 incident = self.store.create_incident(subject, kind, host, None, None, decision.next_state,
-                                                      decision.reason, self.clock(), data={**data, **decision.data})
+                                                      decision.reason, self.clock(),
+                                                      data={**data, **decision.data, "opened_by": "operator"})
                 intents = self._persist(incident, event, decision, opening=True)
+        self.metrics.incident_opened_by("operator")
         self._dispatch(incident.id, intents)
         return incident.id
 
@@ -185,6 +199,10 @@ class Engine:
         self.resume()
         self._loop = threading.Thread(target=self._run_loop, name="engine", daemon=True)
         self._loop.start()
+        if self.events is not None:
+            self.events.start()
+            self._events_thread = threading.Thread(target=self._consume_crashes, name="fast-path", daemon=True)
+            self._events_thread.start()
 
     def _run_loop(self) -> None:
         while not self._stop.is_set():
@@ -201,6 +219,8 @@ class Engine:
     def shutdown(self, wait: bool = True) -> None:
         self._stop.set()
         self.runner.wake.set()
+        if self.events is not None:
+            self.events.stop()
         if self._loop is not None:
             self._loop.join(timeout=10)
         self.runner.shutdown(wait)
@@ -237,6 +257,44 @@ class Engine:
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
                            has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run)
 
+    def _consume_crashes(self) -> None:
+        """The fast path: a protected VM's crash, as libvirt's event reported it, is stored as the
+        alert its rule would send (one way in), and the loop is woken at once."""
+        while not self._stop.is_set():
+            try:
+                crash = self.events.crashes.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._crash_reported(crash)
+            except StoreError:
+                log.exception("fast path: the crash of %s on %s could not be stored; its alert will come",
+                              crash.name, crash.host)
+
+    def _crash_reported(self, crash) -> None:
+        vm = self.store.get_vm(crash.uuid)
+        if self.config.vm(uuid=crash.uuid, name=crash.name) is None and not (vm is not None and vm.protected):
+            return
+        now = self.clock()
+        self.store.record_alerts([Alert(
+            fingerprint=f"libvirt-event-{crash.uuid}", status=AlertStatus.FIRING, remediation=Remediation.VM_DOWN,
+            alertname=FAST_PATH_ALERTNAME, host=crash.host, starts_at=now, vm=crash.name, uuid=crash.uuid,
+            labels={"source": "libvirt_event", "reason": crash.reason},
+            annotations={"summary": f"libvirt reported {crash.name} {crash.reason} on {crash.host}"})], now)
+        self.notify()
+
+    def _handled_by_fast_path(self, alert: Alert) -> Incident | None:
+        """The incident the fast path opened for the crash this (later) alert reports, if any: the
+        alert then joins it as a repeat instead of opening a second incident."""
+        if alert.remediation is not Remediation.VM_DOWN or alert.labels.get("source") == "libvirt_event":
+            return None
+        latest = self.store.latest_incident_for(alert.subject)
+        if latest is None or (latest.data or {}).get("opened_by") != "libvirt_event":
+            return None
+        window = timedelta(seconds=FAST_PATH_JOIN_S)
+        until = latest.closed_at or self.clock()
+        return latest if latest.opened_at - window <= alert.starts_at <= until + window else None
+
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
         event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
         with self.decide_lock:
@@ -250,6 +308,10 @@ class Engine:
                     self.store.mark_alert(alert_id, outcome, incident.id, f"{event.kind} for open incident {incident.id}")
                     intents = self._persist(incident, event, decision)
                 opened = False
+            elif alert.status is AlertStatus.FIRING and (earlier := self._handled_by_fast_path(alert)) is not None:
+                self.store.mark_alert(alert_id, "duplicate", earlier.id, f"the crash libvirt's event reported first; "
+                                      f"incident {earlier.id} handled it")
+                return
             else:
                 decision = fsm.start(alert, self.context_for(None, alert.host, alert.uuid, alert.remediation))
                 if decision.closes:
@@ -262,10 +324,12 @@ class Engine:
                         alert.subject, alert.remediation, alert.host, alert.uuid,
                         alert.vm or (vm.name if vm else None), decision.next_state, decision.reason, self.clock(),
                         data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
-                              "alert_received_at": received_at.isoformat(), **decision.data})
+                              "alert_received_at": received_at.isoformat(), "opened_by": opened_by(alert),
+                              **decision.data})
                     self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
                     intents = self._persist(incident, event, decision, opening=True)
                 opened = True
+                self.metrics.incident_opened_by(opened_by(alert))
         self._dispatch(incident.id, intents)
         if opened and alert.remediation in HOST_KINDS:
             self.host_changed(alert.host, exclude=incident.id)  # a lower-ranked incident of the host waits now

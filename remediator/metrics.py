@@ -28,6 +28,10 @@ MAX_OPEN_INCIDENT_SERIES = 200
 _RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800)
 
 
+# Which path reported an incident first (Incident.data["opened_by"]).
+OPENED_BY = ("alert", "libvirt_event", "reconcile", "operator")
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry(auto_describe=True)
@@ -73,6 +77,9 @@ class Metrics:
         )
         self.opened = Counter("remediator_incidents_opened", "Incidents opened, by remediation kind", ["kind"],
                               registry=r)
+        self.opened_by = Counter(
+            "remediator_incidents_opened_by", "Incidents opened, by the path that reported them first: alert "
+            "(Prometheus and Alertmanager), libvirt_event (the fast path), reconcile, operator", ["path"], registry=r)
         self.closed = Counter(
             "remediator_incidents_closed",
             "Incidents closed, by remediation kind and outcome (recovered, dismissed, closed_by_operator)",
@@ -94,12 +101,17 @@ class Metrics:
             self.opened.labels(kind=kind.value)
             for outcome in TERMINAL_STATES:
                 self.closed.labels(kind=kind.value, outcome=outcome.value)
+        for path in OPENED_BY:
+            self.opened_by.labels(path=path)
         for code in ("200", "400", "401", "413", "503"):
             self.webhook_requests.labels(code=code)
         for outcome in ("off", "failed", "confirmed_by_operator"):
             self.fencing.labels(outcome=outcome)
 
     # ---- one call per fact, so callers do not need to know label names
+
+    def incident_opened_by(self, path: str) -> None:
+        self.opened_by.labels(path=path).inc()
 
     def webhook_request(self, status_code: int) -> None:
         self.webhook_requests.labels(code=str(status_code)).inc()

@@ -260,3 +260,20 @@ def test_dry_run_crash_says_what_it_would_do_and_reconcile_does_not_repeat_it(ma
     # The VM is still down (reason crashed in libvirt's eyes): the reconcile pass opens nothing new.
     findings = reconcile(dc.config, dc.store, dc.hv, NOW, down_reasons=frozenset({0, 1, 2, 3, 5, 6, 8}))
     assert [f for f in findings if f.kind == "vm_down_without_incident"] == []
+
+
+def test_the_alert_for_a_crash_the_fast_path_handled_joins_its_incident(make_dc):
+    from remediator.edges.libvirt_events import Crash
+
+    dc = make_dc({"h1": ["g1"], "h2": []}, running=False)
+    dc.sync()
+    dc.engine._crash_reported(Crash("h1", dc.vms["g1"], "g1", 0.0, "crashed"))  # what the event thread does
+    dc.engine.handle_pending_alerts()
+    dc.settle()
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.RECOVERED and inc.data["opened_by"] == "libvirt_event"
+    # The rule's alert for the same crash comes a second later: a repeat, not a second incident.
+    deliver(dc, vm_alert(dc, "g1", "h1", starts_at=inc.opened_at + timedelta(seconds=1)))
+    assert [i.id for i in dc.store.list_incidents()] == [inc.id]
+    [alert] = [a for a in dc.store.recent_alerts() if a.alert.alertname == "VMDown"]
+    assert alert.outcome == "duplicate" and alert.incident_id == inc.id

@@ -180,3 +180,22 @@ def test_power_loss_with_dead_bmc_waits_for_confirm_off(stack_factory):
              on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
     assert all(len(lab.where_running(u)) == 1 for u in uuids)
     assert sampler.duplicates == []
+
+
+def test_crash_recovered_with_prometheus_and_alertmanager_stopped_opened_by_libvirts_event(stack_factory):
+    lab, stack, sampler = stack_factory(vms=[{"name": "web-7", "priority": 100}])
+    uuid = ha(lab, "h1", "web-7", priority=100)
+    stack.wait_watching([uuid])
+    stack.prometheus.stop()
+    stack.alertmanager.stop()
+    started = time.monotonic()
+    lab.crash_guest("h1", "web-7")
+    wait_for(lambda: lab.where_running(uuid) == ["h1"] and stack.incident(f"vm:{uuid}"), 30,
+             "web-7 running again with the monitoring stack down", on_timeout=stack.log_tail)
+    print(f"\nfast path: web-7 running again {time.monotonic() - started:.2f} s after the crash, no Prometheus, "
+          f"no Alertmanager")
+    wait_for(lambda: stack.incident(f"vm:{uuid}")["incident"]["closed_at"], 10, "incident closed")
+    incident = stack.incident(f"vm:{uuid}")["incident"]
+    assert incident["state"] == "recovered" and incident["data"]["opened_by"] == "libvirt_event", incident
+    assert 'remediator_incidents_opened_by_total{path="libvirt_event"} 1.0' in stack.metrics()
+    assert sampler.duplicates == []
