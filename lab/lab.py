@@ -383,6 +383,21 @@ class Lab(HostSimulation):
         """Power loss: kill -9 every process of the host's namespace."""
         power.power_loss(self.host(host))
 
+    def restart_libvirtd(self, host: str | LabHost, down_s: float = 2.0) -> None:
+        """libvirtd stopped (SIGTERM to its recorded pid) and started again after `down_s`; the
+        guests' QEMUs keep running, as on a package upgrade. Returns once it answers again."""
+        h = self.host(host)
+        pid = hostmod.libvirtd_pid(h)
+        if pid is None:
+            raise RuntimeError(f"{h.name}: libvirtd has no pid file")
+        start = procs.start_time(pid)
+        os.kill(pid, signal.SIGTERM)
+        procs.wait_gone(pid, start, 10.0)
+        time.sleep(down_s)
+        power.start_libvirtd(h, self.keeper_socket)
+        power.wait_listening(h, self.boot_timeout)
+        virt.wait_ready(h.uri, self.boot_timeout)
+
     def power_on(self, host: str | LabHost) -> None:
         """Boot: libvirtd (+ services); returns when libvirtd answers. Old guests stay shut off."""
         h = self.host(host)

@@ -22,11 +22,10 @@ Around it: `world` (what the hosts look like), `hosts` (host conditions, activat
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from remediator import actions, fsm, reconcile, storm
@@ -35,6 +34,7 @@ from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
 from remediator.hostlife import Answer, HostLife
+from remediator.fastpath import FastPath
 from remediator.migrations import Migrations
 from remediator.operator import OperatorRequests
 from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 
 OUT_CONDITIONS = frozenset({HostCondition.DOWN, HostCondition.FENCED, HostCondition.CORDONED})
 _HOST_ALERTS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED})
-
-
-FAST_PATH_ALERTNAME = "LibvirtDomainCrashed"
-FAST_PATH_JOIN_S = 10.0  # a VM-down alert this close to a fast-path incident reports the same crash
 
 
 def utcnow() -> datetime:
@@ -77,12 +73,13 @@ class Engine:
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)
+        self.fast_path = FastPath(self)
         self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
                              on_result=self._feed_back, on_event=self.handle_event)
         self.decide_lock = threading.RLock()  # decisions one at a time (operator requests take it too)
         self._vm_locks: dict[str, threading.Lock] = {}
         self._vm_locks_guard = threading.Lock()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._loop: threading.Thread | None = None
         self.events = events  # edges.libvirt_events.DomainEvents: the fast path, None when off
         self._events_thread: threading.Thread | None = None
@@ -201,14 +198,14 @@ class Engine:
         self._loop.start()
         if self.events is not None:
             self.events.start()
-            self._events_thread = threading.Thread(target=self._consume_crashes, name="fast-path", daemon=True)
+            self._events_thread = threading.Thread(target=self.fast_path.run, name="fast-path", daemon=True)
             self._events_thread.start()
 
     def _run_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self.runner.wake.wait(timeout=self.runner.seconds_to_next(default=1.0))
             self.runner.wake.clear()
-            if self._stop.is_set():
+            if self.stopping.is_set():
                 break
             try:
                 self.tick()
@@ -217,7 +214,7 @@ class Engine:
                 time.sleep(1.0)
 
     def shutdown(self, wait: bool = True) -> None:
-        self._stop.set()
+        self.stopping.set()
         self.runner.wake.set()
         if self.events is not None:
             self.events.stop()
@@ -257,44 +254,6 @@ class Engine:
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
                            has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run)
 
-    def _consume_crashes(self) -> None:
-        """The fast path: a protected VM's crash, as libvirt's event reported it, is stored as the
-        alert its rule would send (one way in), and the loop is woken at once."""
-        while not self._stop.is_set():
-            try:
-                crash = self.events.crashes.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                self._crash_reported(crash)
-            except StoreError:
-                log.exception("fast path: the crash of %s on %s could not be stored; its alert will come",
-                              crash.name, crash.host)
-
-    def _crash_reported(self, crash) -> None:
-        vm = self.store.get_vm(crash.uuid)
-        if self.config.vm(uuid=crash.uuid, name=crash.name) is None and not (vm is not None and vm.protected):
-            return
-        now = self.clock()
-        self.store.record_alerts([Alert(
-            fingerprint=f"libvirt-event-{crash.uuid}", status=AlertStatus.FIRING, remediation=Remediation.VM_DOWN,
-            alertname=FAST_PATH_ALERTNAME, host=crash.host, starts_at=now, vm=crash.name, uuid=crash.uuid,
-            labels={"source": "libvirt_event", "reason": crash.reason},
-            annotations={"summary": f"libvirt reported {crash.name} {crash.reason} on {crash.host}"})], now)
-        self.notify()
-
-    def _handled_by_fast_path(self, alert: Alert) -> Incident | None:
-        """The incident the fast path opened for the crash this (later) alert reports, if any: the
-        alert then joins it as a repeat instead of opening a second incident."""
-        if alert.remediation is not Remediation.VM_DOWN or alert.labels.get("source") == "libvirt_event":
-            return None
-        latest = self.store.latest_incident_for(alert.subject)
-        if latest is None or (latest.data or {}).get("opened_by") != "libvirt_event":
-            return None
-        window = timedelta(seconds=FAST_PATH_JOIN_S)
-        until = latest.closed_at or self.clock()
-        return latest if latest.opened_at - window <= alert.starts_at <= until + window else None
-
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
         event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
         with self.decide_lock:
@@ -308,7 +267,7 @@ class Engine:
                     self.store.mark_alert(alert_id, outcome, incident.id, f"{event.kind} for open incident {incident.id}")
                     intents = self._persist(incident, event, decision)
                 opened = False
-            elif alert.status is AlertStatus.FIRING and (earlier := self._handled_by_fast_path(alert)) is not None:
+            elif alert.status is AlertStatus.FIRING and (earlier := self.fast_path.handled(alert)) is not None:
                 self.store.mark_alert(alert_id, "duplicate", earlier.id, f"the crash libvirt's event reported first; "
                                       f"incident {earlier.id} handled it")
                 return

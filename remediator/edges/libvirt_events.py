@@ -6,8 +6,8 @@ has one watcher thread that owns one connection of its own (the rule of libvirt_
 connection is used by one thread, and closed by it, never from the event loop). The callback,
 which libvirt runs on its event loop thread, only puts what happened on a queue: no libvirt call,
 no store, nothing that can block the loop. A connection that dies (the host is down or cut off)
-is noticed by its watcher within a second, closed by it, and opened again with a backoff; the
-alert path keeps covering that host meanwhile.
+is noticed by its watcher within CHECK_EVERY_S (HostLost), closed by it, and opened again with a
+backoff; the alert path keeps covering that host meanwhile.
 """
 
 from __future__ import annotations
@@ -31,8 +31,16 @@ CRASH_EVENTS = frozenset({
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
     (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED),
 })
-CHECK_EVERY_S = 1.0
+CHECK_EVERY_S = 0.25  # isAlive() is a local check: cheap
 RECONNECT_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class HostLost:
+    """The watcher's connection to the host died (socket closed, keepalive timed out)."""
+
+    host: str
+    at_monotonic: float
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class DomainEvents:
     def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 2.0):
         self._uris = dict(hosts)
         self._timeout = connect_timeout
-        self.crashes: "queue.Queue[Crash]" = queue.Queue()
+        self.crashes: "queue.Queue[Crash | HostLost]" = queue.Queue()  # what the engine reads, in order
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -88,6 +96,7 @@ class DomainEvents:
             while not self._stop.wait(CHECK_EVERY_S):
                 if not _alive(conn):
                     log.info("events %s: connection lost; the alert path covers the host until it is back", host)
+                    self.crashes.put(HostLost(host, time.monotonic()))
                     break
             try:
                 conn.domainEventDeregisterAny(callback_id)

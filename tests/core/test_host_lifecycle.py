@@ -267,7 +267,7 @@ def test_the_alert_for_a_crash_the_fast_path_handled_joins_its_incident(make_dc)
 
     dc = make_dc({"h1": ["g1"], "h2": []}, running=False)
     dc.sync()
-    dc.engine._crash_reported(Crash("h1", dc.vms["g1"], "g1", 0.0, "crashed"))  # what the event thread does
+    dc.engine.fast_path.crash_reported(Crash("h1", dc.vms["g1"], "g1", 0.0, "crashed"))  # what the event thread does
     dc.engine.handle_pending_alerts()
     dc.settle()
     [inc] = dc.store.list_incidents()

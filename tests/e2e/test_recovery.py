@@ -199,3 +199,32 @@ def test_crash_recovered_with_prometheus_and_alertmanager_stopped_opened_by_libv
     assert incident["state"] == "recovered" and incident["data"]["opened_by"] == "libvirt_event", incident
     assert 'remediator_incidents_opened_by_total{path="libvirt_event"} 1.0' in stack.metrics()
     assert sampler.duplicates == []
+
+
+def test_power_loss_proven_by_the_bmc_opens_the_host_incident_from_libvirts_closed_connection(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 4)
+    time.sleep(1.5)  # the fast path's watchers are connected
+    started = time.monotonic()
+    lab.power_off("h1")
+    wait_for(lambda: all(lab.where_running(u) for u in uuids), 30, "every h1 guest running elsewhere",
+             on_timeout=lambda: stack.log_tail() + "\n" + str(stack.incidents()))
+    elapsed = time.monotonic() - started
+    detail = stack.incident("host:h1")
+    kinds = [a["action"]["kind"] for a in detail["actions"]]
+    print(f"\nfast path, host power loss: 4 guests running elsewhere after {elapsed:.2f} s; {kinds}")
+    assert detail["incident"]["data"]["opened_by"] == "libvirt_event", detail["incident"]
+    assert kinds.index("fence_host") < kinds.index("evacuate_host"), kinds
+    assert sampler.duplicates == []
+
+
+def test_libvirtd_restart_starts_nothing(stack_factory):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 2)
+    time.sleep(1.5)  # the fast path's watchers are connected
+    lab.restart_libvirtd("h1", down_s=2.0)
+    time.sleep(8)  # longer than HypervisorHostDown's for: 5s
+    assert all(lab.where_running(u) == ["h1"] for u in uuids)
+    acted = [i for i in stack.incidents() if i["subject"] == "host:h1"]
+    for incident in acted:
+        kinds = [a["action"]["kind"] for a in stack.api(f"incidents/{incident['id']}")["actions"]]
+        assert "fence_host" not in kinds and "evacuate_host" not in kinds, (incident, kinds)
+    assert lab.is_on("h1") and sampler.duplicates == []
