@@ -83,6 +83,10 @@ def test_every_panel_query_returns_data_after_a_crash_and_a_power_loss(stack_fac
     wait_for(lambda: prom.query('kind:remediator_alert_to_recovery_seconds:p50_1h{kind="host_down"} > 0')
              and prom.query('kind:remediator_alert_to_recovery_seconds:p50_1h{kind="vm_down"} > 0'), 30,
              "both recoveries in Prometheus", on_timeout=lambda: stack.metrics())
+    # The fast path recovers before the alert path reports (HostDown has `for: 5s`): wait for the alert
+    # path's webhook post too, as the Remediation dashboard's webhook and alert panels show it.
+    wait_for(lambda: prom.query('sum(remediator_alerts_received_total) > 0'), 30,
+             "the alert path's webhook post counted", on_timeout=lambda: stack.metrics())
     assert sampler.duplicates == []
 
     hosts = sorted({s["metric"]["host"] for s in prom.query('up{job="hypervisor"}')})
