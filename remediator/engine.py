@@ -342,10 +342,6 @@ class Engine:
         if decision.closes and incident.kind in HOST_KINDS:
             self.host_changed(incident.host, exclude=incident_id)  # incidents waiting on this host look again
 
-    def perform(self, incident_id: int, action: Action) -> Outcome:
-        """Do one action now, in this thread (tests and `remediator plan`)."""
-        return actions.perform(self, action)
-
     def vm_lock(self, uuid: str) -> threading.Lock:
         with self._vm_locks_guard:
             return self._vm_locks.setdefault(uuid, threading.Lock())

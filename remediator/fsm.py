@@ -86,10 +86,6 @@ def outranked(i: Incident, e: Event, c: Context) -> bool:
     return c.outranked
 
 
-def not_outranked(i: Incident, e: Event, c: Context) -> bool:
-    return not c.outranked
-
-
 def attempts_left_and_host_usable(i: Incident, e: Event, c: Context) -> bool:
     return attempts_left(i, e, c) and not e.detail.get("host_unusable") and not e.detail.get("host_unreachable")
 
