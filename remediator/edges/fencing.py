@@ -36,10 +36,12 @@ class PowerState(StrEnum):
 
 
 class FenceDeviceSpec(Protocol):
-    """What the config gives for each host (config.FenceDevice): an agent name and its options."""
+    """What the config gives for each host (config.FenceDevice): an agent name and its options,
+    revealed (the config keeps passwords as SecretStr) only to be written to the agent's stdin."""
 
     agent: str
-    options: Mapping[str, str]
+
+    def agent_options(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Fencer:
         try:
             proc = subprocess.run(
                 [agent_path(device.agent)],
-                input=agent_stdin(device.options, action),
+                input=agent_stdin(device.agent_options(), action),
                 capture_output=True,
                 text=True,
                 timeout=self._timeout,
