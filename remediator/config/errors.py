@@ -76,8 +76,11 @@ _PROBLEMS: dict[str, Callable[[dict[str, Any], FieldInfo | None], str]] = {
 
 
 def translate(error: ValidationError, source: str, root: type[BaseModel]) -> ConfigError:
-    """The first of pydantic's errors, as a ConfigError naming `source` and the key path."""
-    first = error.errors(include_url=False)[0]
+    """The first of pydantic's errors, as a ConfigError naming `source` and the key path.
+
+    An unknown key comes first: it is often a misspelt one, whose absence is the other errors' cause."""
+    errors = error.errors(include_url=False)
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     ctx = first.get("ctx") or {}
     if first["type"] == "config":

@@ -17,7 +17,7 @@ class Config(Record):
     listen: Listen = Field(default_factory=Listen, description="Where the webhook and the API are served.")
     auth: Annotated[Auth, Required(f"required: {AUTH_FORM}, or write `auth: none` explicitly")] = Field(
         description="Required: one credential per role, no secret shared between them; `auth: none`, written "
-                    "out, turns auth off.")
+                    "out, turns auth off.", json_schema_extra={"doc_type": "mapping, or `none`"})
     prometheus: Prometheus = Field(default_factory=Prometheus, description="Where host load comes from.")
     store: Store = Field(default_factory=Store, description="Where incidents, intents and inventory are kept.")
     hosts: Annotated[tuple[HostConfig, ...], AfterValidator(unique_hosts), Required("required: at least one host")] = Field(

@@ -62,7 +62,8 @@ class Storm(Section):
     """Hold automatic evacuation when more than this share of hosts is down or damaged (Medik8s' maxUnhealthy)."""
 
     max_unhealthy_share: Annotated[Seconds, AfterValidator(_share)] = Field(
-        1 / 3, description="More hosts than this share (0..1) down or damaged: hold automatic evacuation.")
+        1 / 3, description="More hosts than this share down or damaged: hold automatic evacuation.",
+        json_schema_extra={"doc_type": "number 0..1"})
 
 
 class Timings(Section):

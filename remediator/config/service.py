@@ -6,7 +6,7 @@ import os
 from typing import Annotated, Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_serializer, field_validator, model_validator
 
 from remediator.config.errors import Required, fail
 from remediator.config.types import AtLeastOne, Port, Positive, Record, Secret, Section, Text
@@ -49,7 +49,7 @@ class TLS(Record):
 
 class Listen(Section):
     host: Text = Field("127.0.0.1", description="Address Alertmanager posts to; loopback or a management network.")
-    port: Port = Field(9180, description="TCP port of the webhook and the API (0..65535).")
+    port: Port = Field(9180, description="TCP port of the webhook and the API; 0 picks a free one (the log says which).")
     threads: AtLeastOne = Field(8, description="Worker threads of the WSGI server (cheroot).")
     tls: TLS | None = Field(None, description="HTTPS; absent: plain HTTP (loopback, or behind a TLS-terminating proxy).")
 
@@ -178,6 +178,10 @@ class Store(Section):
 
     def __repr_args__(self) -> Any:
         yield "url", self.display_url
+
+    @field_serializer("url", when_used="json")
+    def _masked(self, url: str) -> str:
+        return self.display_url
 
 
 class Limits(Section):

@@ -36,10 +36,11 @@ def _non_empty_string(value: Any) -> Any:
 
 
 def _non_empty_secret(value: Any) -> Any:
-    if isinstance(value, SecretStr):  # from the environment
-        _non_empty_string(value.get_secret_value() or None)
-        return value
-    return SecretStr(_non_empty_string(value))
+    revealed = value.get_secret_value() if isinstance(value, SecretStr) else value  # SecretStr: from the environment
+    if not isinstance(revealed, str) or not revealed:
+        # named by its kind only: a mistyped secret is still a secret, not for the logs
+        raise fail(f"expected a non-empty string, got {'nothing' if revealed in (None, '') else type(revealed).__name__}")
+    return value if isinstance(value, SecretStr) else SecretStr(value)
 
 
 MISSING_STRING = Required("expected a non-empty string, got nothing")
@@ -59,5 +60,5 @@ def _port(value: int) -> int:
     return value
 
 
-Port = Annotated[StrictInt, AfterValidator(_port)]
+Port = Annotated[StrictInt, AfterValidator(_port), Field(json_schema_extra={"doc_type": "integer 0..65535"})]
 

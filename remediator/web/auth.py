@@ -3,7 +3,7 @@
 A request's credential (bearer token or basic auth, compared in constant time) is matched against every
 role's: no match is a 401, a match of another role a 403 naming the role needed. So the webhook's
 credential posts alerts and nothing else. Only an explicit `auth: none` in the config turns this off
-(config.py refuses a config without auth, or with a secret both roles share).
+(the config refuses a file without auth, or with a secret both roles share: config/service.py).
 """
 
 from __future__ import annotations
