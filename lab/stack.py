@@ -26,6 +26,7 @@ import yaml
 
 from lab.lab import Lab
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
+from remediator.config.environment import env_name
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
@@ -91,7 +92,8 @@ def alertmanager_config(webhook_url: str, token_file: Path) -> dict:
 def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str | None,
                       vms: list[dict], policy: dict | None = None, settings: dict | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
-    `settings` adds top-level keys (e.g. {"dry_run": True})."""
+    `settings` adds top-level keys (e.g. {"dry_run": True}). The BMC passwords are not in it: they come
+    from the environment (fence_environment), as docs/config.md advises for secrets."""
     return {**(settings or {}),
         "listen": {"host": "127.0.0.1", "port": port},
         "auth": {"alertmanager": {"bearer_token": ALERTMANAGER_TOKEN}, "operator": {"bearer_token": OPERATOR_TOKEN}},
@@ -99,13 +101,17 @@ def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str |
         "store": {"url": f"sqlite:///{store}"},
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
-                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
-                "lanplus": True, "power_wait": 0}}}
+                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "lanplus": True, "power_wait": 0}}}
             for h in lab.hosts
         ],
         "vms": vms,
         "policy": policy or {},
     }
+
+
+def fence_environment(lab: Lab) -> dict[str, str]:
+    """REMEDIATOR_FENCE_<HOST>_PASSWORD for each host: its BMC's password, kept out of the config file."""
+    return {f"REMEDIATOR_FENCE_{env_name(h.name)}_PASSWORD": h.bmc_password for h in lab.hosts}
 
 
 class Stack:
@@ -157,7 +163,8 @@ class Stack:
         log = open(self.workdir / "remediator.log", "ab")
         self.remediator = subprocess.Popen(
             [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **fence_environment(self.lab), "PYTHONUNBUFFERED": "1"})
         log.close()
         wait_for(self._ready, timeout, "remediator /readyz", on_timeout=self.log_tail)
 
