@@ -58,20 +58,20 @@ def key_path(loc: Sequence[str | int], below: str = "") -> str:
     return path
 
 
-# pydantic error type -> the problem, from the error (a dict: input, ctx) and the field it is about.
-_PROBLEMS: dict[str, Callable[[dict[str, Any], FieldInfo | None], str]] = {
-    "int_type": lambda e, f: f"expected an integer, got {kind(e['input'])}",
-    "int_from_float": lambda e, f: f"expected an integer, got {kind(e['input'])}",
-    "float_type": lambda e, f: f"expected a number, got {kind(e['input'])}",
-    "bool_type": lambda e, f: f"expected true or false, got {kind(e['input'])}",
-    "string_type": lambda e, f: f"expected a non-empty string, got {kind(e['input'])}",
-    "greater_than_equal": lambda e, f: f"must be >= {e['ctx']['ge']}, got {e['input']}",
-    "greater_than": lambda e, f: f"must be > {e['ctx']['gt']}, got {e['input']}",
-    "model_type": lambda e, f: f"expected a mapping, got {kind(e['input'])}",
-    "model_attributes_type": lambda e, f: f"expected a mapping, got {kind(e['input'])}",
-    "dict_type": lambda e, f: f"expected a mapping, got {kind(e['input'])}",
-    "tuple_type": lambda e, f: f"expected a list, got {kind(e['input'])}",
-    "list_type": lambda e, f: f"expected a list, got {kind(e['input'])}",
+# pydantic error type -> the problem, worded from the error (a dict with its input and ctx).
+_PROBLEMS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "int_type": lambda e: f"expected an integer, got {kind(e['input'])}",
+    "int_from_float": lambda e: f"expected an integer, got {kind(e['input'])}",
+    "float_type": lambda e: f"expected a number, got {kind(e['input'])}",
+    "bool_type": lambda e: f"expected true or false, got {kind(e['input'])}",
+    "string_type": lambda e: f"expected a non-empty string, got {kind(e['input'])}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}, got {e['input']}",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']}, got {e['input']}",
+    "model_type": lambda e: f"expected a mapping, got {kind(e['input'])}",
+    "model_attributes_type": lambda e: f"expected a mapping, got {kind(e['input'])}",
+    "dict_type": lambda e: f"expected a mapping, got {kind(e['input'])}",
+    "tuple_type": lambda e: f"expected a list, got {kind(e['input'])}",
+    "list_type": lambda e: f"expected a list, got {kind(e['input'])}",
 }
 
 
@@ -94,7 +94,7 @@ def translate(error: ValidationError, source: str, root: type[BaseModel]) -> Con
         allowed = ", ".join(model.model_fields) if model else ""
         return ConfigError(source, key_path(loc), f"unknown key (expected one of: {allowed})")
     problem = _PROBLEMS.get(first["type"])
-    return ConfigError(source, key_path(loc), problem(first, field) if problem else first["msg"])
+    return ConfigError(source, key_path(loc), problem(first) if problem else first["msg"])
 
 
 def _inner(annotation: Any) -> Any:
