@@ -9,7 +9,9 @@ Relocation starts the definition that is there; a rebuild recreates the VM:
   3. where its protection metadata declares a base image (`<rem:ha ... base-image=".." base-format=".."/>`),
      its qcow2 disk is recreated on that host as an overlay of the base (libvirt's storage driver runs
      `qemu-img create -f qcow2 -b BASE -F FMT` there).
-The outcome's data (`Incident.data["rebuild"]`) says what was recreated and what was left behind.
+It places first and makes the disk next, so a rebuild with nowhere to go or a disk that cannot be made
+(another domain of that host uses the path: never replaced) removes nothing. The outcome's data
+(`Incident.data["rebuild"]`) says what was removed, recreated and left behind.
 
 Other code requests the rung as an action: `actions.perform(engine, Action("rebuild_vm", {"uuid": U,
 "host": ORIGIN, "exclude": [...]}))` (the VM-down ladder does, and so can an evacuation that finds a
@@ -102,15 +104,15 @@ def rebuild_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
             return Outcome(E.ACTION_OK, True, f"dry run: would rebuild {vm.name} on {dst}", {"hosts": [dst]}, data)
         record: dict[str, Any] = {"host": dst, "excluded": sorted(exclude), "removed": [], "recreated": [],
                                   "left_behind": []}
-        _remove_stale_definitions(e, uuid, set(placed.unknown), record)
         try:
-            if disk is not None:
-                replaced = e.hv.recreate_disk(dst, disk.path, disk.base, disk.base_format)
+            if disk is not None:  # first: a disk that cannot be made (in use, no base) leaves every definition as it is
+                replaced = e.hv.recreate_disk(dst, uuid, disk.path, disk.base, disk.base_format)
                 record["recreated"].append(f"disk {disk.target} {disk.path} on {dst}: a new qcow2 overlay of "
                                            f"{disk.base} ({disk.base_format}){' replacing the old file' if replaced else ''}")
                 if origin != dst:  # the copy it ran on; a host that only failed to start it made no disk
                     record["left_behind"].append(f"disk {disk.path} on {origin}, where it last ran "
                                                  f"(host-local; not deleted)")
+            _remove_stale_definitions(e, uuid, set(placed.unknown), record)
             e.hv.define_and_start(dst, vm.xml)
         except (HostUnreachable, DomainError) as err:
             record["left_behind"].append(f"the rebuild on {dst} failed: {err}")

@@ -218,11 +218,18 @@ class Hypervisors:
 
         return self._call(host, f"undefine {uuid}", run)
 
-    def recreate_disk(self, host: str, path: str, base: str, base_format: str) -> bool:
-        """The disk at `path` on `host` made anew as a qcow2 overlay of `base` (libvirt_storage.py);
-        True when an old file was replaced. The domain using it must not run."""
-        return self._call(host, f"recreate {path} from {base}",
-                          lambda conn: libvirt_storage.recreate_overlay(conn, path, base, base_format))
+    def recreate_disk(self, host: str, uuid: str, path: str, base: str, base_format: str) -> bool:
+        """The disk at `path` on `host` made anew as a qcow2 overlay of `base` for the domain `uuid`
+        (libvirt_storage.py); True when an old file was replaced. DomainError when another domain of the
+        host uses that path (it is never replaced)."""
+
+        def run(conn):
+            try:
+                return libvirt_storage.recreate_overlay(conn, path, base, base_format, owner=uuid)
+            except libvirt_storage.DiskInUse as err:
+                raise DomainError(host, f"recreate {path}", str(err)) from err
+
+        return self._call(host, f"recreate {path} from {base}", run)
 
     def migrate_live(self, src: str, dst: str, uuid: str) -> MigrationResult:
         """Live-migrate, persistent on the destination and undefined on the source.

@@ -2,7 +2,8 @@
 
 The remediator reaches a hypervisor only through libvirt, so the disk is made by the host's own
 libvirtd: a storage volume whose backing store is the base image. libvirt's storage driver runs
-`qemu-img create -f qcow2 -b BASE -F FMT PATH` on the host for it, and sizes the new overlay as the base.
+`qemu-img create -f qcow2 -b BASE -o backing_fmt=FMT,compat=1.1 PATH` on the host for it (backing_fmt is
+`-F`'s long form; seen in libvirtd's debug log, libvirt 9.0), and sizes the new overlay as the base.
 The volume lives in the storage pool whose directory holds the disk; when no pool of the host covers
 that directory, a transient `dir` pool is started for it (it vanishes when libvirtd restarts, leaving
 the files as they are).
@@ -39,16 +40,35 @@ def pool_for(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool
 def volume_xml(name: str, base: str, base_format: str) -> str:
     """A qcow2 overlay of `base`; capacity 0 = the base's size."""
     return (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>0</capacity>"
-            "<target><format type='qcow2'/></target>"
+            "<target><format type='qcow2'/><compat>1.1</compat></target>"
             f"<backingStore><path>{escape(base)}</path><format type='{escape(base_format)}'/></backingStore>"
             "</volume>")
 
 
-def recreate_overlay(conn: libvirt.virConnect, path: str, base: str, base_format: str) -> bool:
-    """Delete the volume at `path` if there is one, and create it anew as an overlay of `base`.
-    True when an old file was replaced."""
+class DiskInUse(RuntimeError):
+    """Another domain of the host uses the path: its disk is never replaced."""
+
+
+def users_of(conn: libvirt.virConnect, path: str, but: str) -> list[str]:
+    """Names of the host's domains other than UUID `but` whose disks include `path`."""
+    users = []
+    for dom in conn.listAllDomains():
+        if dom.UUIDString() == but:
+            continue
+        sources = ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/source")
+        if any(posixpath.normpath(s.get("file") or "") == posixpath.normpath(path) for s in sources):
+            users.append(dom.name())
+    return users
+
+
+def recreate_overlay(conn: libvirt.virConnect, path: str, base: str, base_format: str, owner: str) -> bool:
+    """Delete the volume at `path` if there is one, and create it anew as an overlay of `base`, for the
+    domain of UUID `owner`. True when an old file was replaced. DiskInUse when another domain uses it."""
     if base_format not in BASE_FORMATS:
         raise ValueError(f"base format {base_format!r} is not one of {sorted(BASE_FORMATS)}")
+    users = users_of(conn, path, but=owner)
+    if users:
+        raise DiskInUse(f"{path} is a disk of {', '.join(users)} too: not replaced")
     pool = pool_for(conn, posixpath.dirname(path))
     pool.refresh(0)  # files made or removed behind libvirt's back
     name = posixpath.basename(path)

@@ -203,3 +203,20 @@ def test_rebuild_recreates_the_declared_disk_through_libvirt_storage(make_dc):
     with dc.hv._lease("h2") as conn:
         vol = conn.storageVolLookupByPath("/default-pool/g1.qcow2")
         assert "<backingStore>" in vol.XMLDesc(0) and "/default-pool/base.qcow2" in vol.XMLDesc(0)
+
+
+def test_rebuild_never_replaces_a_disk_another_vm_of_the_host_uses(make_dc):
+    dc = make_dc({"h1": ["g1"], "h2": ["o1"]}, running=False)
+    dc.sync()
+    uuid = dc.vms["g1"]
+    vm = dc.store.get_vm(uuid)
+    disk = QCOW.format(path="/default-pool/g1.qcow2", dev="vda")
+    xml = vm.xml.replace('protected="true"', 'protected="true" base-image="/default-pool/base.qcow2"').replace(
+        "</devices>", disk + "</devices>")
+    dc.store.upsert_vm(replace(vm, xml=xml), NOW)
+    other = dc.hv.domain_xml("h2", dc.vms["o1"]).replace("</devices>", disk + "</devices>")
+    dc.hv.define("h2", other)  # o1 on h2 uses the same path (a misconfiguration): its disk is not touched
+    out = actions.perform(dc.engine, Action(A.REBUILD_VM, {"uuid": uuid, "host": "h1", "exclude": ["h1"]}))
+    assert out.event is E.ACTION_FAILED and "is a disk of o1 too: not replaced" in out.detail, out.detail
+    assert out.extra["tried"] == "h2"
+    assert uuid in {d.uuid for d in dc.hv.domains("h1")}, "a disk that cannot be made removes nothing"

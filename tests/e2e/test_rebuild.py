@@ -55,6 +55,7 @@ def test_vm_failing_restart_and_start_elsewhere_is_rebuilt_from_its_base_image_a
     assert "web-r" not in lab.domains("h1") and "web-r" not in lab.domains("h2")
     made = images.info(lab.host("h3"), disk)
     assert (made["format"], made["backing-filename"], made["backing-filename-format"]) == ("qcow2", base, "qcow2")
+    assert made["format-specific"]["data"]["compat"] == "1.1"
     assert images.info(lab.host("h1"), disk) is not None, "the old disk on h1 is left behind, not deleted"
     print(f"\nvm_rebuild: restart in place (h1) and start elsewhere (h2) refused; rebuilt and running on h3 "
           f"{elapsed:.2f} s after the crash; rungs {[s for s in RUNGS if s in states]}; "
