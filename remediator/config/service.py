@@ -154,7 +154,8 @@ class Store(Section):
     @classmethod
     def _known_backend(cls, url: str) -> str:
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise fail(f"expected sqlite:///PATH or postgresql://..., got {url!r}")
+            # (the URL may hold a password: say only its scheme)
+            raise fail(f"expected sqlite:///PATH or postgresql://..., got {url.split(':', 1)[0]!r}://...")
         if url == "sqlite:///":
             raise fail("sqlite URL without a path")
         return url

@@ -79,18 +79,17 @@ def test_overrides_come_from_the_process_environment_when_none_is_given(recorder
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("REMEDIATOR_STORE_URL", "mysql://x", "store.url: expected sqlite:///PATH or postgresql://..., got 'mysql://x'"),
+    ("REMEDIATOR_STORE_URL", "mysql://u:db-secret@x", "store.url: expected sqlite:///PATH or postgresql://..., got 'mysql'://..."),
     ("REMEDIATOR_PROMETHEUS_URL", "localhost:9090", "prometheus.url: expected an http(s) URL"),
-    ("REMEDIATOR_AUTH_OPERATOR_TOKEN", "short", "auth.operator.bearer_token: too short"),
+    ("REMEDIATOR_AUTH_OPERATOR_TOKEN", "tiny-secret", "auth.operator.bearer_token: too short"),
     ("REMEDIATOR_AUTH_OPERATOR_PASSWORD", "", "auth.operator.basic.password: expected a non-empty string"),
-    ("REMEDIATOR_FENCE_HV_01_PASSWORD", "two\nlines", "hosts[0].fence.options.password: must be one line"),
+    ("REMEDIATOR_FENCE_HV_01_PASSWORD", "two\nlines-secret", "hosts[0].fence.options.password: must be one line"),
 ])
 def test_a_bad_value_from_the_environment_names_the_key_it_sets(recorder, name, value, message):
     with pytest.raises(ConfigError) as err:
         parse_config(FILE, source="/etc/remediator.yml", env={name: value}, fence_agent_dirs=[str(recorder)])
     assert str(err.value).startswith(f"config error in /etc/remediator.yml: {message}")
-    if "PASSWORD" in name and value:
-        assert value not in str(err.value)  # a refused secret is not echoed
+    assert "secret" not in str(err.value)  # a refused secret is not echoed
 
 
 def test_auth_none_is_explicit_and_its_roles_are_absent():
