@@ -75,16 +75,13 @@ class FenceDevice(Record):
     @field_validator("agent")
     @classmethod
     def _installed(cls, agent: str, info: ValidationInfo) -> str:
-        dirs = (info.context or {}).get("fence_agent_dirs", DEFAULT_FENCE_AGENT_DIRS)
+        # The file's loader asks for the installed check (fence_agent_dirs); a device built in code is its own.
+        dirs = (info.context or {}).get("fence_agent_dirs")
         if not FENCE_AGENT.match(agent) or (dirs is not None and not any(
                 os.access(os.path.join(d, agent), os.X_OK) for d in dirs)):
             where = f" (looked in {', '.join(dirs)})" if dirs is not None else ""
             raise fail(f"unknown agent {agent!r}{where}")
         return agent
-
-    def agent_options(self) -> dict[str, str]:
-        """The options with their secrets revealed: only for the agent's stdin."""
-        return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in self.options.items()}
 
 
 class HostConfig(Record):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from remediator.config import ConfigError, FenceDevice, load_config, parse_config
+from remediator.edges.fencing import revealed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
 
@@ -66,8 +67,8 @@ def test_env_overrides_secrets():
     basic = config.auth.operator.basic
     assert (basic.username, basic.password.get_secret_value()) == ("alice", "alice-secret")
     assert config.store.sqlite_path == "/tmp/x.db"
-    assert config.fence_devices["h1"].agent_options()["password"] == "s3cret"
-    assert config.fence_devices["h2"].agent_options()["password"] == "password"
+    assert revealed(config.fence_devices["h1"].options)["password"] == "s3cret"
+    assert revealed(config.fence_devices["h2"].options)["password"] == "password"
 
 
 def test_env_tokens_satisfy_missing_auth_section():
