@@ -89,6 +89,8 @@ def translate(error: ValidationError, source: str, root: type[BaseModel]) -> Con
     required = next((m for m in reversed(field.metadata if field else []) if isinstance(m, Required)), None)  # the outermost
     if first["type"] == "missing" or (first.get("input", ...) is None and required is not None):
         return ConfigError(source, key_path(loc), required.message if required else "required")
+    if first["type"] == "invalid_key":  # the key is the error's last step: name the mapping it is in
+        return ConfigError(source, key_path(loc[:-1]) or "(top level)", f"keys must be strings, got {first['input']!r}")
     if first["type"] == "extra_forbidden":
         model = model_at(root, loc[:-1])
         allowed = ", ".join(model.model_fields) if model else ""

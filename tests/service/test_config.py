@@ -208,6 +208,8 @@ def test_unknown_fence_agent_names_file_and_key(tmp_path):
         ("auth: none\nhosts: [\n", "not valid YAML: line"),
         ("- just\n- a list\n", "(top level): expected a mapping, got a list"),
         ("auth: none\ncolour: red\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "colour: unknown key"),
+        ("auth: none\nlisten: {1: x}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen: keys must be strings, got 1"),
+        ("auth: none\n5: x\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "(top level): keys must be strings, got 5"),
     ],
 )
 def test_mistakes_name_the_key(text, message):
