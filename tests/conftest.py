@@ -52,6 +52,22 @@ def lab_factory():
 
 
 @pytest.fixture(scope="module")
+def module_lab_factory():
+    """make(hosts=3, **Lab kwargs) -> a Lab shared by one test module; torn down after the module."""
+    made: list[Lab] = []
+
+    def make(hosts: int = 3, **kw) -> Lab:
+        lab = Lab(hosts, **kw)
+        made.append(lab)
+        lab.up()
+        return _track(lab)
+
+    yield make
+    for lab in made:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
 def lab():
     """A 3-host lab shared by one test module (tests must leave its hosts on, linked, BMCs up)."""
     lab = Lab(3)
