@@ -79,6 +79,8 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.REPROVISION_WAITING, (A.CHECK_READY,), "{detail}; waiting for the install"),),
     (S.REPROVISION_POWER_CYCLE, E.ACTION_FAILED): (
         T(always, S.FAILED, (A.RAISE_FAILED,), "power cycle failed: {detail}" + _STAYS_OUT),),
+    # No timer re-issues a power cycle (every other step's timer re-issues its action, fsm.py).
+    (S.REPROVISION_POWER_CYCLE, E.RETRY): (),
     (S.REPROVISION_HOOK, E.ACTION_OK): (
         T(always, S.REPROVISION_WAITING, (A.CHECK_READY,), "provisioning hook: {detail}; waiting for the install"),),
     (S.REPROVISION_HOOK, E.ACTION_FAILED): _retry_or_fail("the provisioning hook"),
