@@ -38,22 +38,16 @@ def no_lab_leftovers():
 @pytest.fixture
 def lab_factory():
     """make(hosts=3, **Lab kwargs) -> a Lab that is up; every one is torn down after the test."""
-    made: list[Lab] = []
-
-    def make(hosts: int = 3, **kw) -> Lab:
-        lab = Lab(hosts, **kw)
-        made.append(lab)
-        lab.up()
-        return _track(lab)
-
-    yield make
-    for lab in made:
-        lab.down()
+    yield from _labs()
 
 
 @pytest.fixture(scope="module")
 def module_lab_factory():
     """make(hosts=3, **Lab kwargs) -> a Lab shared by one test module; torn down after the module."""
+    yield from _labs()
+
+
+def _labs():
     made: list[Lab] = []
 
     def make(hosts: int = 3, **kw) -> Lab:
