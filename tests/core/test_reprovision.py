@@ -187,3 +187,24 @@ def test_power_cycle_with_a_device_that_does_not_answer_fails_with_the_reason():
     engine, _ = _engine(FakeBoot(BootOverride("pxe", True), fail=True))
     outcome = reprovision_actions.power_cycle(engine, {"host": "h1"})
     assert not outcome.ok and "no answer" in outcome.detail
+
+
+def _alert(kind: Remediation, starts_at: datetime):
+    from remediator.model import Alert, AlertStatus
+    return Alert(fingerprint="f", status=AlertStatus.FIRING, remediation=kind, alertname="A", host="h1",
+                 starts_at=starts_at)
+
+
+def test_host_alerts_during_a_reprovision_are_expected_and_open_nothing():
+    ctx = Context(policy=POLICY, reprovisioning=True)
+    for kind in (Remediation.HOST_DOWN, Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED):
+        d = fsm.start(_alert(kind, T0), ctx)
+        assert d.closes and "being reinstalled" in d.reason
+
+
+def test_a_damage_alert_that_began_before_the_activation_is_stale_and_a_later_one_is_not():
+    ctx = Context(policy=POLICY, host_up_since=T0)
+    stale = fsm.start(_alert(Remediation.HOST_DAMAGED, T0 - timedelta(seconds=30)), ctx)
+    assert stale.closes and "stale" in stale.reason
+    fresh = fsm.start(_alert(Remediation.HOST_DAMAGED, T0 + timedelta(seconds=30)), ctx)
+    assert not fresh.closes and fresh.next_state is S.HOST_DRAINING
