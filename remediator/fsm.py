@@ -296,12 +296,8 @@ def start(alert: Alert, ctx: Context) -> Decision:
     if ctx.host_in_maintenance:
         return Decision(S.DISMISSED, (), f"host {alert.host} is in maintenance: its alerts start no action",
                         closes=True)
-    if ctx.reprovisioning and alert.remediation is not Remediation.VM_DOWN:
-        return Decision(S.DISMISSED, (), f"host {alert.host} is being reinstalled (its reprovision incident): "
-                        "its host alerts are expected and start no action", closes=True)
-    if alert.remediation is Remediation.HOST_DAMAGED and ctx.host_up_since and alert.starts_at < ctx.host_up_since:
-        return Decision(S.DISMISSED, (), f"the alert began before {alert.host} was activated (its checks passed "
-                        "then): stale", closes=True)
+    if (why := reprovision.expected_alert(alert, ctx)) is not None:
+        return Decision(S.DISMISSED, (), why, closes=True)
     data: dict[str, Any] = {}
     if alert.remediation is Remediation.HOST_OVERLOADED:
         # The rule's own figure is the one source of truth: rules/ says what overloaded means.

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from remediator.fsm_vocabulary import (_KEEP, ActionKind, Context, Decision, EventKind, State, Transition)
-from remediator.model import Event, Incident
+from remediator.model import Alert, Event, Incident, Remediation
 
 A, S, E, T = ActionKind, State, EventKind, Transition
 PHASES = (S.REPROVISION_BOOT_DEVICE, S.REPROVISION_POWER_CYCLE, S.REPROVISION_HOOK, S.REPROVISION_WAITING,
@@ -95,6 +95,18 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.RECOVERED, (), "reinstalled and back in service: {detail}"),),
     (S.REPROVISION_ACTIVATING, E.ACTION_FAILED): _retry_or_fail("activation"),
 }
+
+
+def expected_alert(alert: Alert, ctx: Context) -> str | None:
+    """Why a host's alert opens nothing, when it is one a reinstall brings (None otherwise): any host
+    alert while the host is being reinstalled, and a damage alert that began before the host was last
+    activated (its checks passed then; Alertmanager repeats a firing alert until it resolves)."""
+    if ctx.reprovisioning and alert.remediation is not Remediation.VM_DOWN:
+        return (f"host {alert.host} is being reinstalled (its reprovision incident): its host alerts are expected "
+                "and start no action")
+    if alert.remediation is Remediation.HOST_DAMAGED and ctx.host_up_since and alert.starts_at < ctx.host_up_since:
+        return f"the alert began before {alert.host} was activated (its checks passed then): stale"
+    return None
 
 
 def first_step(data: Mapping[str, Any]) -> tuple[State, tuple[ActionKind, ...], str]:
