@@ -74,6 +74,8 @@ class Reprovisions:
             if not pxe and cfg.reprovision.hook is None:
                 return Answer(False, f"{host} has no way to be reinstalled: no power device that sets a boot device "
                                      "(hosts[].fence) and no provisioning hook (hosts[].reprovision.hook)")
+            if e.config.dry_run:
+                return Answer(False, f"dry run: would reprovision {host} ({key}, policy {policy}); nothing done")
             data = {"why": f"{host} {key}: reprovision {'by policy' if automatic else 'requested by ' + by}"
                            + (f" ({reason})" if reason else ""),
                     "by": by, "reason": reason, "from": condition.value, "pxe": pxe,
