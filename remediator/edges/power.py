@@ -6,8 +6,10 @@ device's boot control, chosen by the agent's kind:
 - `fence_ipmilan`: `ipmitool` (chassis bootdev, bootparam, power) with the agent's own options (ip,
   ipport, username, password, lanplus, cipher, privlvl); the password goes through the environment
   (`-E`), never on a command line.
-- another kind (for instance `fence_redfish` with a Redfish client library) registers a factory in
-  `BOOT_CONTROLS` and slots in beside it.
+- `fence_redfish`: sushy (edges/redfish.py) with the agent's own options (ip, ipport, username,
+  password, ssl_insecure, systems_uri): `BootSourceOverrideTarget: Pxe` with
+  `BootSourceOverrideEnabled: Once`, and `PowerCycle` (`On` when the system is off).
+- another kind registers a factory in `BOOT_CONTROLS` and slots in beside them.
 
 Fencing stays "off, then status must say off" (Fencer); boot control is what a reprovision needs:
 set the next boot to the network for one boot, read it back, and power-cycle (power on when off).
@@ -119,9 +121,55 @@ def parse_bootparam(output: str) -> BootOverride:
     return BootOverride(target, "only next boot" in output)
 
 
-# agent -> boot control factory (options, timeout). A Redfish device registers here beside IPMI.
+class RedfishBootControl:
+    """Boot override and power through sushy (edges/redfish.py), from fence_redfish's options."""
+
+    kind = "redfish"
+
+    def __init__(self, options: Mapping[str, str], timeout: float = 15.0):
+        from remediator.edges.redfish import RedfishPower  # sushy is imported only where Redfish is used
+
+        ip = _first(options, "ip", "ipaddr")
+        if not ip:
+            raise ValueError("fence_redfish device without ip: boot control needs the BMC's address")
+        self._bmc = RedfishPower(ip, ip, int(_first(options, "ipport", default="443")),
+                                 _first(options, "username", "login", "user", default=""),
+                                 _first(options, "password", "passwd", default=""),
+                                 verify=options.get("ssl_insecure") not in ("1", "true", "on"),
+                                 systems_uri=options.get("systems_uri"), timeout_s=timeout)
+
+    def _do(self, fn, *args):
+        from remediator.edges.redfish import RedfishUnavailable
+
+        try:
+            return fn(*args)
+        except RedfishUnavailable as err:
+            raise BootControlError(str(err)) from None
+
+    def set_next_boot(self, target: str, once: bool) -> str:
+        if (target, once) != ("pxe", True):
+            raise ValueError("the Redfish device sets the network for one boot only (Pxe, Once)")
+        self._do(self._bmc.set_next_boot_pxe_once)
+        return "BootSourceOverrideTarget Pxe, BootSourceOverrideEnabled Once"
+
+    def next_boot(self) -> BootOverride:
+        target, enabled = self._do(self._bmc.next_boot)
+        if enabled == "disabled":
+            return BootOverride("none", False)
+        return BootOverride({"pxe": "pxe", "hdd": "disk"}.get(target, target), enabled == "once")
+
+    def power_state(self) -> PowerState:
+        return self._do(self._bmc.status)
+
+    def cycle(self) -> str:
+        did = self._do(self._bmc.power_cycle)
+        return "on" if did.startswith("On") else "cycle"
+
+
+# agent -> boot control factory (options, timeout).
 BOOT_CONTROLS: dict[str, Callable[[Mapping[str, str], float], BootControl]] = {
     "fence_ipmilan": IpmiBootControl,
+    "fence_redfish": RedfishBootControl,
 }
 
 

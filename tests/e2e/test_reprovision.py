@@ -1,9 +1,10 @@
-"""Issue 10 on the real stack: a host out of service reinstalled over PXE through its IPMI BMC and back.
+"""Issue 10 on the real stack: a host out of service reinstalled over PXE through its BMC and back.
 
 One lab and one stack for the module (the tests run in order; each leaves its hosts in service but
-the last): h1 is reinstalled by policy after its boot files went, h2 on an operator's request after a
-power loss, h3 with the remediator killed (-9) in the middle, and h2 again with a BMC that does not
-answer the boot-device request. The never-twice sampler watches every guest throughout, and the BMCs'
+the last). h1 and h2 are powered through IPMI (fence_ipmilan; ipmitool), h3 through Redfish
+(fence_redfish; sushy). h1 is reinstalled by policy after its boot files went, h3 the same through
+Redfish, h2 on an operator's request after a power loss, h3 again with the remediator killed (-9) in
+the middle, and h2 again with a BMC that does not answer the boot-device request. The never-twice sampler watches every guest throughout, and the BMCs'
 power log (lab/bootdev.py) counts every power action.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import redfish
 from lab.host import BOOT_FILES
 from lab.sampler import DuplicateSampler
 from lab.stack import BIN, Stack, wait_for
@@ -25,7 +27,7 @@ INSTALL_DELAY_S = 4.0
 HOSTS = {
     "h1": {"reprovision": {"damaged": "automatic"}},
     "h2": {"reprovision": {"fenced": "on_request"}},
-    "h3": {"reprovision": {"fenced": "on_request"}},
+    "h3": {"reprovision": {"damaged": "automatic", "fenced": "on_request"}},
 }
 POLICY = {"reprovision": {"ready_poll_s": 0.5, "ready_s": 120}}
 PHASES = ("reprovision_boot_device", "reprovision_power_cycle", "reprovision_waiting", "reprovision_activating")
@@ -36,8 +38,12 @@ def rp(module_lab_factory, tmp_path_factory):
     lab = module_lab_factory(3, install_delay_s=INSTALL_DELAY_S)
     for h in lab.hosts:  # the same load figure everywhere: allocation decides placement, not noise
         lab.set_host_load(h, 0.5)
-    vms = [{"name": f"db-{i}"} for i in range(4)] + [{"name": n} for n in ("web-9", "fx-1", "k-1")]
-    stack = Stack(lab, tmp_path_factory.mktemp("reprovision"), vms=vms, policy=POLICY, host_settings=HOSTS)
+    ep = redfish.start(lab, "h3")
+    hosts = {**HOSTS, "h3": {**HOSTS["h3"], "fence": {"agent": "fence_redfish", "options": {
+        "ip": ep.address, "ipport": ep.port, "username": ep.user, "password": ep.password, "ssl_insecure": True,
+        "power_wait": 0}}}}
+    vms = [{"name": f"db-{i}"} for i in range(4)] + [{"name": n} for n in ("web-9", "fx-1", "k-1", "rf-0", "rf-1")]
+    stack = Stack(lab, tmp_path_factory.mktemp("reprovision"), vms=vms, policy=POLICY, host_settings=hosts)
     sampler = DuplicateSampler(lab)
     sampler.start()
     try:
@@ -114,6 +120,31 @@ def test_damaged_host_is_drained_live_reinstalled_over_pxe_by_policy_and_takes_a
              on_timeout=lambda: stack.log_tail() + str(lab.where_running(web)))
     lab.refuse_start("h2", "web-9", False)
     assert sampler.duplicates == []
+
+
+def test_damaged_host_is_reinstalled_the_same_way_through_redfish(rp):
+    lab, stack, sampler = rp
+    uuids = [ha(lab, "h3", f"rf-{i}") for i in range(2)]
+    stack.wait_watching(uuids)
+    since = time.time()
+    lab.damage_boot("h3")
+    started = time.monotonic()
+    wait_for(lambda: all(lab.where_running(u) not in ([], ["h3"]) for u in uuids), 90,
+             "both h3 guests running on another host", on_timeout=stack.log_tail)
+    moved_s = time.monotonic() - started
+    assert wait_closed(stack, "host:h3:damaged", 30)["data"]["cold_restarts"] == {}  # moved live
+    inc = wait_closed(stack, "host:h3:reprovision", 120)
+    total_s = time.monotonic() - started
+    assert inc["state"] == "recovered", inc
+    assert host_view(stack, "h3")["condition"] == "up" and lab.domains("h3") == {}
+    actions = [f"{via} {a}" for ts, via, a in lab.power_log("h3") if ts >= since]
+    assert actions == ["redfish bootdev-pxe", "redfish cycle"], actions  # sushy: Pxe Once, one PowerCycle
+    history = " ".join(t["reason"] for t in stack.incident("host:h3:reprovision")["history"])
+    assert "(redfish)" in history, history
+    print(f"\nhost_reprovision (Redfish): 2 guests moved live {moved_s:.2f} s after the boot files went; "
+          f"phases {phase_seconds(inc)}; damage -> back in the pool {total_s:.2f} s (bar: 420 s)")
+    assert sampler.duplicates == [], ([(d.at - started, d.uuid, d.hosts) for d in sampler.duplicates], uuids,
+                                      stack.incident("host:h3:damaged")["incident"]["data"], inc["data"]["phases"])
 
 
 def _lose_power_and_wait_fenced(lab, stack, host) -> None:
