@@ -6,7 +6,8 @@ host lives (or a boot is under way). Boot device get/set honours persistence: a 
 ("once") override applies to the next power-on only. Boot device and power log are the files
 lab/bootdev.py keeps in the host's directory, shared with the host's Redfish BMC.
 A file `bmc-no-bootdev` in the host's directory makes this BMC ignore boot-option requests (the
-fault of a BMC that does not answer them; Lab.refuse_bootdev). Run by the lab (through its keeper):
+fault of a BMC that does not answer them; Lab.refuse_bootdev); a file `bmc-answer-delay` holding
+seconds makes it answer a power command that long after carrying it out (Lab.delay_bmc_answers). Run by the lab (through its keeper):
   python -m lab.bmc --state STATE_JSON --host h1 --port PORT --port-file FILE
 Port 0 picks a free UDP port (pyghmi itself cannot bind port 0: sessions then fail at RAKP 1),
 written to --port-file once the socket is bound.
@@ -21,6 +22,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pyghmi.ipmi.bmc as pyghmi_bmc
@@ -31,6 +33,7 @@ from lab.host import LabHost
 
 VIA = "ipmi"
 NO_BOOTDEV = "bmc-no-bootdev"
+ANSWER_DELAY = "bmc-answer-delay"
 _BOOT_FLAGS_VALID, _BOOT_FLAGS_PERSISTENT = 0x80, 0x40
 _IPMI_DEVICE = {"pxe": ipmi_command.boot_devices["network"], "disk": ipmi_command.boot_devices["hd"]}
 
@@ -75,13 +78,23 @@ class LabBmc(pyghmi_bmc.Bmc):
         with self._lock:
             power.power_loss(self._host()[0])
 
+    def _answer_late(self) -> None:
+        """A slow BMC: the command is carried out, its answer comes later (Lab.delay_bmc_answers). Keep it
+        under ipmitool's retransmit timeout (-N, 1 s here) or the client sends the command again."""
+        try:
+            time.sleep(float((Path(self._dir()) / ANSWER_DELAY).read_text()))
+        except (FileNotFoundError, ValueError):
+            pass
+
     def power_off(self) -> None:
         bootdev.log_power(self._dir(), VIA, "off")
         self._off()
+        self._answer_late()
 
     def power_on(self) -> None:
         bootdev.log_power(self._dir(), VIA, "on")
         self._on()
+        self._answer_late()
 
     def _on(self) -> None:
         # Answer at once (ipmitool retries a slow answer, which would be a second "on");
@@ -104,6 +117,7 @@ class LabBmc(pyghmi_bmc.Bmc):
         bootdev.log_power(self._dir(), VIA, "cycle")
         self._off()
         self._on()
+        self._answer_late()
 
     def power_reset(self) -> None:
         bootdev.log_power(self._dir(), VIA, "reset")

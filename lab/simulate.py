@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab import bootdev, figures, host as hostmod
-from lab.bmc import NO_BOOTDEV
+from lab.bmc import ANSWER_DELAY, NO_BOOTDEV
 from lab.host import LabHost
 
 
@@ -33,6 +33,15 @@ class HostSimulation:
     def power_log(self, host: str | LabHost) -> list[tuple[float, str, str]]:
         """(unix time, via, action) of every power action any BMC of the host carried out."""
         return bootdev.power_log(self.host(host).dir)
+
+    def delay_bmc_answers(self, host: str | LabHost, seconds: float) -> None:
+        """The host's IPMI BMC answers each power command `seconds` after carrying it out (0: at once):
+        a window in which the command is done and its sender does not know it yet."""
+        marker = Path(self.host(host).dir) / ANSWER_DELAY
+        if seconds:
+            marker.write_text(f"{seconds:g}")
+        else:
+            marker.unlink(missing_ok=True)
 
     def refuse_bootdev(self, host: str | LabHost, refuse: bool = True) -> None:
         """The host's IPMI BMC stops answering boot-device requests (get and set), or answers again;
