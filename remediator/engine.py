@@ -351,7 +351,8 @@ class Engine:
         self._dispatch(incident_id, intents)
         if decision.closes and incident.kind in HOST_KINDS:
             self.host_changed(incident.host, exclude=incident_id)  # incidents waiting on this host look again
-        if incident.kind is Remediation.HOST_REPROVISION and not decision.ignored and decision.next_state != incident.state:
+        if incident.kind is Remediation.HOST_REPROVISION and not decision.ignored \
+                and decision.next_state != incident.state:
             self.reprovisions.phase_ended(incident, "ok" if outcome.ok else "failed", event.at)
         if decision.next_state is fsm.State.RECOVERED and incident.kind in (Remediation.HOST_DAMAGED,
                                                                            Remediation.HOST_DOWN):

@@ -85,7 +85,8 @@ class Reprovisions:
         return Answer(True, f"reprovisioning {host}: incident {incident}")
 
     def _open_incidents(self, host: str) -> str:
-        return ", ".join(f"{i.id} ({i.kind}, {i.state})" for i in self.engine.store.list_incidents(open_only=True, limit=100000)
+        open_now = self.engine.store.list_incidents(open_only=True, limit=100000)
+        return ", ".join(f"{i.id} ({i.kind}, {i.state})" for i in open_now
                          if host_of_subject(i.subject) == host and (i.kind in HOST_KINDS or i.kind is KIND))
 
     def phase_ended(self, incident: Incident, outcome: str, at) -> None:
