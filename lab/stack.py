@@ -90,9 +90,11 @@ def alertmanager_config(webhook_url: str, token_file: Path) -> dict:
 
 
 def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str | None,
-                      vms: list[dict], policy: dict | None = None, settings: dict | None = None) -> dict:
+                      vms: list[dict], policy: dict | None = None, settings: dict | None = None,
+                      host_settings: dict[str, dict] | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
-    `settings` adds top-level keys (e.g. {"dry_run": True}). The BMC passwords are not in it: they come
+    `settings` adds top-level keys (e.g. {"dry_run": True}), `host_settings` keys of named hosts' entries
+    (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}}). The BMC passwords are not in it: they come
     from the environment (fence_environment), as docs/config.md advises for secrets."""
     return {**(settings or {}),
         "listen": {"host": "127.0.0.1", "port": port},
@@ -101,7 +103,8 @@ def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str |
         "store": {"url": f"sqlite:///{store}"},
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
-                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "lanplus": True, "power_wait": 0}}}
+                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "lanplus": True, "power_wait": 0}},
+             **(host_settings or {}).get(h.name, {})}
             for h in lab.hosts
         ],
         "vms": vms,
@@ -116,13 +119,15 @@ def fence_environment(lab: Lab) -> dict[str, str]:
 
 class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
-                 monitoring: bool = True, settings: dict | None = None, rules: Path | None = None):
+                 monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
+                 host_settings: dict[str, dict] | None = None):
         self.lab = lab
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.vms = list(vms)
         self.policy = policy
         self.settings = settings
+        self.host_settings = host_settings
         self.rules = rules or RULES / "hypervisor.rules.yml"  # a test may load a variant (e.g. shorter `for:`)
         self.monitoring = monitoring
         self.port = free_tcp_port()
@@ -152,7 +157,7 @@ class Stack:
             self.config_path.write_text(yaml.safe_dump(remediator_config(
                 self.lab, port=self.port, store=self.store_path,
                 prometheus_url=self.prometheus.url if self.prometheus else None,
-                vms=self.vms, policy=self.policy, settings=self.settings)))
+                vms=self.vms, policy=self.policy, settings=self.settings, host_settings=self.host_settings)))
             self.start_remediator()
         except BaseException:
             self.stop()

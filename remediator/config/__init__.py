@@ -18,12 +18,15 @@ from remediator.config.loading import load_config, parse_config
 from remediator.config.model import Config
 from remediator.config.policy import (ActionTimeouts, Attempts, Backoff, Overcommit, Policy, Storm,
                                       Timings)
+from remediator.config.reprovision import (REPROVISION_POLICIES, ProvisioningHook, Reprovision,
+                                           ReprovisionTimeouts)
 from remediator.config.service import (DEFAULT_STORE_URL, ROLES, TLS, Auth, BasicAuth, Credentials, Libvirt,
                                        Limits, Listen, Prometheus, Store)
 
 __all__ = [
     "ActionTimeouts", "Attempts", "Auth", "Backoff", "BasicAuth", "Config", "ConfigError", "Credentials",
     "DEFAULT_FENCE_AGENT_DIRS", "DEFAULT_STORE_URL", "Environment", "FenceDevice", "HostConfig", "Libvirt",
-    "Limits", "Listen", "Overcommit", "Policy", "Prometheus", "ROLES", "Storm", "Store", "TLS", "Timings",
+    "Limits", "Listen", "Overcommit", "Policy", "Prometheus", "ProvisioningHook", "REPROVISION_POLICIES", "ROLES",
+    "Reprovision", "ReprovisionTimeouts", "Storm", "Store", "TLS", "Timings",
     "VMConfig", "load_config", "parse_config",
 ]

@@ -93,10 +93,16 @@ def translate(error: ValidationError, source: str, root: type[BaseModel]) -> Con
         return ConfigError(source, key_path(loc[:-1]) or "(top level)", f"keys must be strings, got {first['input']!r}")
     if first["type"] == "extra_forbidden":
         model = model_at(root, loc[:-1])
-        allowed = ", ".join(model.model_fields) if model else ""
+        allowed = ", ".join(_file_key(n, f) for n, f in model.model_fields.items()) if model else ""
         return ConfigError(source, key_path(loc), f"unknown key (expected one of: {allowed})")
     problem = _PROBLEMS.get(first["type"])
     return ConfigError(source, key_path(loc), problem(first) if problem else first["msg"])
+
+
+def relocated(error: ValidationError, model: type[BaseModel]) -> PydanticCustomError:
+    """A nested model's error, validated apart, raised again below the key being validated."""
+    found = translate(error, "", model)
+    return fail(found.problem, key=found.key)
 
 
 def _inner(annotation: Any) -> Any:
@@ -115,10 +121,16 @@ def _step(current: Any, part: str | int) -> tuple[Any, FieldInfo | None]:
     if isinstance(part, int):
         args = typing.get_args(current)
         return (args[0] if args else None), None
-    if isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
-        field = current.model_fields[part]
-        return field.annotation, field
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        field = next((f for n, f in current.model_fields.items() if _file_key(n, f) == part), None)
+        if field is not None:
+            return field.annotation, field
     return None, None
+
+
+def _file_key(name: str, field: FieldInfo) -> str:
+    """The key the file uses for a field: its alias (HostConfig.power is `fence`) or its name."""
+    return field.validation_alias if isinstance(field.validation_alias, str) else name
 
 
 def field_at(root: type[BaseModel], loc: Sequence[str | int]) -> FieldInfo | None:

@@ -7,9 +7,11 @@ import re
 from typing import Annotated, Any, Mapping
 from urllib.parse import urlparse
 
-from pydantic import BeforeValidator, Field, SecretStr, StrictInt, ValidationInfo, field_validator
+from pydantic import (BeforeValidator, Field, SecretStr, StrictInt, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from remediator.config.errors import fail, kind
+from remediator.config.errors import fail, kind, relocated
+from remediator.config.reprovision import Reprovision
 from remediator.config.types import Record, Text
 
 DEFAULT_FENCE_AGENT_DIRS = ("/usr/sbin", "/usr/bin", "/sbin")
@@ -87,10 +89,45 @@ class FenceDevice(Record):
 class HostConfig(Record):
     name: Text = Field(description="The host's name, as the exporter's `host` label says it.")
     uri: Text = Field(description="libvirt URI (qemu+tcp://..., qemu+tls://..., qemu+ssh://...).")
-    fence: FenceDevice | None = Field(None, description="How to power the host off and prove it (absent: never fenced "
-                                                        "automatically, an operator confirms it off).")
+    # Every power device in order (Pacemaker's fencing levels): fencing tries each until one proves the
+    # host off; boot control uses the first whose kind can set a boot device. The file's key is `fence`.
+    power: tuple[FenceDevice, ...] = Field(
+        (), validation_alias="fence",
+        description="How to power the host off and prove it: one device, or a list tried in order (fencing "
+                    "levels); absent: never fenced automatically, an operator confirms it off.",
+        json_schema_extra={"doc_type": "mapping, or a list of them", "one_or_list": True})
     labels: Annotated[Mapping[str, str], BeforeValidator(_labels)] = Field(
         default_factory=dict, description="Free-form labels (`rack: r1`).")
+    reprovision: Reprovision = Field(default_factory=Reprovision,
+                                     description="Reinstalling the host once it is out of service (docs/runbooks.md).")
+
+    @property
+    def fence(self) -> FenceDevice | None:
+        """The first power device (level 1)."""
+        return self.power[0] if self.power else None
+
+    @field_validator("power", mode="wrap")
+    @classmethod
+    def _one_or_levels(cls, value: Any, handler: Any, info: ValidationInfo) -> tuple[FenceDevice, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, dict):  # one device: its errors say `fence.agent`, not `fence[0].agent`
+            try:
+                return (FenceDevice.model_validate(value, context=info.context),)
+            except ValidationError as e:
+                raise relocated(e, FenceDevice) from None
+        if isinstance(value, list) and not value:
+            raise fail("an empty list: give at least one device, or leave fence out")
+        if not isinstance(value, (list, tuple)):
+            raise fail(f"expected a mapping (one device) or a list of them (fencing levels), got {kind(value)}")
+        return handler(value)
+
+    @model_validator(mode="after")
+    def _pxe_needs_a_power_device(self) -> HostConfig:
+        r = self.reprovision
+        if r.pxe and not self.power and (r.damaged != "never" or r.fenced != "never"):
+            return self.model_copy(update={"reprovision": r.model_copy(update={"pxe": False})})
+        return self
 
     @field_validator("name")
     @classmethod

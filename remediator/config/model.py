@@ -54,8 +54,13 @@ class Config(Record):
 
     @property
     def fence_devices(self) -> dict[str, FenceDevice]:
-        """name -> fence device, for the hosts that have one (edges.fencing.Fencer takes this)."""
+        """name -> its first power device, for the hosts that have one."""
         return {h.name: h.fence for h in self.hosts if h.fence is not None}
+
+    @property
+    def power_devices(self) -> dict[str, tuple[FenceDevice, ...]]:
+        """name -> its power devices in order (fencing levels), what edges.fencing.Fencer and edges.power take."""
+        return {h.name: h.power for h in self.hosts if h.power}
 
     def vm(self, *, uuid: str | None = None, name: str | None = None) -> VMConfig | None:
         """The HA declaration of a VM: by uuid first, then by name for declarations without uuid."""

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, StrictFloat, model_validator
 
 from remediator.config.errors import fail
+from remediator.config.reprovision import ReprovisionTimeouts
 from remediator.config.types import AtLeastOne, Count, Flag, Positive, Seconds, Section
 
 
@@ -39,8 +40,10 @@ class ActionTimeouts(Section):
     fence_s: Positive = Field(60.0, description="A fence run (also the fence agent's own timeout).")
     migrate_s: Positive = Field(300.0, description="A live migration; rebalancing a host.")
 
-    def for_action(self, kind: str) -> float:
+    def for_action(self, kind: str, reprovision: ReprovisionTimeouts | None = None) -> float:
         """The timeout of an action kind (fsm.ActionKind values), by family."""
+        if reprovision is not None and kind in reprovision.BY_ACTION:
+            return getattr(reprovision, reprovision.BY_ACTION[kind])
         if kind.startswith("verify"):
             return self.verify_s
         if kind in ("start_vm", "start_vm_elsewhere", "rebuild_vm", "evacuate_host"):
@@ -99,6 +102,11 @@ class Policy(Section):
                                               "alert (false: alerts only).")
     timings: Timings = Field(default_factory=Timings, description="Periods and waits, seconds.")
     overcommit: Overcommit = Field(default_factory=Overcommit, description="Placement's allocation ratios.")
+    reprovision: ReprovisionTimeouts = Field(default_factory=ReprovisionTimeouts,
+                                             description="A timeout per reprovision phase, seconds.")
+
+    def timeout_for(self, kind: str) -> float:
+        return self.action_timeouts.for_action(kind, self.reprovision)
 
     @model_validator(mode="before")
     @classmethod

@@ -98,18 +98,18 @@ def _default(field: FieldInfo) -> str:
 def keys(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[Key]:
     """Every key of the file, depth first in the models' order."""
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = prefix + (field.validation_alias if isinstance(field.validation_alias, str) else name)
         bare, metadata, _ = _strip(field.annotation)
-        doc_type = (field.json_schema_extra or {}).get("doc_type") if isinstance(field.json_schema_extra, dict) else None
-        yield Key(path, doc_type or type_name(field.annotation, [*field.metadata, *metadata]), _default(field),
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        yield Key(path, extra.get("doc_type") or type_name(field.annotation, [*field.metadata, *metadata]), _default(field),
                   " ".join((field.description or "").split()))
         origin = typing.get_origin(bare)
         if _is_model(bare):
             yield from keys(bare, f"{path}.")
         elif origin in (tuple, list):
             item, _, _ = _strip(typing.get_args(bare)[0])
-            if _is_model(item):
-                yield from keys(item, f"{path}[].")
+            if _is_model(item):  # `fence`, one device or a list of them, reads as one: hosts[].fence.agent
+                yield from keys(item, f"{path}." if extra.get("one_or_list") else f"{path}[].")
 
 
 def _cell(text: str) -> str:

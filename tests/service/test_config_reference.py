@@ -39,11 +39,13 @@ def _model_keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, 
     """Walk the models (independently of reference.py): key path -> its pydantic field."""
     found = {}
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = prefix + (field.validation_alias or name)  # the file's key (HostConfig.power is `fence`)
         found[path] = field
         inner = _model_type(field.annotation)
+        one_or_list = (field.json_schema_extra or {}).get("one_or_list")  # fence: one device or levels
         if inner is not None:
-            found.update(_model_keys(inner, f"{path}[]." if typing.get_origin(field.annotation) is tuple else f"{path}."))
+            list_like = typing.get_origin(field.annotation) is tuple and not one_or_list
+            found.update(_model_keys(inner, f"{path}[]." if list_like else f"{path}."))
     return found
 
 
