@@ -1,8 +1,8 @@
-"""The SQLite store: idempotent alerts, one open incident per subject, intents that survive kill -9."""
+"""The store, on SQLite and on PostgreSQL alike: idempotent alerts, one open incident per subject,
+compare-and-set transitions, claims, units of work, intents that survive kill -9."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,10 +14,13 @@ import pytest
 
 from remediator.alerts import parse_alerts
 from remediator.model import Action, Event, HostCondition, ProtectedVM, Remediation
-from remediator.store import IncidentExists, NotFound, StoreError, open_store
-from remediator.store.sqlite import MIGRATIONS, SQLiteStore
+import sqlalchemy as sa
+
+from remediator.store import IncidentExists, NotFound, StoreError, TransitionConflict, open_store
+from remediator.store.schema import incidents
 
 from .payloads import VM_UUID, alert, body
+from .store_backends import store, store_url  # noqa: F401 (fixtures)
 
 T0 = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
 
@@ -32,37 +35,13 @@ class Decision:
     closes: bool = False
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "state.db")
-    yield s
-    s.close()
+def _move(store, inc, at, event, decision):
+    """apply_transition as the engine calls it: on the incident as the decision saw it."""
+    return store.apply_transition(inc.id, at, event, decision, expected_state=inc.state, expected_version=inc.version)
 
 
 def _incident(store, subject=f"vm:{VM_UUID}", state="verifying"):
     return store.create_incident(subject, Remediation.VM_DOWN, "h1", VM_UUID, "t00", state, "alert VMDown", T0)
-
-
-def test_wal_mode_and_schema_version(store):
-    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.schema_version == len(MIGRATIONS)
-
-
-def test_refuses_a_newer_schema(tmp_path):
-    path = tmp_path / "state.db"
-    SQLiteStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
-    with pytest.raises(StoreError, match="newer than this remediator knows"):
-        SQLiteStore(path)
-
-
-def test_open_store_by_url(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/x/state.db")
-    assert isinstance(s, SQLiteStore) and s.path == f"{tmp_path}/x/state.db"
-    s.close()
-    with pytest.raises(StoreError, match="unsupported store URL scheme: 'mysql'"):
-        open_store("mysql://x")
 
 
 def test_alerts_idempotent_on_fingerprint_start_status(store):
@@ -114,13 +93,11 @@ def test_one_open_incident_per_subject_enforced_by_the_database(store):
         _incident(store)
     assert e.value.incident_id == first.id
     # not just the method: the schema itself refuses it
-    with pytest.raises(sqlite3.IntegrityError):
-        store._db.execute(
-            "INSERT INTO incidents (subject, kind, state, host, opened_at, updated_at) VALUES (?, 'vm_down', 's', 'h1', 'x', 'x')",
-            (first.subject,),
-        )
+    with pytest.raises(sa.exc.IntegrityError), store.db.engine.begin() as conn:
+        conn.execute(incidents.insert().values(subject=first.subject, kind="vm_down", state="s", host="h1",
+                                               opened_at=T0, updated_at=T0, data={}))
     # once closed, a new one may open
-    store.apply_transition(first.id, T0, Event("vm_running", T0), Decision("recovered", reason="running", closes=True))
+    _move(store, first, T0, Event("vm_running", T0), Decision("recovered", reason="running", closes=True))
     second = _incident(store)
     assert second.id != first.id
     assert store.open_incident_for(first.subject).id == second.id
@@ -148,10 +125,10 @@ def test_transitions_history_and_attempts(store):
     inc = _incident(store)
     start = Action("start_vm", {"host": "h1", "uuid": VM_UUID, "deadline": T0 + timedelta(seconds=60)})
     e1 = Event("verified_down", T0, {"host": "h1"})
-    inc = store.apply_transition(inc.id, T0, e1, Decision("restarting", (start,), "not running on any host"))
+    inc = _move(store, inc, T0, e1, Decision("restarting", (start,), "not running on any host"))
     assert (inc.state, inc.attempts, inc.reason) == ("restarting", 0, "not running on any host")
     # staying in a state keeps attempts unless the decision says otherwise
-    inc = store.apply_transition(inc.id, T0, Event("timer", T0), Decision("restarting", (), "waiting"))
+    inc = _move(store, inc, T0, Event("timer", T0), Decision("restarting", (), "waiting"))
     assert inc.attempts == 0
 
     @dataclass(frozen=True)
@@ -159,11 +136,12 @@ def test_transitions_history_and_attempts(store):
         attempts: int = 0
         data: dict = field(default_factory=dict)
 
-    inc = store.apply_transition(
-        inc.id, T0, Event("action_failed", T0), Counted("restarting", (start,), "retry", attempts=2, data={"k": 1})
+    inc = _move(
+        store, inc, T0, Event("action_failed", T0), Counted("restarting", (start,), "retry", attempts=2, data={"k": 1})
     )
     assert inc.attempts == 2 and inc.data == {"k": 1}
-    inc = store.apply_transition(inc.id, T0 + timedelta(seconds=5), Event("vm_running", T0), Decision("recovered", (), "ok", True))
+    inc = _move(store, inc, T0 + timedelta(seconds=5), Event("vm_running", T0), Decision("recovered", (), "ok", True))
+    assert inc.version == 4
     assert not inc.is_open and inc.closed_at == T0 + timedelta(seconds=5)
     hist = store.history(inc.id)
     assert [(h.from_state, h.to_state) for h in hist] == [
@@ -175,15 +153,15 @@ def test_transitions_history_and_attempts(store):
     assert hist[0].event == e1
     assert hist[0].actions == (start,)  # datetimes in params survive the round trip
     with pytest.raises(StoreError, match="is closed"):
-        store.apply_transition(inc.id, T0, Event("timer", T0), Decision("x"))
+        _move(store, replace(inc, state="recovered", version=4), T0, Event("timer", T0), Decision("x"))
     with pytest.raises(NotFound):
-        store.apply_transition(12345, T0, Event("timer", T0), Decision("x"))
+        _move(store, replace(inc, id=12345), T0, Event("timer", T0), Decision("x"))
 
 
 def test_list_and_count_incidents(store):
     a = _incident(store, subject="vm:a")
     _incident(store, subject="vm:b", state="fencing")
-    store.apply_transition(a.id, T0, Event("vm_running", T0), Decision("recovered", closes=True))
+    _move(store, a, T0, Event("vm_running", T0), Decision("recovered", closes=True))
     _incident(store, subject="vm:c")
     listed = store.list_incidents()
     assert [i.subject for i in listed] == ["vm:c", "vm:b", "vm:a"]  # open first, newest first
@@ -249,27 +227,6 @@ def test_atomic_commits_all_or_nothing(store):
     assert (store.get_setting("a"), store.get_setting("b")) == (1, 2)
 
 
-def test_schema_3_migrates_a_version_2_file(tmp_path):
-    """A store written before host conditions had `prior` and damage had its own subject."""
-    import sqlite3 as sq
-    from remediator.store.sqlite import MIGRATIONS
-    path = tmp_path / "v2.db"
-    db = sq.connect(path)
-    for version, script in enumerate(MIGRATIONS[:2]):
-        db.executescript(script + f"\nPRAGMA user_version = {version + 1};")
-    db.execute("INSERT INTO hosts VALUES ('h1', 'damaged', 'cordoned: damage alert', '2026-01-01T00:00:00+00:00')")
-    db.execute("""INSERT INTO incidents (subject, kind, state, host, opened_at, updated_at)
-                  VALUES ('host:h1', 'host_damaged', 'failed', 'h1', '2026-01-01T00:00:00+00:00',
-                          '2026-01-01T00:00:00+00:00')""")
-    db.commit()
-    db.close()
-    with SQLiteStore(path) as store:
-        assert store.schema_version == len(MIGRATIONS)
-        assert store.host_states()["h1"].condition is HostCondition.CORDONED
-        assert store.open_incident_for("host:h1:damaged") is not None
-        assert store.open_incident_for("host:h1") is None
-
-
 def test_settings(store):
     assert store.get_setting("storm_release") is None
     store.set_setting("storm_release", {"by": "op", "at": T0})
@@ -283,16 +240,15 @@ def test_naive_datetimes_refused(store):
         store.record_intent(1, Action("x"), datetime(2026, 1, 1))
 
 
-def test_committed_writes_survive_kill_9(tmp_path):
-    """A process that commits and is then SIGKILLed loses nothing that was committed (WAL + synchronous=FULL)."""
-    path = tmp_path / "state.db"
+def test_committed_writes_survive_kill_9(store_url):
+    """A process that commits and is then SIGKILLed loses nothing that was committed."""
     script = textwrap.dedent(
         f"""
         import os, signal
         from datetime import datetime, timezone
         from remediator.model import Action, Remediation
-        from remediator.store.sqlite import SQLiteStore
-        s = SQLiteStore({str(path)!r})
+        from remediator.store import open_store
+        s = open_store({store_url!r})
         now = datetime.now(timezone.utc)
         inc = s.create_incident("host:h1", Remediation.HOST_DOWN, "h1", None, None, "fencing", "down", now)
         done = s.record_intent(inc.id, Action("fence_host", {{"host": "h1"}}), now)
@@ -303,37 +259,31 @@ def test_committed_writes_survive_kill_9(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
-    s = SQLiteStore(path)
-    try:
+    with open_store(store_url) as s:
         (unfinished,) = s.unfinished_intents()
         assert unfinished.action.kind == "evacuate_host"
         assert [i.ok for i in s.intents(unfinished.incident_id)] == [True, None]
-    finally:
-        s.close()
 
 
-def test_concurrent_writers_and_a_second_process_reader(tmp_path):
-    path = tmp_path / "state.db"
-    s = SQLiteStore(path)
+def test_concurrent_writers_and_a_second_store_reader(store, store_url):
     errors: list[BaseException] = []
 
     def write(n: int):
         try:
             for i in range(20):
-                s.record_alerts(parse_alerts(body(alert(fingerprint=f"{n:02x}{i:02x}"))), T0)
+                store.record_alerts(parse_alerts(body(alert(fingerprint=f"{n:02x}{i:02x}"))), T0)
         except BaseException as e:  # collected to fail the test below with the thread's error
             errors.append(e)
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
-    reader = SQLiteStore(path)  # a second connection, as `remediator status` has
+    reader = open_store(store_url)  # a second connection, as `remediator status` has
     for t in threads:
         t.join()
     assert errors == []
     assert len(reader.pending_alerts()) == 80
     reader.close()
-    s.close()
 
 
 def test_event_queue(store):
@@ -348,11 +298,3 @@ def test_event_queue(store):
         store.mark_event(999, "applied", "")
 
 
-def test_migrates_a_version_1_database_forward(tmp_path):
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
-    s = SQLiteStore(path)
-    assert s.schema_version == len(MIGRATIONS) >= 2
-    s.enqueue_event("host:h1", Event("operator_retry", T0))
-    s.close()
