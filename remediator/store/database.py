@@ -63,6 +63,7 @@ class Database:
         target = engine_url(url)
         self.dialect = target.get_backend_name()
         self._local = threading.local()  # this thread's open unit of work: connection and depth
+        self.closed = False
         common: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": loads}
         if self.dialect == "sqlite":
             self.engine = sa.create_engine(target, poolclass=StaticPool,
@@ -93,6 +94,8 @@ class Database:
         if conn is not None:
             yield conn
             return
+        if self.closed:
+            raise StoreError(f"store {self.url} is closed")
         with self._serial if self._serial is not None else nullcontext():
             self._local.write = write
             try:
@@ -122,6 +125,7 @@ class Database:
 
     def dispose(self) -> None:
         with self._serial if self._serial is not None else nullcontext():
+            self.closed = True
             self.engine.dispose()
 
     # ---- schema
@@ -152,8 +156,8 @@ class Database:
                                  f"knows (head {head})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-            if self.dialect == "sqlite":
-                conn.exec_driver_sql(f"PRAGMA user_version = {ALEMBIC_USER_VERSION}")
+            if self.dialect == "sqlite" and conn.exec_driver_sql("PRAGMA user_version").scalar_one() != ALEMBIC_USER_VERSION:
+                conn.exec_driver_sql(f"PRAGMA user_version = {ALEMBIC_USER_VERSION}")  # once: opening writes nothing
         self.revision = head
 
 
