@@ -7,7 +7,9 @@ Each POST carries `--per-post` alerts with fresh fingerprints (every one a new r
 the 200 as Alertmanager's retry contract needs). The alerts name a host outside the inventory, so they
 are stored as ignored in the same transaction and the engine has nothing to do: this measures the
 webhook and the store, not decisions. PostgreSQL runs with its durable defaults (fsync, synchronous
-commit); SQLite with WAL and synchronous=FULL. Results: bench/results/ingest.json.
+commit); SQLite with WAL and synchronous=FULL. The floor beside it, in the same run: the store alone
+(the same number of threads calling record_alerts in-process, no HTTP), so `ratio_to_store` says what
+the web layer costs. Results: bench/results/ingest.json.
 """
 from __future__ import annotations
 
@@ -79,9 +81,39 @@ def generate(url: str, seconds: float, workers: int, per_post: int) -> dict:
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2)}
 
 
+def store_floor(url: str, seconds: float, workers: int, per_post: int) -> float:
+    """Alerts per second the store takes from `workers` threads calling it directly (no HTTP)."""
+    from datetime import datetime, timezone
+
+    from remediator.alerts import parse_body
+    from remediator.store import open_store
+
+    count = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    with open_store(url) as store:
+        def work() -> None:
+            n = 0
+            while time.monotonic() < deadline:
+                alerts = parse_body(_body(per_post)).alerts
+                store.record_alerts(alerts, datetime.now(timezone.utc), ["not in the inventory"] * len(alerts))
+                n += len(alerts)
+            with lock:
+                count[0] += n
+        started = time.monotonic()
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return round(count[0] / (time.monotonic() - started), 1)
+
+
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
     pg = PostgresServer().start() if backend == "postgresql" else None
     try:
+        floor = store_floor(pg.create_database("floor") if pg else f"sqlite:///{workdir}/floor.db",
+                            min(args.seconds, 5), args.workers, args.per_post)
         store = pg.create_database("ingest") if pg else f"sqlite:///{workdir}/state.db"
         port = free_tcp_port()
         config = {"listen": {"host": "127.0.0.1", "port": port, "threads": args.workers},
@@ -104,7 +136,8 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
             server.terminate()
             server.wait(15)
             log.close()
-        return {"backend": backend, **result}
+        return {"backend": backend, **result, "store_floor_alerts_per_s": floor,
+                "ratio_to_store": round(result["alerts_per_s"] / floor, 2)}
     finally:
         if pg:
             pg.stop()
