@@ -82,7 +82,11 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "PostgresServer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a half-started server (or its files) is not left behind
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
