@@ -115,8 +115,10 @@ def store_floor(url: str, seconds: float, workers: int, per_post: int) -> float:
 
 
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict:
-    pg = PostgresServer().start() if backend == "postgresql" else None
+    pg = PostgresServer() if backend == "postgresql" else None
     try:
+        if pg:
+            pg.start()
         floor = store_floor(pg.create_database("floor") if pg else f"sqlite:///{workdir}/floor.db",
                             min(args.seconds, 5), args.workers, args.per_post)
         store = pg.create_database("ingest") if pg else f"sqlite:///{workdir}/state.db"
