@@ -595,7 +595,8 @@ class _Parser:
         raw = self.mapping(value, "store", ["url"])
         url = self.string(raw.get("url", DEFAULT_STORE_URL), "store.url")
         if not (url.startswith("sqlite:///") or url.startswith(("postgresql://", "postgres://"))):
-            raise self.fail("store.url", f"expected sqlite:///PATH or postgresql://..., got {url!r}")
+            # (the URL may hold a password: say only its scheme)
+            raise self.fail("store.url", f"expected sqlite:///PATH or postgresql://..., got {url.split(':', 1)[0]!r}://...")
         if url.startswith("sqlite:///") and len(url) == len("sqlite:///"):
             raise self.fail("store.url", "sqlite URL without a path")
         return Store(url=url)
