@@ -141,8 +141,7 @@ def run(duration_s: float, workdir: Path, log) -> dict:
                     done.append(entry)
                 wait_until(duration_s)
             finally:
-                for host in list(inject._stress):
-                    inject.end_cpu_stress(host)
+                inject.end_all()
             record = remediator_record(stack, t0_epoch, schedule)
             duplicates = [{"t_s": round(d.at - t0, 1), "uuid": d.uuid, "hosts": list(d.hosts)}
                           for d in sampler.duplicates]

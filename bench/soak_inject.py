@@ -92,6 +92,11 @@ class Injectors:
         wait_for(lambda: not self._stress_pids(host), 10, f"stress-ng gone from {host}")
         return {"pid": pid}
 
+    def end_all(self) -> None:
+        """End every fault with a length still running (the soak's teardown)."""
+        for host in list(self._stress):
+            self.end_cpu_stress(host)
+
     def _stress_pids(self, host: str) -> list[int]:
         return [p for p in procs.netns_pids(self.lab.host(host).netns) if _comm(p).startswith("stress-ng")]
 
