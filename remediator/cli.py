@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 from remediator import __version__
 from remediator.config import Config, ConfigError, load_config
 from remediator.store import StoreError, open_store
+from remediator.store.database import redacted
 
 log = logging.getLogger("remediator")
 
@@ -233,7 +234,7 @@ def serve(config: Config) -> int:
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
         log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
                  __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
-                 config.store.display_url, config.dry_run,
+                 redacted(config.store.url), config.dry_run,
                  "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
         server.serve()
     finally:

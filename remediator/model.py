@@ -163,6 +163,7 @@ class Incident:
     reason: str = ""  # why it is in this state (shown to operators)
     closed_at: datetime | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    version: int = 0  # the store's transition count: apply_transition compares it (compare-and-set)
 
     @property
     def is_open(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Annotated, Any
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, Field, SecretStr, field_serializer, field_validator, model_validator
 
@@ -170,12 +170,10 @@ class Store(Section):
 
     @property
     def display_url(self) -> str:
-        """The URL with any password masked: what logs and pages show."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
+        """The URL with any password masked: what logs and pages show (the store's own redacted())."""
+        from remediator.store.database import redacted  # SQLAlchemy's URL parsing, loaded when asked
+
+        return redacted(self.url)
 
     def __repr_args__(self) -> Any:
         yield "url", self.display_url

@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from remediator.fsm import TERMINAL_STATES, WAITING_FOR_OFF, EventKind, State
 from remediator.model import Event, OperatorRequest, host_subject
-from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound, QueuedEvent
+from remediator.store.base import NotFound, QueuedEvent
 from remediator.web.auth import require
 from remediator.web.context import error, plain, services
 from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
@@ -160,8 +160,8 @@ def close(incident_id: int) -> ResponseReturnValue:
 @bp.get("/storm")
 def storm() -> ResponseReturnValue:
     store = services().store
-    return jsonify({"hold": plain(store.get_setting(SETTING_STORM) or {"active": False}),
-                    "release": plain(store.get_setting(SETTING_STORM_RELEASE))})
+    return jsonify({"hold": plain(store.storm_hold() or {"active": False}),
+                    "release": plain(store.storm_release())})
 
 
 @bp.post("/storm/release")
@@ -171,12 +171,12 @@ def storm_release() -> ResponseReturnValue:
     body, problem = _json_body({"reason": str}, required=())
     if problem:
         return error(400, problem)
-    hold = s.store.get_setting(SETTING_STORM) or {"active": False}
+    hold = s.store.storm_hold() or {"active": False}
     if not hold.get("active"):
         return error(409, "no storm hold is active")
     # The release covers the hosts out now; a host failing beyond them holds again.
     release = {"at": s.clock(), "by": g.caller, "reason": body.get("reason", ""), "hosts": hold.get("unhealthy", [])}
-    s.store.set_setting(SETTING_STORM_RELEASE, release)
+    s.store.set_storm_release(release)
     s.wake_engine()
     return jsonify({"release": plain(release)}), 202
 
