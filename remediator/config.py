@@ -19,6 +19,7 @@ Environment overrides (for secrets that should not live in the file):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -263,7 +264,12 @@ class Config:
     source: str = "<memory>"  # the file it came from, for messages
 
     def host(self, name: str) -> HostConfig | None:
-        return next((h for h in self.hosts if h.name == name), None)
+        return self._hosts_by_name.get(name)
+
+    @functools.cached_property
+    def _hosts_by_name(self) -> dict[str, HostConfig]:
+        # every webhook post asks this: a scan of 1,000 hosts was ~7 % of its CPU (make bench-scale)
+        return {h.name: h for h in reversed(self.hosts)}  # the first of a name wins, as a scan's did
 
     @property
     def host_uris(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field, replace
+from heapq import heapify, heappop
 from operator import itemgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
@@ -112,11 +113,12 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
     groups = dict(group_of or {})
     state = {h.name: h for h in hosts}
     ranked = sorted((load_score(h), h.name) for h in state.values())
+    within_band = {h.name: _band_key(h) for h in state.values()}
     assignments: dict[str, str] = {}
     unplaced: dict[str, str] = {}
     for vm in placement_order(vms):
         groups.setdefault(vm.uuid, vm.group)
-        best = _first_taker(ranked, state, vm, ratios, groups, exclude)
+        best = _first_taker(ranked, within_band, state, vm, ratios, groups, exclude)
         if best is None:
             refusals = {h.name: refusal(h, vm, ratios, groups, exclude) for h in state.values()}
             listed = "; ".join(f"{name}: {why}" for name, why in sorted(refusals.items())) or "no hosts"
@@ -124,21 +126,30 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
             continue
         assignments[vm.uuid] = best.name
         placed = state[best.name] = with_vm(best, vm)
+        within_band[best.name] = _band_key(placed)
         del ranked[bisect_left(ranked, (load_score(best), best.name))]
         insort(ranked, (load_score(placed), placed.name))
     return Plan(assignments, unplaced, state)
 
 
-def _first_taker(ranked: list[tuple[float, str]], state: Mapping[str, HostCapacity], vm: ProtectedVM,
-                 ratios: Overcommit, groups: Mapping[str, str | None], exclude: Collection[str]) -> HostCapacity | None:
+def _band_key(host: HostCapacity) -> tuple[float, float, str]:
+    """The order within a band of near-equal load (by_preference's second sort)."""
+    return allocated_share(host), load_score(host), host.name
+
+
+def _first_taker(ranked: list[tuple[float, str]], within_band: Mapping[str, tuple[float, float, str]],
+                 state: Mapping[str, HostCapacity], vm: ProtectedVM, ratios: Overcommit,
+                 groups: Mapping[str, str | None], exclude: Collection[str]) -> HostCapacity | None:
     """The first host in `by_preference` order that may take `vm`: bands of hosts within LOAD_TOLERANCE
-    of the least loaded of those left (a prefix of `ranked`), each ordered by allocated share."""
+    of the least loaded of those left (a prefix of `ranked`), each ordered by allocated share. A band
+    is a heap, popped only until a host takes the VM (usually the first): no full sort per VM."""
     start = 0
     while start < len(ranked):
         end = bisect_right(ranked, ranked[start][0] + LOAD_TOLERANCE, lo=start, key=itemgetter(0))
-        band = sorted((state[name] for _, name in ranked[start:end]),
-                      key=lambda h: (allocated_share(h), load_score(h), h.name))
-        for host in band:
+        band = [within_band[name] for _, name in ranked[start:end]]
+        heapify(band)
+        while band:
+            host = state[heappop(band)[2]]
             if refusal(host, vm, ratios, groups, exclude) is None:
                 return host
         start = end

@@ -210,7 +210,7 @@ def crowded_data_centers(draw):
     return hosts, vms, ratios, exclude, group_of
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(crowded_data_centers())
 def test_the_fast_placement_decides_as_the_reference(dc):
     hosts, vms, ratios, exclude, group_of = dc
