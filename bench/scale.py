@@ -10,8 +10,9 @@ store, webhook and engine. Results in bench/results/scale.json.
 3. Webhook ingest on SQLite for `--ingest-seconds` (bench/scale_ingest.py: wrk on loopback).
 4. Decisions per second: the engine in dry run takes one VMDown incident per host to its verdict
    (bench/scale_decide.py).
-PostgreSQL ingest, failover and the leader lease are written as null with the reason while the
-store on PostgreSQL and the leader lease are not on main.
+3b. The same on PostgreSQL (Debian's server, private, on loopback, fsync on) once the store takes
+   postgresql:// URLs; until then null with the reason. Failover and the leader lease are null
+   with the reason while there is no leader lease.
 
 The machine's load average is recorded before and after: other work on a shared 2-core machine
 makes these figures indicative; a quiet machine gives the reference ones.
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 from bench import scale_decide, scale_ingest
-from bench.fleet import WEBHOOK_TOKEN, Fleet, build_fleet
+from bench.fleet import WEBHOOK_TOKEN, Fleet, build_fleet, fleet_config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 NO_LEASE = "not measured: no leader lease yet"
@@ -81,6 +82,37 @@ def bench_placement(fleet: Fleet, config, store, hypervisors, evacuate: int, rep
     return out
 
 
+def postgresql_ingest(fleet: Fleet, work: Path, args) -> tuple[dict | None, str]:
+    """Ingest on PostgreSQL (a private Debian server, lab/postgres.py) when the store supports it;
+    else (None, why not)."""
+    from remediator.edges.libvirt import Hypervisors
+    from remediator.reconcile import sync_inventory
+    from remediator.store import StoreError, open_store
+
+    try:
+        from lab.postgres import PostgresServer
+    except ImportError:
+        return None, NO_POSTGRESQL
+    with PostgresServer() as server:  # fsync on: the webhook's answer means committed, as in production
+        url = server.create_database("bench_scale")
+        try:
+            store = open_store(url)
+        except StoreError as err:
+            return None, f"not measured: {err}"
+        config = fleet.config(url, dry_run=True)
+        hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
+        try:
+            sync_inventory(config, store, hypervisors, scale_decide.now())
+        finally:
+            hypervisors.close()
+            store.close()
+        path = work / "ingest-postgresql.yml"
+        path.write_text(fleet_config_yaml(fleet.uris, url, dry_run=True, port=0, threads=args.threads))
+        count = lambda: int(server.sql("SELECT count(*) FROM alerts", "bench_scale").strip())  # noqa: E731
+        return scale_ingest.measure(path, count, work / "vms.txt", WEBHOOK_TOKEN, seconds=args.ingest_seconds,
+                                    connections=args.connections), ""
+
+
 def sqlite_alert_count(path: Path):
     def count() -> int:
         with sqlite3.connect(path) as db:
@@ -122,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         ingest_db = work / "ingest.db"
         shutil.copy(seed, ingest_db)
         ingest_config = work / "ingest.yml"
-        from bench.fleet import fleet_config_yaml
         ingest_config.write_text(fleet_config_yaml(fleet.uris, f"sqlite:///{ingest_db}", dry_run=True, port=0,
                                                    threads=args.threads))
         vms_file = work / "vms.txt"
@@ -130,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         ingest = scale_ingest.measure(ingest_config, sqlite_alert_count(ingest_db), vms_file, WEBHOOK_TOKEN,
                                       seconds=args.ingest_seconds, connections=args.connections)
         print(f"ingest sqlite: {json.dumps(ingest)}", flush=True)
+        ingest_pg, pg_note = postgresql_ingest(fleet, work, args)
+        print(f"ingest postgresql: {json.dumps(ingest_pg) if ingest_pg else pg_note}", flush=True)
 
         decide_db = work / "decide.db"
         shutil.copy(seed, decide_db)
@@ -149,23 +182,28 @@ def main(argv: list[str] | None = None) -> int:
         "placement_1000_vms_s": placement_s,
         "ingest_sqlite_alerts_per_s": ingest["alerts_per_s"],
         "ingest_sqlite_p99_ms": ingest["p99_ms"],
-        "ingest_postgresql_alerts_per_s": None,
-        "ingest_postgresql_p99_ms": None,
+        "ingest_postgresql_alerts_per_s": ingest_pg["alerts_per_s"] if ingest_pg else None,
+        "ingest_postgresql_p99_ms": ingest_pg["p99_ms"] if ingest_pg else None,
         "decisions_per_s": decisions["decisions_per_s"],
         "failover_s": None,
         "lease_s": None,
         "notes": {
-            "ingest_postgresql": NO_POSTGRESQL,
+            **({"ingest_postgresql": pg_note} if pg_note else {}),
             "failover_s": NO_LEASE,
             "lease_s": NO_LEASE,
             "indicative": "measured on a shared 2-core machine (see load_average); rerun on a quiet machine "
                           "for reference figures",
             "fleet": "libvirt's test driver in process through the real libvirt edge: the product's CPU cost, "
                      "without a real fleet's network round trips (bench/fleet.py)",
+            "decisions": "each VMDown incident looks for its VM on every host that is not fenced, twice (verify, "
+                         "then never-twice before the start): 2 x hosts libvirt lookups, one host after another; "
+                         "most of the time (py-spy)",
+            "ingest": "the server's CPU per alert says what one quiet core sustains (the GIL keeps the webhook to "
+                      "about one core), whatever share of a core it got here (server_cpu_cores)",
         },
         "targets": TARGETS,
         "details": {"inventory_sync_s": round(sync_s, 2), "placement": placement, "ingest_sqlite": ingest,
-                    "decisions": decisions},
+                    "ingest_postgresql": ingest_pg, "decisions": decisions},
         "parameters": {"hosts": args.hosts, "vms": args.hosts * args.vms_per_host,
                        "vms_per_host": args.vms_per_host, "evacuated_hosts": args.evacuate,
                        "placement_repeat": args.repeat, "ingest_seconds": args.ingest_seconds,
