@@ -68,6 +68,8 @@ class GroupCommit:
                 else:
                     self._leading = False
             for other in batch:
+                if not other.done:  # the leader was stopped mid-commit (not an Exception): no one is left hanging
+                    other.error, other.done = RuntimeError("the batch's commit was interrupted"), True
                 other.wake.set()
         return _result(post)
 

@@ -40,6 +40,8 @@ def submit_while_first_commits(commit: SlowCommit, posts: list[list[str]]):
             return group.submit(alerts)
         except Exception as err:  # noqa: BLE001 - the test looks at it
             return err
+        except BaseException as err:  # noqa: BLE001 - Stop, below
+            return err
 
     with ThreadPoolExecutor(len(posts)) as pool:
         first = pool.submit(post, posts[0])
@@ -89,3 +91,26 @@ def test_many_concurrent_posts_lose_nothing(threads=8):
         results = list(pool.map(lambda i: group.submit([f"a{i}"]), range(2000)))
     assert results == [[f"a{i}"] for i in range(2000)]
     assert sorted(stored) == sorted(f"a{i}" for i in range(2000))
+
+
+class Stop(BaseException):
+    """Not an Exception (as KeyboardInterrupt or SystemExit): the leader does not catch it."""
+
+
+class StopsTheSecondBatch(SlowCommit):
+    def __call__(self, alerts):
+        stored = super().__call__(alerts)
+        if len(self.batches) == 2:
+            raise Stop()
+        return stored
+
+
+def test_a_commit_interrupted_by_a_non_exception_fails_its_posts_instead_of_leaving_them_waiting():
+    commit = StopsTheSecondBatch()
+    results = submit_while_first_commits(commit, [["a"], ["b"], ["c"], ["d"]])
+    assert results[0] == ["stored a"]
+    assert len(commit.batches) == 2  # b, c and d were one batch
+    # its leader saw the interruption itself (a BaseException, which the pool's future holds); the
+    # other posts of the batch got an error, none a silent empty answer
+    errors = [r for r in results[1:] if isinstance(r, RuntimeError)]
+    assert len(errors) == 2 and all("interrupted" in str(e) for e in errors)
