@@ -4,6 +4,7 @@ gets its own records back only after the commit, and a failure stays with the po
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from remediator.store.base import StoreError
@@ -23,7 +24,7 @@ class SlowCommit:
         self.batches.append(list(alerts))
         if len(self.batches) == 1:
             self.first_started.set()
-            assert self.release.wait(5)
+            assert self.release.wait(120)
         if self.store_down:
             raise StoreError("database is locked")
         if self.fail_on in alerts:
@@ -45,14 +46,14 @@ def submit_while_first_commits(commit: SlowCommit, posts: list[list[str]]):
 
     with ThreadPoolExecutor(len(posts)) as pool:
         first = pool.submit(post, posts[0])
-        assert commit.first_started.wait(5)
+        assert commit.first_started.wait(60)
         rest = [pool.submit(post, p) for p in posts[1:]]
-        for _ in range(500):  # until every other post is queued behind the first commit
-            if len(group._queue) == len(posts) - 1:
-                break
-            threading.Event().wait(0.01)
+        deadline = time.monotonic() + 60  # a loaded machine may take a while to run the threads
+        while len(group._queue) < len(posts) - 1:  # every other post queued behind the first commit
+            assert time.monotonic() < deadline, "the posts never queued behind the first commit"
+            time.sleep(0.01)
         commit.release.set()
-        return [first.result(5)] + [f.result(5) for f in rest]
+        return [first.result(60)] + [f.result(60) for f in rest]
 
 
 def test_posts_during_a_commit_share_the_next_one_and_each_gets_its_own_records():
