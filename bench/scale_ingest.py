@@ -103,8 +103,10 @@ def _start_server(config_path: Path, log_path: Path) -> tuple[subprocess.Popen, 
             time.sleep(0.1)
 
 
-def run_wrk(port: int, vms_file: Path, token: str, seconds: int, connections: int, run: int) -> dict:
-    env = {**os.environ, "BENCH_SCALE_VMS": str(vms_file), "BENCH_SCALE_TOKEN": token, "BENCH_SCALE_RUN": str(run)}
+def run_wrk(port: int, vms_file: Path, token: str, seconds: int, connections: int, run: int,
+            floor: bool = False) -> dict:
+    env = {**os.environ, "BENCH_SCALE_VMS": str(vms_file), "BENCH_SCALE_TOKEN": token, "BENCH_SCALE_RUN": str(run),
+           "BENCH_SCALE_FLOOR": "1" if floor else "0"}
     cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
            "-s", str(LUA), f"http://127.0.0.1:{port}"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
@@ -120,17 +122,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(config_path: Path, count_alerts, vms_file: Path, token: str, *, seconds: int, connections: int,
-            warmup_s: int = 3) -> dict:
+            warmup_s: int = 3, floor_s: int = 10) -> dict:
     """Start the server, warm it up, load it for `seconds`, stop it; `count_alerts()` reads the store.
 
     The server's CPU time per alert is recorded too: on a loaded machine it says what one quiet core
-    would sustain (the GIL keeps the webhook to about one core), whatever share of a core it got."""
+    would sustain (the GIL keeps the webhook to about one core), whatever share of a core it got.
+    Then the floor in the same run: the same server's `/healthz` (cheroot + Flask, no auth, no
+    body, no store) under the same wrk for `floor_s`, and the webhook's figures as ratios of it."""
     proc, port = _start_server(config_path, config_path.with_suffix(".log"))
     try:
         run_wrk(port, vms_file, token, warmup_s, connections, run=1)
         before, cpu_before = count_alerts(), cpu_seconds(proc.pid)
         wrk = run_wrk(port, vms_file, token, seconds, connections, run=2)
         cpu = cpu_seconds(proc.pid) - cpu_before
+        floor_cpu_before = cpu_seconds(proc.pid)
+        floor = run_wrk(port, vms_file, token, floor_s, connections, run=3, floor=True)
+        floor_cpu = cpu_seconds(proc.pid) - floor_cpu_before
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -141,6 +148,13 @@ def measure(config_path: Path, count_alerts, vms_file: Path, token: str, *, seco
     result = summarise(wrk, count_alerts() - before)
     result["server_cpu_ms_per_alert"] = round(cpu * 1000 / max(result["stored_alerts"], 1), 3)
     result["server_cpu_cores"] = round(cpu / result["seconds"], 2)
+    healthz = summarise(floor, floor["requests"])
+    healthz_cpu_ms = floor_cpu * 1000 / max(floor["requests"], 1)
+    result["floor_healthz"] = {"requests_per_s": healthz["alerts_per_s"], "p99_ms": healthz["p99_ms"],
+                               "server_cpu_ms_per_request": round(healthz_cpu_ms, 3),
+                               "server_cpu_cores": round(floor_cpu / healthz["seconds"], 2)}
+    result["rate_ratio_to_floor"] = round(result["alerts_per_s"] / max(healthz["alerts_per_s"], 1e-9), 3)
+    result["cpu_ratio_to_floor"] = round(result["server_cpu_ms_per_alert"] / max(healthz_cpu_ms, 1e-9), 2)
     return {**result, "connections": connections}
 
 

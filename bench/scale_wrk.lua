@@ -19,6 +19,7 @@ function init(args)
   headers = {["Content-Type"] = "application/json",
              ["Authorization"] = "Bearer " .. os.getenv("BENCH_SCALE_TOKEN")}
   run = tonumber(os.getenv("BENCH_SCALE_RUN") or "0")
+  healthz_only = os.getenv("BENCH_SCALE_FLOOR") == "1"  -- the same server's /healthz: HTTP + Flask alone
   n = 0
 end
 
@@ -30,6 +31,9 @@ local template = '{"version":"4","groupKey":"{}:{remediation=\\"vm_down\\"}","tr
   '"generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"%02x%02x%012x"}]}'
 
 function request()
+  if healthz_only then
+    return wrk.format("GET", "/healthz")
+  end
   n = n + 1
   local vm = vms[(n * 7919 + id) % #vms + 1]
   local second = math.floor(n / 1000000)
