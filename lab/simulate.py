@@ -5,7 +5,10 @@ Kept apart from lab.py (lifecycle, lookups, power and network faults) so each st
 """
 from __future__ import annotations
 
-from lab import figures, host as hostmod
+from pathlib import Path
+
+from lab import bootdev, figures, host as hostmod
+from lab.bmc import ANSWER_DELAY, NO_BOOTDEV
 from lab.host import LabHost
 
 
@@ -14,6 +17,40 @@ class HostSimulation:
 
     def host(self, name: str | LabHost) -> LabHost:  # provided by Lab
         raise NotImplementedError
+
+    def _save(self) -> None:  # provided by Lab
+        raise NotImplementedError
+
+    # ---- the BMCs: boot device, power log, a BMC that ignores boot-device requests -------------
+    def set_install_delay(self, seconds: float) -> None:
+        """How long a PXE boot's install takes from the next power-on on (every host)."""
+        self.install_delay_s = seconds
+        self._save()
+
+    def next_boot(self, host: str | LabHost) -> bootdev.BootDevice:
+        return bootdev.read(self.host(host).dir)
+
+    def power_log(self, host: str | LabHost) -> list[tuple[float, str, str]]:
+        """(unix time, via, action) of every power action any BMC of the host carried out."""
+        return bootdev.power_log(self.host(host).dir)
+
+    def delay_bmc_answers(self, host: str | LabHost, seconds: float) -> None:
+        """The host's IPMI BMC answers each power command `seconds` after carrying it out (0: at once):
+        a window in which the command is done and its sender does not know it yet."""
+        marker = Path(self.host(host).dir) / ANSWER_DELAY
+        if seconds:
+            marker.write_text(f"{seconds:g}")
+        else:
+            marker.unlink(missing_ok=True)
+
+    def refuse_bootdev(self, host: str | LabHost, refuse: bool = True) -> None:
+        """The host's IPMI BMC stops answering boot-device requests (get and set), or answers again;
+        power control keeps working."""
+        marker = Path(self.host(host).dir) / NO_BOOTDEV
+        if refuse:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
 
     # ---- migrations --------------------------------------------------------------------
     def refuse_migration(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:

@@ -223,8 +223,10 @@ PERFORM: Mapping[A, Callable[["Engine", Mapping[str, Any]], Outcome]] = {
 
 
 def perform(e: "Engine", action: Action) -> Outcome:
+    from remediator.reprovision_actions import PERFORM as REPROVISION  # it builds on this module's Outcome
+
     try:
-        fn = PERFORM[A(action.kind)]
+        fn = PERFORM.get(A(action.kind)) or REPROVISION[A(action.kind)]
     except KeyError:
         raise ValueError(f"the engine does not perform {action.kind} here") from None
     return fn(e, action.params)

@@ -14,7 +14,7 @@ from remediator import placement
 from remediator.edges.libvirt import HostUnreachable
 from remediator.edges.prometheus import PrometheusUnavailable
 from remediator.model import HostCapacity, HostCondition, ProtectedVM
-from remediator.store.base import SETTING_HOST_LOAD, SETTING_UNREACHABLE, HostState, Store
+from remediator.store.base import HostState, Store
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,10 @@ class World:
 
     def note_reachability(self, asked: set[str], unreachable: set[str]) -> bool:
         """Remember which of the hosts just asked did not answer (since when); True when that changed."""
-        before = self.store.get_setting(SETTING_UNREACHABLE) or {}
-        now = {h: at for h, at in before.items() if h not in asked}
-        now.update({h: before.get(h, self.clock()) for h in unreachable})
-        if now == before:
-            return False
-        self.store.set_setting(SETTING_UNREACHABLE, now)
-        return True
+        return self.store.note_reachability(asked, unreachable, self.clock())
 
     def unreachable(self) -> set[str]:
-        return set(self.store.get_setting(SETTING_UNREACHABLE) or {})
+        return set(self.store.unreachable_hosts())
 
     # ---- capacity --------------------------------------------------------------------------------
 
@@ -137,9 +131,7 @@ class World:
                 vcpus_allocated=sum(d.vcpus for d in alive), memory_allocated_bytes=sum(d.memory_bytes for d in alive),
                 load1=hl.load1 if hl else None, memory_available_bytes=hl.memory_available_bytes if hl else None,
                 condition=condition, vms=frozenset(d.uuid for d in domains)))
-        self.store.set_setting(SETTING_HOST_LOAD, {
-            **{h.name: {"load1": h.load1, "memory_available_bytes": h.memory_available_bytes} for h in hosts},
-            "at": self.clock(), "source": source})
+        self.store.set_host_loads({h.name: (h.load1, h.memory_available_bytes) for h in hosts}, self.clock(), source)
         return Capacities(hosts, source, note)
 
     def overcommit(self) -> placement.Overcommit:

@@ -1,105 +1,60 @@
-"""Group commit for the webhook: the alerts of concurrent posts go into the store in one transaction.
+"""The webhook's group commit: the alerts of concurrent posts are checked and stored by one leader in
+one transaction (remediator/store/groupcommit.py's leader and followers).
 
-Why: each post's alerts must be committed (on SQLite, fsync'd: synchronous=FULL) before its 200, and
-the store takes one writer at a time. With one transaction per post, every worker thread queued on
-the store's lock behind someone else's fsync, its inventory check included (a read waits for the
-same lock): `make bench-scale` measured ~700 alerts/s at p99 37 ms, most of the time spent waiting
-(py-spy). Batching keeps the promise and pays one commit for many posts.
+Why at the webhook and not only in the store: each post's alerts must be committed (fsync'd) before
+its 200, and on SQLite the store serves one caller at a time, reads included. With one transaction
+per post, every worker thread queued on the store behind someone else's fsync, its inventory check
+(a read) too: `make bench-scale` measured ~430 alerts/s at p99 149 ms, most of it waiting (py-spy).
+Here the followers never touch the store: the leader checks every queued post's alerts against the
+inventory and stores them all at once, then hands each post its own records.
 
-How (leader and followers, no thread of its own): a post puts its alerts on the queue and waits. If
-no batch is being committed, the waiting post at the front becomes the leader: it takes everything
-queued, checks each alert against the inventory, stores them all with `record_alerts` (one
-transaction), and hands each post its own results. Posts that arrive meanwhile queue for the next
-batch, which forms while this one's fsync runs. Durability is unchanged: a post is answered only
-after the transaction holding its alerts has committed, and when that commit fails every post in
-the batch gets the store's error (503: Alertmanager sends them again). A batch that fails in any
-other way is retried one post at a time, so one post's problem stays its own.
+Durability is unchanged: a post is answered only after the transaction holding its alerts has
+committed; when that commit fails every post of the batch gets the store's error (503: Alertmanager
+sends them again). A batch that fails in any other way is retried one post at a time, so one post's
+problem stays its own.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from remediator.model import Alert
 from remediator.store.base import StoredAlert, StoreError
+from remediator.store.groupcommit import GroupCommit
 
 # (alerts of every post in the batch, flattened) -> their stored records, in the same order
 Commit = Callable[[Sequence[Alert]], list[StoredAlert]]
 
 
-@dataclass(eq=False)
-class _Post:
-    alerts: Sequence[Alert]
-    wake: threading.Event = field(default_factory=threading.Event)  # done, or made the leader
-    done: bool = False
-    stored: list[StoredAlert] = field(default_factory=list)
-    error: BaseException | None = None
-
-
-class GroupCommit:
-    def __init__(self, commit: Commit, max_batch_alerts: int = 1000):
+class WebhookCommits:
+    def __init__(self, commit: Commit, max_posts: int = 256):
         self._commit = commit
-        self._max = max_batch_alerts
-        self._lock = threading.Lock()
-        self._queue: list[_Post] = []
-        self._leading = False  # a leader is committing a batch (or has been named)
+        self._group: GroupCommit[Sequence[Alert], list[StoredAlert] | Exception] = GroupCommit(self._write, max_posts)
 
     def submit(self, alerts: Sequence[Alert]) -> list[StoredAlert]:
         """Store `alerts` (one post's) and return their records once committed; raises the store's error."""
-        post = _Post(alerts)
-        with self._lock:
-            self._queue.append(post)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            post.wake.wait()  # each post waits on its own event: waking one wakes no other
-            if post.done:
-                return _result(post)
-        with self._lock:
-            batch = self._take()
-        try:
-            self._run(batch)
-        finally:
-            with self._lock:
-                if self._queue:  # the oldest waiting post leads the next batch
-                    self._queue[0].wake.set()
-                else:
-                    self._leading = False
-            for other in batch:
-                if not other.done:  # the leader was stopped mid-commit (not an Exception): no one is left hanging
-                    other.error, other.done = RuntimeError("the batch's commit was interrupted"), True
-                other.wake.set()
-        return _result(post)
+        stored = self._group.submit(alerts)
+        if isinstance(stored, Exception):
+            raise stored
+        return stored
 
-    def _take(self) -> list[_Post]:
-        """The front of the queue, up to max_batch_alerts alerts (at least one post)."""
-        count, n = 0, 0
-        while n < len(self._queue) and (n == 0 or count + len(self._queue[n].alerts) <= self._max):
-            count += len(self._queue[n].alerts)
-            n += 1
-        batch, self._queue = self._queue[:n], self._queue[n:]
-        return batch
-
-    def _run(self, batch: list[_Post]) -> None:
+    def _write(self, posts: Sequence[Sequence[Alert]]) -> list[list[StoredAlert] | Exception]:
         try:
-            stored = self._commit([a for post in batch for a in post.alerts])
-        except Exception as err:  # noqa: BLE001 - handed to the posts, raised in their threads
-            if len(batch) > 1 and not isinstance(err, StoreError):
-                for post in batch:
-                    self._run([post])
-                return
-            for post in batch:
-                post.error, post.done = err, True
-            return
+            stored = self._commit([a for post in posts for a in post])
+        except StoreError:
+            raise  # the transaction failed: every post of the batch gets it
+        except Exception as err:  # noqa: BLE001 - handed to the post it belongs to
+            if len(posts) == 1:
+                return [err]
+            return [result for post in posts for result in self._write([post])]
+        results: list[list[StoredAlert] | Exception] = []
         at = 0
-        for post in batch:
-            post.stored, post.done = stored[at:at + len(post.alerts)], True
-            at += len(post.alerts)
+        for post in posts:
+            results.append(stored[at:at + len(post)])
+            at += len(post)
+        return results
 
-
-def _result(post: _Post) -> list[StoredAlert]:
-    if post.error is not None:
-        raise post.error
-    return post.stored
+    @property
+    def _queue(self) -> list:
+        """The posts waiting for a commit (tests look at it)."""
+        return self._group._queue
