@@ -48,12 +48,14 @@ def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str |
 
 
 def committer(config: Config, store: Store, clock: Callable[[], datetime]) -> Commit:
-    """What one group commit does with the alerts of its posts: check each against the inventory, then
-    store them all in one transaction (ignored ones with their reason)."""
+    """What one group commit does with the alerts of its posts: check each against the inventory and
+    store them all (ignored ones with their reason), in one unit of work: the checks share its
+    connection instead of opening a read transaction each (a third of a post's CPU, py-spy)."""
 
     def commit(alerts: Sequence[Alert]) -> list[StoredAlert]:
-        checked = [protection(a, config, store) for a in alerts]
-        return store.record_alerts([a for a, _ in checked], clock(), [why for _, why in checked])
+        with store.atomic():
+            checked = [protection(a, config, store) for a in alerts]
+            return store.record_alerts([a for a, _ in checked], clock(), [why for _, why in checked])
 
     return commit
 
