@@ -50,7 +50,7 @@ bench-ingest: bootstrap
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
 
-# 1,000 simulated hosts and 20,000 VMs through placement, webhook + store and the engine (~3 min):
+# 1,000 simulated hosts and 20,000 VMs through placement, webhook + store and the engine (~11 min):
 # bench/results/scale.json (docs in bench/scale.py; ARGS="--ingest-seconds 60 --connections 8").
 bench-scale: bootstrap
 	$(PY) -m bench.scale $(ARGS)
