@@ -97,11 +97,12 @@ def percentile(values: list[float], q: float) -> float:
 def shipped_timings() -> dict:
     """The defaults this bench runs with, read from the files it runs (so the record cannot drift)."""
     prom = yaml.safe_load((RULES / "prometheus.yml").read_text())["global"]
-    rules = {r["alert"]: r.get("for", "0s") for g in yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())["groups"]
-             for r in g["rules"] if "alert" in r}
+    groups = yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())["groups"]
+    rules = {r["alert"]: r.get("for", "0s") for g in groups for r in g["rules"] if "alert" in r}
     routes = yaml.safe_load((RULES / "alertmanager.yml").read_text())["route"]["routes"]
     route = next(r for r in routes if r["receiver"] == "remediator")
     return {"scrape_interval": prom["scrape_interval"], "evaluation_interval": prom["evaluation_interval"],
+            "alert_rules_interval": groups[0].get("interval", prom["evaluation_interval"]),
             "for": rules, "group_wait": route["group_wait"], "group_interval": route["group_interval"], "remediator_policy": "config defaults"}
 
 

@@ -72,7 +72,8 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
-        self.world = World(config, store, hypervisors, load_source, clock)
+        self.world = World(config, store, hypervisors, load_source, clock,
+                           links=events.link if events is not None else None)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)
