@@ -21,10 +21,21 @@ def ha_metadata(protected: bool = True, priority: int = 0, group: str | None = N
     return f'<rem:ha xmlns:rem="{HA_NAMESPACE}" {attrs}/>'
 
 
+def disk_xml(path: str, bus: str = "virtio", error_policy: str | None = None) -> str:
+    """A qcow2 disk QEMU opens (and the lock manager leases); the guest does not boot from it.
+    error_policy 'stop' or 'enospace': a failed write pauses the guest (reason ioerror)."""
+    policy = f" error_policy={quoteattr(error_policy)}" if error_policy else ""
+    dev = "vda" if bus == "virtio" else "hda"
+    return (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'{policy}/>"
+            f"<source file={quoteattr(path)}/><target dev='{dev}' bus={quoteattr(bus)}/></disk>")
+
+
 def guest_xml(name: str, *, uuid: str | None = None, memory_mib: int = 32, vcpus: int = 1,
               metadata: str | None = None, domain_type: str = "kvm",
-              loader: str = QBOOT_ROM, emulator: str = QEMU) -> str:
-    """Domain XML for a tiny guest; domain_type 'kvm', or 'qemu' (TCG) where /dev/kvm is absent."""
+              loader: str = QBOOT_ROM, emulator: str = QEMU, disk: str | None = None,
+              kernel: str | None = None) -> str:
+    """Domain XML for a tiny guest; domain_type 'kvm', or 'qemu' (TCG) where /dev/kvm is absent.
+    disk: a <disk> element (disk_xml); kernel: a multiboot image qboot loads through fw_cfg."""
     if domain_type not in ("kvm", "qemu"):
         raise ValueError(f"domain_type must be 'kvm' or 'qemu', not {domain_type!r}")
     lines = [f"<domain type='{domain_type}'>", f"  <name>{escape(name)}</name>"]
@@ -35,8 +46,9 @@ def guest_xml(name: str, *, uuid: str | None = None, memory_mib: int = 32, vcpus
         lines.append(f"  <metadata>{metadata}</metadata>")
     lines += [
         "  <os><type arch='x86_64' machine='pc'>hvm</type>"
-        f"<loader type='rom'>{escape(loader)}</loader></os>",
-        f"  <devices><emulator>{escape(emulator)}</emulator><console type='pty'/></devices>",
+        f"<loader type='rom'>{escape(loader)}</loader>"
+        + (f"<kernel>{escape(kernel)}</kernel>" if kernel else "") + "</os>",
+        f"  <devices><emulator>{escape(emulator)}</emulator>{disk or ''}<console type='pty'/></devices>",
         "</domain>",
     ]
     return "\n".join(lines) + "\n"
