@@ -93,11 +93,15 @@ def reason_name(state: str, code: int) -> str:
 
 @dataclass(frozen=True)
 class HADeclaration:
-    """What `<rem:ha protected=".." priority=".." group=".."/>` declares; absent means not protected."""
+    """What `<rem:ha protected=".." priority=".." group=".." base_image=".." on_io_error=".."/>` declares;
+    absent means not protected. base_image: what a host-local disk is recreated from when its host is
+    lost; on_io_error: wait, resume or restart_elsewhere (the remediator's policy.on_io_error when empty)."""
 
     protected: bool = False
     priority: int = 0
     group: str = ""
+    base_image: str = ""
+    on_io_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,9 @@ def parse_ha(metadata: ET.Element | None) -> HADeclaration:
     except ValueError:
         # A typo in the priority must not silently drop the VM's protection.
         priority = 0
-    return HADeclaration(protected=protected, priority=priority, group=element.get("group", "").strip())
+    return HADeclaration(protected=protected, priority=priority, group=element.get("group", "").strip(),
+                         base_image=element.get("base_image", "").strip(),
+                         on_io_error=element.get("on_io_error", "").strip())
 
 
 def vm_state_from_stats(stats: dict) -> DomainState:

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from remediator import placement
-from remediator.edges.libvirt import DomainError, HostUnreachable
+from remediator import disk_actions, placement, storage
+from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
@@ -37,7 +37,7 @@ class Outcome:
     data: Mapping[str, Any] = field(default_factory=dict)  # for Incident.data (placement, load source, moves)
 
 
-def _before_a_start(e: "Engine", uuid: str, name: str, origin: str) -> tuple[Outcome | None, list[str]]:
+def before_a_start(e: "Engine", uuid: str, name: str, origin: str) -> tuple[Outcome | None, list[str]]:
     """Never twice: (the outcome when the VM must not be started now, else None; the hosts that
     could not be asked). Already running anywhere is done; an unreachable, unfenced host that had it
     blocks the start. Called under the VM's lock."""
@@ -79,7 +79,7 @@ def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     uuid, host = p["uuid"], p["host"]
     with e.vm_lock(uuid):
-        refused, _ = _before_a_start(e, uuid, uuid, host)
+        refused, _ = before_a_start(e, uuid, uuid, host)
         if refused:
             return refused
         condition = e.world.condition(host)
@@ -87,7 +87,10 @@ def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
             return Outcome(E.ACTION_FAILED, False, f"{host} is {condition}", {"host_unusable": True})
         if e.config.dry_run:
             return Outcome(E.ACTION_OK, True, f"dry run: would start {uuid} on {host}", {"hosts": [host]})
-        e.hv.start(host, uuid)
+        try:
+            e.hv.start(host, uuid)
+        except DiskLocked as err:
+            return disk_actions.locked_outcome(e, host, uuid, err, undefine=False)
     e.world.remember_host(uuid, host)
     return Outcome(E.ACTION_OK, True, f"started on {host}", {"hosts": [host]})
 
@@ -98,8 +101,11 @@ def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool =
     vm = e.store.get_vm(uuid)
     if vm is None or not vm.xml:
         return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
+    if not from_stored and e.world.storage_kind(vm) == storage.LOCAL:
+        return Outcome(E.ACTION_FAILED, False, f"{vm.name} has a host-local disk: it cannot start elsewhere",
+                       {"host_local": True})
     with e.vm_lock(uuid):
-        refused, unknown = _before_a_start(e, uuid, vm.name, origin)
+        refused, unknown = before_a_start(e, uuid, vm.name, origin)
         if refused:
             return refused
         plan, caps = e.world.place([vm], exclude | set(unknown))
@@ -115,13 +121,16 @@ def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool =
                 log.info("%s: no definition on %s (%s): using the stored one", vm.name, origin, err)
         if e.config.dry_run:
             return Outcome(E.ACTION_OK, True, f"dry run: would start {vm.name} on {dst}", {"hosts": [dst]}, data)
-        e.hv.define_and_start(dst, xml)
+        try:
+            e.hv.define_and_start(dst, xml)
+        except DiskLocked as err:
+            return disk_actions.locked_outcome(e, dst, uuid, err, undefine=True)
     e.world.remember_host(uuid, dst)
-    note = _undefine_stale_copy(e, origin, uuid, unknown)
+    note = undefine_stale_copy(e, origin, uuid, unknown)
     return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{caps.note}", {"hosts": [dst]}, data)
 
 
-def _undefine_stale_copy(e: "Engine", origin: str, uuid: str, unknown) -> str:
+def undefine_stale_copy(e: "Engine", origin: str, uuid: str, unknown) -> str:
     """The copy left defined on a reachable origin must never start again: undefine it."""
     if origin in set(unknown):
         return f"; the copy on {origin} is undefined when that host is back (reconcile, or activate)"
@@ -137,6 +146,12 @@ def fence_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     host = p["host"]
     if e.config.dry_run:
         return Outcome(E.ACTION_OK, True, f"dry run: would fence {host} with its fence device")
+    if e.config.policy.unsafe_skip_fencing:
+        # Tests only (the loader refuses it elsewhere): the host is taken for off with no proof, to show
+        # that the disk lease alone still refuses a second copy.
+        log.warning("UNSAFE: policy.unsafe_skip_fencing: %s is taken for fenced without fencing it", host)
+        e.hosts.set_condition(host, HostEvent.FENCED, "NOT fenced: policy.unsafe_skip_fencing took it for off")
+        return Outcome(E.ACTION_OK, True, "fencing skipped (policy.unsafe_skip_fencing): no proof it is off")
     result = e.fencer.off(host)
     if result.ok:
         e.metrics.fence_outcome("off")
@@ -163,17 +178,26 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evacuate") as pool:
         futures = {uuid: pool.submit(_start_placed, e, by_uuid[uuid], dst, host)
                    for uuid, dst in plan.assignments.items()}
-    failures = {}
+    failures, locked, rebuilt = {}, {}, {}
     for uuid, fut in futures.items():
         try:
-            fut.result()
+            if record := fut.result():
+                rebuilt[uuid] = record
+        except DiskLocked as err:
+            locked[uuid] = disk_actions.locked_outcome(e, err.host, uuid, err, undefine=True).detail
         except (HostUnreachable, DomainError) as err:
             failures[uuid] = str(err)
-    started = len(futures) - len(failures)
+    started = len(futures) - len(failures) - len(locked)
+    if rebuilt:
+        data["rebuilt"] = rebuilt
     verb = "would start" if e.config.dry_run else "started"
     parts = [f"{started} {verb}" + (": " + ", ".join(f"{by_uuid[u].name} -> {d}" for u, d in plan.assignments.items()
                                                      if u not in failures) if e.config.dry_run else ""),
              f"{len(already)} already running"]
+    if locked:
+        parts.append(f"{len(locked)} not started, running elsewhere: " + "; ".join(locked.values()))
+    if rebuilt:
+        parts.append("; ".join(disk_actions.describe(by_uuid[u].name, r) for u, r in rebuilt.items()))
     if plan.unplaced:
         parts.append(f"{len(plan.unplaced)} unplaced: " + "; ".join(plan.unplaced.values()))
     if failures:
@@ -182,7 +206,8 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     return Outcome(E.ACTION_OK if ok else E.ACTION_FAILED, ok, ", ".join(parts) + caps.note, data=data)
 
 
-def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> None:
+def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> dict | None:
+    """Start it on dst; a host-local VM is rebuilt there instead (returns what was recreated)."""
     with e.vm_lock(vm.uuid):
         running, unknown = e.world.find_running(vm.uuid)
         if running:
@@ -191,10 +216,15 @@ def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> None:
         if blockers:
             raise DomainError(dst, f"start {vm.name}", f"{', '.join(blockers)} does not answer and is not "
                               f"fenced: it may still run {vm.name}")
-        if e.config.dry_run:
-            return
-        e.hv.define_and_start(dst, vm.xml)
+        if e.world.storage_kind(vm) == storage.LOCAL:
+            record = disk_actions.rebuild_on(e, vm, dst, origin)
+        elif e.config.dry_run:
+            return None
+        else:
+            record = None
+            e.hv.define_and_start(dst, vm.xml)
     e.world.remember_host(vm.uuid, dst)
+    return record
 
 
 def cordon_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -236,7 +266,8 @@ PERFORM: Mapping[A, Callable[["Engine", Mapping[str, Any]], Outcome]] = {
     A.VERIFY_HOST: verify_host,
     A.START_VM: start_vm,
     A.START_VM_ELSEWHERE: start_vm_elsewhere,
-    A.REBUILD_VM: lambda e, p: start_vm_elsewhere(e, p, from_stored=True),
+    A.REBUILD_VM: disk_actions.rebuild_vm,
+    A.HANDLE_IO_ERROR: disk_actions.handle_io_error,
     A.FENCE_HOST: fence_host,
     A.EVACUATE_HOST: evacuate_host,
     A.CORDON_HOST: cordon_host,

@@ -228,6 +228,15 @@ class Overcommit:
     memory: float = 1.0
 
 
+# What to do with a VM paused on a storage I/O error (libvirt's paused/ioerror), as oVirt's resume
+# behaviour offers: leave it for an operator, resume it once its storage takes writes again, or destroy the
+# paused copy and start it elsewhere. Per VM from its protection metadata (`on_io_error`), else policy's.
+IO_ERROR_POLICIES = ("wait", "resume", "restart_elsewhere")
+# The one environment variable that lets policy.unsafe_skip_fencing load: a lab test sets it for its own
+# remediator process, nothing else should.
+UNSAFE_OPT_IN = "REMEDIATOR_TEST_ALLOW_UNSAFE_POLICY"
+
+
 @dataclass(frozen=True)
 class Policy:
     attempts: Attempts = field(default_factory=Attempts)
@@ -239,6 +248,18 @@ class Policy:
     fast_path: bool = True  # libvirt's lifecycle events open a crashed VM's incident before its alert
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
+    on_io_error: str = "resume"  # one of IO_ERROR_POLICIES: the default of VMs whose metadata names none
+    # UNSAFE, tests only: a "fence" that proves nothing (the host is taken as off). Refused by the loader
+    # unless UNSAFE_OPT_IN is set; it exists to show that the disk lease still stops a second copy.
+    unsafe_skip_fencing: bool = False
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where VM disks live. A disk under one of `shared_paths` is reachable from every host that mounts
+    it (a VM whose disks all are can start anywhere); any other file disk is host-local."""
+
+    shared_paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,7 @@ class Config:
     vms: tuple[VMConfig, ...] = ()
     policy: Policy = field(default_factory=Policy)
     limits: Limits = field(default_factory=Limits)
+    storage: Storage = field(default_factory=Storage)
     # Verifying a host that stopped answering costs this much when it is cut off (no RST comes back);
     # a healthy libvirtd answers in milliseconds, and the exporter uses the same 2 s.
     libvirt_connect_timeout_s: float = 2.0
@@ -378,7 +400,8 @@ class _Parser:
         top = self.mapping(
             data,
             "",
-            ["listen", "auth", "prometheus", "store", "hosts", "vms", "policy", "limits", "libvirt", "dry_run"],
+            ["listen", "auth", "prometheus", "store", "hosts", "vms", "policy", "limits", "libvirt", "dry_run",
+             "storage"],
         )
         self.apply_env(top)
         if "auth" not in top:
@@ -395,6 +418,7 @@ class _Parser:
             vms=self.vms(top.get("vms")),
             policy=self.policy(top.get("policy")),
             limits=self.limits(top.get("limits")),
+            storage=self.storage(top.get("storage")),
             libvirt_connect_timeout_s=self.number(
                 libvirt.get("connect_timeout_s", Config.libvirt_connect_timeout_s), "libvirt.connect_timeout_s",
                 above=True,
@@ -632,7 +656,7 @@ class _Parser:
             value,
             "policy",
             ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "max_concurrent_migrations",
-             "fast_path", "timings", "overcommit", "overload"],
+             "fast_path", "timings", "overcommit", "overload", "on_io_error", "unsafe_skip_fencing"],
         )
         if "overload" in raw:
             # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
@@ -662,7 +686,36 @@ class _Parser:
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
+            on_io_error=self.io_error_policy(raw.get("on_io_error", Policy.on_io_error), "policy.on_io_error"),
+            unsafe_skip_fencing=self.unsafe_skip_fencing(raw.get("unsafe_skip_fencing", False)),
         )
+
+    def io_error_policy(self, value: Any, key: str) -> str:
+        policy = self.string(value, key)
+        if policy not in IO_ERROR_POLICIES:
+            raise self.fail(key, f"one of {', '.join(IO_ERROR_POLICIES)}, got {policy!r}")
+        return policy
+
+    def unsafe_skip_fencing(self, value: Any) -> bool:
+        skip = self.boolean(value, "policy.unsafe_skip_fencing")
+        if skip and self.env.get(UNSAFE_OPT_IN) != "1":
+            raise self.fail("policy.unsafe_skip_fencing", "refused: it takes a host for off without proof, so a VM "
+                            "could run twice; it exists for a lab test only (which opts in with "
+                            f"{UNSAFE_OPT_IN}=1 in its own environment): remove this key")
+        return skip
+
+    def storage(self, value: Any) -> Storage:
+        raw = self.mapping(value, "storage", ["shared_paths"])
+        paths = raw.get("shared_paths", [])
+        if not isinstance(paths, list):
+            raise self.fail("storage.shared_paths", f"expected a list of directories, got {_kind(paths)}")
+        shared = []
+        for i, path in enumerate(paths):
+            text = self.string(path, f"storage.shared_paths[{i}]")
+            if not text.startswith("/"):
+                raise self.fail(f"storage.shared_paths[{i}]", f"an absolute directory, got {text!r}")
+            shared.append(text.rstrip("/") or "/")
+        return Storage(shared_paths=tuple(shared))
 
     def limits(self, value: Any) -> Limits:
         raw = self.mapping(value, "limits", ["max_body_bytes"])

@@ -37,7 +37,7 @@ from remediator.hostlife import Answer, HostLife
 from remediator.fastpath import FastPath
 from remediator.migrations import Migrations
 from remediator.operator import OperatorRequests
-from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
+from remediator.model import (HOST_KINDS, VM_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
                               Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
 from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store, StoreError
@@ -352,7 +352,7 @@ class Engine:
         for incident in self.store.list_incidents(open_only=True, limit=100000):
             if incident.id == exclude or (fsm.State(incident.state), E.HOST_CHANGED) not in fsm.TRANSITIONS:
                 continue
-            if incident.kind is Remediation.VM_DOWN:
+            if incident.kind in VM_KINDS:
                 relevant = incident.host == host or host in self.store.hosts_defining(incident.vm_uuid or "")
             else:
                 relevant = host_of_subject(incident.subject) == host

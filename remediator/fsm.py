@@ -94,6 +94,20 @@ def has_definition(i: Incident, e: Event, c: Context) -> bool:
     return c.has_definition
 
 
+def disk_locked(i: Incident, e: Event, c: Context) -> bool:
+    """The start was refused because its disk is leased or locked by another QEMU: it runs somewhere."""
+    return bool(e.detail.get("disk_locked"))
+
+
+def host_local_disk(i: Incident, e: Event, c: Context) -> bool:
+    """It cannot start elsewhere with its disk (host-local): only a rebuild from its base image can."""
+    return bool(e.detail.get("host_local")) and c.has_definition
+
+
+def left_waiting(i: Incident, e: Event, c: Context) -> bool:
+    return bool(e.detail.get("waiting"))
+
+
 def is_vm(i: Incident, e: Event, c: Context) -> bool:
     return i.kind is Remediation.VM_DOWN
 
@@ -142,6 +156,8 @@ _GIVE_UP = T(always, S.FAILED, (A.RAISE_FAILED,), "gave up after {attempts} trie
 _EVACUATE = T(always, S.HOST_EVACUATING, (A.EVACUATE_HOST,),
               "host is off: starting its protected VMs on other hosts")
 _HOLD = T(storm_hold, S.HELD, (), "storm hold: too many hosts out at once; nothing automatic until it clears")
+_DISK_LOCKED = T(disk_locked, S.DISMISSED, (),
+                 "{detail}: its disk is in use by another QEMU, so it runs somewhere; not started twice")
 _AWAIT_HOST = T(host_may_still_run_it, S.VM_AWAITING_HOST, (RETRY,),
                 "{detail}: a host that may still run it is unreachable and not fenced; its incident acts first")
 
@@ -159,6 +175,7 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
           "{detail}: the unreachable host's incident acts first"),),
     (S.VM_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
     (S.VM_RESTARTING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
         T(always, S.RECOVERED, (), "running again on {host}"),),
     (S.VM_RESTARTING, E.ACTION_FAILED): (
@@ -168,20 +185,36 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
           "restart in place failed: {detail}; starting it on another host"),),
     (S.VM_RELOCATING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
         T(always, S.RECOVERED, (), "running on {where}"),),
-    (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((
+    (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST, T(
+        host_local_disk, S.VM_REBUILDING, (A.REBUILD_VM,),
+        "{detail}: rebuilding it on another host from its base image")) + _retry_or((
         T(has_definition, S.VM_REBUILDING, (A.REBUILD_VM,),
           "start elsewhere failed: {detail}; rebuilding it from its stored definition"),
         _GIVE_UP,), "start elsewhere"),
     (S.VM_REBUILDING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
-        T(always, S.RECOVERED, (), "rebuilt and running on {where}"),),
+        T(always, S.RECOVERED, (), "rebuilt and running on {where}: {detail}"),),
     (S.VM_REBUILDING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((_GIVE_UP,), "rebuild"),
     (S.VM_AWAITING_HOST, E.RETRY): (
         T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "looking at it again"),),
     (S.VM_AWAITING_HOST, E.HOST_CHANGED): (
         T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "its host changed: looking at it again"),),
+
+    # ---- VM paused on a storage I/O error: its policy (wait, resume, restart elsewhere) -------------
+    # No retry limit: storage comes back when it comes back. The step's result ends it (the handler sees
+    # the VM no longer paused); a waiting one ends when its alert resolves; an operator can close either.
+    (S.VM_IO_HANDLING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (), "dry run: nothing was done; it would have: {detail}"),
+        T(left_waiting, S.VM_IO_WAITING, (), "{detail}"),
+        T(always, S.RECOVERED, (), "{detail}"),),
+    (S.VM_IO_HANDLING, E.ACTION_FAILED): (
+        T(always, None, (RETRY,), "{detail} (try {attempts}); trying again", _NEXT),),
+    (S.VM_IO_WAITING, E.ALERT_RESOLVED): (
+        T(always, S.RECOVERED, (), "no longer paused on an I/O error (an operator resumed or stopped it)"),),
 
     # ---- host down: verify -> fence (status must say off) or operator confirm-off -> evacuate -------
     (S.HOST_VERIFYING, E.HOST_REACHABLE): (
@@ -275,6 +308,8 @@ for _state, _action in STEP_ACTION.items():
 _OPERATOR_CLOSE = (T(always, S.CLOSED_BY_OPERATOR, (), "closed by an operator: {detail}"),)
 _FIRST_STEP: Mapping[Remediation, tuple[State, tuple[ActionKind, ...], str]] = {
     Remediation.VM_DOWN: (S.VM_VERIFYING, (A.VERIFY_VM,), "VM down alert: checking it with libvirt"),
+    Remediation.VM_IO_ERROR: (S.VM_IO_HANDLING, (A.HANDLE_IO_ERROR,),
+                              "paused on a storage I/O error: acting by its policy"),
     Remediation.HOST_DOWN: (S.HOST_VERIFYING, (A.VERIFY_HOST,), "host down alert: checking libvirt on it"),
     Remediation.HOST_DAMAGED: (S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
                                "host damaged: cordoning it and migrating its VMs away"),

@@ -19,6 +19,9 @@ class State(StrEnum):
     VM_RELOCATING = "vm_relocating"  # starting it on another host chosen by placement
     VM_REBUILDING = "vm_rebuilding"  # defining it anew from its stored XML on a placed host
     VM_AWAITING_HOST = "vm_awaiting_host"  # its host is unreachable: the host's incident acts first
+    # A VM is paused on a storage I/O error.
+    VM_IO_HANDLING = "vm_io_handling"  # its policy acts: resume once storage takes writes, or restart elsewhere
+    VM_IO_WAITING = "vm_io_waiting"  # policy wait: left paused for an operator, open until it runs or stops
     # A host is down.
     HOST_VERIFYING = "host_verifying"  # is libvirt on it unreachable from the remediator too?
     HOST_FENCING = "host_fencing"  # fence agent off, then status must say off
@@ -65,7 +68,9 @@ class ActionKind(StrEnum):
     VERIFY_VM = "verify_vm"
     START_VM = "start_vm"  # in place, on its own host
     START_VM_ELSEWHERE = "start_vm_elsewhere"  # placement picks, the origin excluded
-    REBUILD_VM = "rebuild_vm"  # define from the stored XML anew on a placed host, then start
+    REBUILD_VM = "rebuild_vm"  # define from the stored XML anew on a placed host (host-local disks recreated
+    # from the declared base image, the old ones left behind), then start
+    HANDLE_IO_ERROR = "handle_io_error"  # a VM paused on an I/O error: wait, resume, or restart elsewhere
     VERIFY_HOST = "verify_host"
     FENCE_HOST = "fence_host"
     EVACUATE_HOST = "evacuate_host"
@@ -83,6 +88,7 @@ STEP_ACTION: Mapping[State, ActionKind] = {
     State.VM_RESTARTING: ActionKind.START_VM,
     State.VM_RELOCATING: ActionKind.START_VM_ELSEWHERE,
     State.VM_REBUILDING: ActionKind.REBUILD_VM,
+    State.VM_IO_HANDLING: ActionKind.HANDLE_IO_ERROR,
     State.HOST_VERIFYING: ActionKind.VERIFY_HOST,
     State.HOST_FENCING: ActionKind.FENCE_HOST,
     State.HOST_EVACUATING: ActionKind.EVACUATE_HOST,

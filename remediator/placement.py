@@ -5,6 +5,8 @@ Rules, in the order they are applied to each VM (highest priority first, then by
 2. Never beyond the overcommit ratios: allocated vCPUs <= cpus * cpu ratio, allocated memory <=
    memory * memory ratio; and never more memory than the host reports available, when it does.
 3. Anti-affinity: a VM never joins a host that holds another member of its group.
+   Storage: a VM whose disks are on shared storage never goes to a host whose shared-storage check
+   fails (a host-local VM is not placed here at all: it is rebuilt, remediator/storage.py).
 4. Least loaded first: load1 per CPU when Prometheus gave it, else the share of CPUs allocated.
    Loads within LOAD_TOLERANCE per CPU of the least loaded count as equal (load1 is a one-minute
    average: such differences are noise), and among those the smaller allocated share goes first.
@@ -72,12 +74,15 @@ def placement_order(vms: Iterable[ProtectedVM]) -> list[ProtectedVM]:
 
 
 def refusal(host: HostCapacity, vm: ProtectedVM, ratios: Overcommit, group_of: Mapping[str, str | None],
-            exclude: Collection[str]) -> str | None:
-    """Why `host` cannot take `vm` now, or None when it can."""
+            exclude: Collection[str], storage: str = "none") -> str | None:
+    """Why `host` cannot take `vm` now, or None when it can. `storage`: where its disks are
+    (remediator.storage: shared, local, none)."""
     if host.name in exclude:
         return "excluded (its origin)"
     if host.condition is not HostCondition.UP:
         return f"{host.condition}"
+    if storage == "shared" and host.shared_storage_ok is False:
+        return "its shared-storage check fails (the VM's disks are there)"
     cpu_limit = host.cpus * ratios.cpu
     if host.vcpus_allocated + vm.vcpus > cpu_limit:
         return f"vCPUs {host.vcpus_allocated}+{vm.vcpus} over {cpu_limit:g} (ratio {ratios.cpu:g})"
@@ -95,12 +100,15 @@ def refusal(host: HostCapacity, vm: ProtectedVM, ratios: Overcommit, group_of: M
 
 
 def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Overcommit = Overcommit(), *,
-          group_of: Mapping[str, str | None] | None = None, exclude: Collection[str] = ()) -> Plan:
+          group_of: Mapping[str, str | None] | None = None, exclude: Collection[str] = (),
+          storage_of: Mapping[str, str] | None = None) -> Plan:
     """Assign each VM to the least-loaded host that may take it, updating estimates as it goes.
 
     `group_of` maps the uuid of every VM known to be on the hosts to its anti-affinity group (VMs of
     the batch are added as they are placed). `exclude` names hosts that must take none of them.
+    `storage_of` maps a VM's uuid to where its disks are (shared, local, none; absent: none).
     """
+    storage_of = storage_of or {}
     groups = dict(group_of or {})
     state = {h.name: h for h in hosts}
     assignments: dict[str, str] = {}
@@ -110,7 +118,7 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
         refusals = {}
         best: HostCapacity | None = None
         for host in by_preference(state.values()):
-            why = refusal(host, vm, ratios, groups, exclude)
+            why = refusal(host, vm, ratios, groups, exclude, storage_of.get(vm.uuid, "none"))
             if why is None:
                 best = host
                 break

@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 import libvirt
 
 from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable
+from remediator.edges.libvirt_disks import DiskOps, is_disk_locked
 from remediator.edges.libvirt_pool import ConnectionPool
 
-__all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "MigrationResult", "STATE_NAMES"]
+__all__ = ["DiskLocked", "DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "MigrationResult",
+           "STATE_NAMES"]
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -51,6 +53,11 @@ class DomainError(RuntimeError):
         super().__init__(f"{host}: {what}: {message}")
         self.host = host
         self.code = code
+
+
+class DiskLocked(DomainError):
+    """A start refused because a disk is leased or locked by another QEMU: the VM runs somewhere else.
+    Never a reason to try harder or to rebuild (edges/libvirt_disks.py)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def uuid_of_xml(xml: str) -> str | None:
     return node.text.strip() if node is not None and node.text else None
 
 
-class Hypervisors:
+class Hypervisors(DiskOps):
     def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0):
         self._uris = dict(hosts)
         self._pool = ConnectionPool(self._uris, connect_timeout)
@@ -115,7 +122,8 @@ class Hypervisors:
                 if is_unreachable(err):
                     self._pool.failed(host)
                     raise HostUnreachable(self._uris[host], err.get_error_message()) from err
-                raise DomainError(host, what, err.get_error_message(), err.get_error_code()) from err
+                error = DiskLocked if is_disk_locked(err) else DomainError
+                raise error(host, what, err.get_error_message(), err.get_error_code()) from err
 
     def close(self) -> None:
         self._pool.close()
