@@ -13,11 +13,13 @@ QBOOT_ROM = "/usr/share/qemu/qboot.rom"
 QEMU = "/usr/bin/qemu-system-x86_64"
 
 
-def ha_metadata(protected: bool = True, priority: int = 0, group: str | None = None) -> str:
+def ha_metadata(protected: bool = True, priority: int = 0, group: str | None = None, *,
+                base_image: str | None = None, on_io_error: str | None = None) -> str:
     """The element the exporter reads from a domain's <metadata> to know it is protected."""
     attrs = f'protected="{"true" if protected else "false"}" priority="{int(priority)}"'
-    if group is not None:
-        attrs += f" group={quoteattr(group)}"
+    for key, value in (("group", group), ("base_image", base_image), ("on_io_error", on_io_error)):
+        if value is not None:
+            attrs += f" {key}={quoteattr(value)}"
     return f'<rem:ha xmlns:rem="{HA_NAMESPACE}" {attrs}/>'
 
 

@@ -63,6 +63,18 @@ def lab():
         lab.down()
 
 
+@pytest.fixture(scope="module")
+def storage_lab():
+    """A 3-host lab with shared and host-local storage and virtlockd (lab/storage.py), per module."""
+    lab = Lab(3, storage=True)
+    try:
+        lab.up()
+        _track(lab)
+        yield lab
+    finally:
+        lab.down()
+
+
 @pytest.fixture
 def prometheus_factory(tmp_path):
     """make(config, rule_files=(), start=True) -> Prometheus on a free loopback port, stopped after."""
