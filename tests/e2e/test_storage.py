@@ -88,8 +88,8 @@ def test_host_power_loss_moves_4_shared_disk_guests_each_disk_opened_by_one_qemu
         assert list(openers.values()) == ["h3"], (name, openers)  # one QEMU, the new one: same disk file
         assert list(holders.values()) == ["h3"], (name, holders)  # h3's virtlockd holds its lease
     print(f"\n4 shared-disk guests on h3 {took:.1f} s after h1's power loss (h2 refused: storage check)")
-    incident = closed(stack, "host:h1")
-    assert incident["state"] == "recovered", incident["reason"]
+    evacuation = closed(stack, "host:h1")
+    assert evacuation["state"] == "recovered", evacuation["reason"]
     assert len(sampler.duplicates) == seen
     lab.restore_shared_mount("h2")
     wait_for(lambda: stack.prometheus.query('hypervisor_host_check{host="h2",check="storage"} == 1'), 20,
@@ -122,16 +122,16 @@ def test_with_fencing_bypassed_a_second_copy_is_refused_by_the_disk_lease(fleet)
     _restart_remediator(stack, unsafe=True)
     try:
         lab.partition("h2")  # h2 and lease1 keep running, unseen; the "fence" proves nothing
-        incident = closed(stack, "host:h2")
+        evacuation = closed(stack, "host:h2")
         holders_during = lab.lease_holders(disk)
         assert lab.where_running(uuid) == ["h2"], lab.where_running(uuid)
         assert list(lab.disk_openers(disk).values()) == ["h2"]
         assert list(holders_during.values()) == ["h2"], holders_during
-        kinds = [a["kind"] for a in incident["actions"]]
-        print(f"\nincident: {incident['state']}: {incident['reason']}\nactions: {kinds}\nlease: {holders_during}")
-        assert "its disk is locked" in incident["reason"] and "1 not started, running elsewhere" in incident["reason"]
+        kinds = [a["action"]["kind"] for a in evacuation["actions"]]
+        print(f"\nincident: {evacuation['state']}: {evacuation['reason']}\nactions: {kinds}\nlease: {holders_during}")
+        assert "its disk is locked" in evacuation["reason"] and "1 not started, running elsewhere" in evacuation["reason"]
         assert kinds.count("evacuate_host") == 1 and "rebuild_vm" not in kinds and "schedule_retry" not in kinds
-        assert incident["state"] == "recovered"
+        assert evacuation["state"] == "recovered"
         assert incident(stack, f"vm:{uuid}") is None  # no VM incident went on to restart or rebuild it
     finally:
         lab.heal("h2")
@@ -148,11 +148,11 @@ def test_host_local_guest_of_a_lost_host_is_rebuilt_from_its_base_image_old_disk
     lab.power_off("h1")
     wait_for(lambda: lab.where_running(uuid), 60, "local1 running again", on_timeout=stack.log_tail)
     dst = lab.where_running(uuid)[0]
-    incident = closed(stack, "host:h1")
-    rebuilt = incident["data"]["rebuilt"][uuid]
-    print(f"\nincident: {incident['reason']}\nrebuilt: {rebuilt}")
+    evacuation = closed(stack, "host:h1")
+    rebuilt = evacuation["data"]["rebuilt"][uuid]
+    print(f"\nincident: {evacuation['reason']}\nrebuilt: {rebuilt}")
     assert rebuilt["left_behind"] == [f"h1:{disk}"] and rebuilt["base_image"] == lab.base_image
-    assert f"its old disk h1:{disk} was left behind" in incident["reason"]
+    assert f"its old disk h1:{disk} was left behind" in evacuation["reason"]
     old, new = lab.real_path(disk, "h1"), lab.real_path(disk, dst)
     assert old.exists() and new.exists() and old != new
     info = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(new)], capture_output=True, text=True,
