@@ -10,6 +10,7 @@ credential: its next inventory sync, and Prometheus' next scrape of the exporter
 
 from __future__ import annotations
 
+import sys
 from typing import TextIO
 
 from remediator.config import Config
@@ -24,7 +25,7 @@ def _locate(hv: Hypervisors, vm: str, out: TextIO) -> list[tuple[str, str, str, 
         try:
             hit = hv.find_domain(host, vm)
         except HostUnreachable as err:
-            print(f"remediator: {host} does not answer ({err}): not changed there", file=out)
+            print(f"remediator: {host} does not answer ({err}): not changed there", file=sys.stderr)
             continue
         if hit is not None:
             found.append((host, *hit))
@@ -38,7 +39,7 @@ def set_protection(config: Config, vm: str, *, protect: bool, out: TextIO, prior
     try:
         found = _locate(hv, vm, out)
         if not found:
-            print(f"remediator: no host of {config.source} defines a VM named or with UUID {vm!r}", file=out)
+            print(f"remediator: no host of {config.source} defines a VM named or with UUID {vm!r}", file=sys.stderr)
             return 1
         element = ha_element(priority=priority, group=group, base_image=base_image,
                              on_io_error=on_io_error) if protect else None
@@ -46,7 +47,7 @@ def set_protection(config: Config, vm: str, *, protect: bool, out: TextIO, prior
             try:
                 hv.set_protection(host, uuid, element)
             except (HostUnreachable, DomainError) as err:
-                print(f"remediator: {name} on {host}: {err}", file=out)
+                print(f"remediator: {name} on {host}: {err}", file=sys.stderr)
                 return 1
             what = (f"protected (priority {priority}" + (f", group {group}" if group else "")
                     + (f", base image {base_image}" if base_image else "")

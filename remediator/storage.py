@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import Iterable
 from xml.sax.saxutils import quoteattr
 
-from exporter.domains import HA_NAMESPACE
-
 HA_PREFIX = "rem"
 SHARED, LOCAL, NONE = "shared", "local", "none"
 
@@ -62,11 +60,12 @@ def local_disks(xml: str, shared_paths: Iterable[str]) -> tuple[Disk, ...]:
 
 def ha_element(*, priority: int = 0, group: str | None = None, base_image: str | None = None,
                on_io_error: str | None = None) -> str:
-    """The protection element for virDomainSetMetadata (the namespace's prefix and URI are given to the
-    call; the exporter and the inventory read it back with exporter.domains.parse_ha)."""
+    """The protection element for virDomainSetMetadata, without a namespace: libvirt puts it in the one
+    the call names (prefix HA_PREFIX, URI exporter.domains.HA_NAMESPACE) and refuses an element that
+    declares its own. The exporter and the inventory read it back with exporter.domains.parse_ha."""
     attrs = {"protected": "true", "priority": str(int(priority))}
     for key, value in (("group", group), ("base_image", base_image), ("on_io_error", on_io_error)):
         if value:
             attrs[key] = value
     body = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())
-    return f"<{HA_PREFIX}:ha xmlns:{HA_PREFIX}={quoteattr(HA_NAMESPACE)} {body}/>"
+    return f"<ha {body}/>"
