@@ -43,8 +43,9 @@ def exporter_config(host) -> dict:
     own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py). On a lab
     with storage, the storage check watches the shared storage's mount (as an operator points it at
     the NFS mount: docs/operations.md)."""
-    storage = ({"storage_path": SHARED_PATH, "storage_require_mountpoint": True} if host.storage
-               else {"storage_path": "/var/lib/libvirt"})
+    # (checked every second there: a full shared storage is seen before a guest paused on it is moved)
+    storage = ({"storage_path": SHARED_PATH, "storage_require_mountpoint": True, "interval_seconds": 1}
+               if host.storage else {"storage_path": "/var/lib/libvirt"})
     return {"procfs": str(host.procfs_dir),
             "checks": {"boot_dir": str(host.boot_dir), **storage,
                        "disk_space_paths": ["/", "/var/lib/libvirt"]}}

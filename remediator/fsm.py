@@ -212,7 +212,7 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(left_waiting, S.VM_IO_WAITING, (), "{detail}"),
         T(always, S.RECOVERED, (), "{detail}"),),
     (S.VM_IO_HANDLING, E.ACTION_FAILED): (
-        T(always, None, (RETRY,), "{detail} (try {attempts}); trying again", _NEXT),),
+        T(always, None, (RETRY,), "{detail} (try {attempts}); trying again", _KEEP),),
     (S.VM_IO_WAITING, E.ALERT_RESOLVED): (
         T(always, S.RECOVERED, (), "no longer paused on an I/O error (an operator resumed or stopped it)"),),
 
