@@ -316,18 +316,19 @@ class Lab(HostSimulation, LabStorage):
 
     def guest_xml(self, name: str, *, uuid: str | None = None, memory_mib: int = 32,
                   vcpus: int = 1, metadata: str | None = None, disk: str | None = None,
-                  kernel: str | None = None) -> str:
-        return guests.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus,
-                                metadata=metadata, domain_type=self.domain_type, disk=disk, kernel=kernel)
+                  disk_element: str | None = None, kernel: str | None = None) -> str:
+        return guests.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata,
+                                domain_type=self.domain_type, disk=disk, disk_element=disk_element, kernel=kernel)
 
     def define_guest(self, host: str | LabHost, name: str, *, start: bool = True,
                      uuid: str | None = None, metadata: str | None = None,
                      memory_mib: int = 32, vcpus: int = 1, disk: str | None = None,
-                     kernel: str | None = None) -> str:
-        """Define (and start) a tiny guest on host over qemu+tcp; returns its UUID. disk: a <disk>
-        element (guests.disk_xml of a path from make_disk)."""
-        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata,
-                             disk=disk, kernel=kernel)
+                     disk_element: str | None = None, kernel: str | None = None) -> str:
+        """Define (and start) a tiny guest on host over qemu+tcp; returns its UUID. `disk`: a qcow2
+        path as the host sees it (lab/images.py, lab.make_disk make them); `disk_element`: a whole
+        <disk> element instead (guests.disk_xml); `kernel`: lab/firmware.py's writer."""
+        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata, disk=disk,
+                             disk_element=disk_element, kernel=kernel)
         return virt.define(self.host(host).uri, xml, start)
 
     def running(self, host: str | LabHost, *, inside: bool = False) -> dict[str, str]:

@@ -10,46 +10,20 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from remediator import disk_actions, placement, storage
+from remediator import disk_actions, placement, rebuild, storage
 from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
 from remediator.model import Action, HostCondition, ProtectedVM
+from remediator.outcome import Outcome, before_a_start, locked_outcome, refuse_or_place  # noqa: F401 (the engine's import)
 
 if TYPE_CHECKING:
     from remediator.engine import Engine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an action ended, as the event it feeds back."""
-
-    event: E
-    ok: bool
-    detail: str
-    extra: Mapping[str, Any] = field(default_factory=dict)  # hosts, host_unreachable, blocked_by, host_unusable
-    data: Mapping[str, Any] = field(default_factory=dict)  # for Incident.data (placement, load source, moves)
-
-
-def before_a_start(e: "Engine", uuid: str, name: str, origin: str) -> tuple[Outcome | None, list[str]]:
-    """Never twice: (the outcome when the VM must not be started now, else None; the hosts that
-    could not be asked). Already running anywhere is done; an unreachable, unfenced host that had it
-    blocks the start. Called under the VM's lock."""
-    running, unknown = e.world.find_running(uuid)
-    if running:
-        return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running}), unknown
-    blockers = e.world.may_still_run_it(uuid, unknown, home=origin)
-    if blockers:
-        return Outcome(E.ACTION_FAILED, False,
-                       f"{', '.join(blockers)} does not answer and is not fenced: it may still run {name}",
-                       {"host_unreachable": origin in blockers, "blocked_by": blockers}), unknown
-    return None, unknown
 
 
 def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -90,31 +64,30 @@ def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
         try:
             e.hv.start(host, uuid)
         except DiskLocked as err:
-            return disk_actions.locked_outcome(e, host, uuid, err, undefine=False)
+            return locked_outcome(e, host, uuid, err, undefine=False)
     e.world.remember_host(uuid, host)
     return Outcome(E.ACTION_OK, True, f"started on {host}", {"hosts": [host]})
 
 
-def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool = False) -> Outcome:
-    """Start (or, from_stored, define anew and start) the VM on a placed host, never twice."""
+def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any]) -> Outcome:
+    """Start the VM on a placed host with the definition that is there (relocation), never twice. A failed
+    start names the host it tried (`tried`): the fsm keeps it in the incident's failed hosts."""
     uuid, origin, exclude = p["uuid"], p["host"], set(p.get("exclude", ()))
     vm = e.store.get_vm(uuid)
     if vm is None or not vm.xml:
         return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
-    if not from_stored and e.world.storage_kind(vm) == storage.LOCAL:
+    if e.world.storage_kind(vm) == storage.LOCAL:
         return Outcome(E.ACTION_FAILED, False, f"{vm.name} has a host-local disk: it cannot start elsewhere",
                        {"host_local": True})
     with e.vm_lock(uuid):
-        refused, unknown = before_a_start(e, uuid, vm.name, origin)
+        refused, placed = refuse_or_place(e, vm, origin, exclude)
         if refused:
             return refused
-        plan, caps = e.world.place([vm], exclude | set(unknown))
-        dst = plan.assignments.get(uuid)
-        data = {"placement": {uuid: dst} if dst else {}, "load_source": caps.load_source}
+        dst, unknown, data = placed.dst, placed.unknown, placed.data
         if dst is None:
-            return Outcome(E.ACTION_FAILED, False, plan.unplaced[uuid] + caps.note, data=data)
+            return Outcome(E.ACTION_FAILED, False, placed.why + placed.note, data=data)
         xml = vm.xml
-        if not from_stored and origin not in unknown:
+        if origin not in unknown:
             try:  # the freshest definition, while its host answers and still has it
                 xml = e.hv.domain_xml(origin, uuid)
             except DomainError as err:
@@ -124,10 +97,13 @@ def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool =
         try:
             e.hv.define_and_start(dst, xml)
         except DiskLocked as err:
-            return disk_actions.locked_outcome(e, dst, uuid, err, undefine=True)
+            return locked_outcome(e, dst, uuid, err, undefine=True)
+        except (HostUnreachable, DomainError) as err:
+            return Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",
+                           {"tried": dst, "host_unreachable": isinstance(err, HostUnreachable)}, data)
     e.world.remember_host(uuid, dst)
     note = undefine_stale_copy(e, origin, uuid, unknown)
-    return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{caps.note}", {"hosts": [dst]}, data)
+    return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{placed.note}", {"hosts": [dst]}, data)
 
 
 def undefine_stale_copy(e: "Engine", origin: str, uuid: str, unknown) -> str:
@@ -171,25 +147,30 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     for vm in vms:
         running, _ = e.world.find_running(vm.uuid)
         (already if running else to_place).append(vm)
-    plan, caps = e.world.place(to_place, {host})
+    # A host-local disk went with its host: those VMs take the rebuild rung (each placed by it).
+    local = [vm for vm in to_place if e.world.storage_kind(vm) == storage.LOCAL]
+    plan, caps = e.world.place([vm for vm in to_place if vm not in local], {host})
     data = {"placement": dict(plan.assignments), "unplaced": dict(plan.unplaced), "load_source": caps.load_source}
     by_uuid = {vm.uuid: vm for vm in to_place}
     workers = max(1, e.config.policy.max_concurrent_actions)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evacuate") as pool:
         futures = {uuid: pool.submit(_start_placed, e, by_uuid[uuid], dst, host)
                    for uuid, dst in plan.assignments.items()}
+        rebuilds = {vm.uuid: pool.submit(disk_actions.rebuild_host_local, e, vm, host) for vm in local}
     failures, locked, rebuilt = {}, {}, {}
     for uuid, fut in futures.items():
         try:
-            if record := fut.result():
-                rebuilt[uuid] = record
+            fut.result()
         except DiskLocked as err:
-            locked[uuid] = disk_actions.locked_outcome(e, err.host, uuid, err, undefine=True).detail
+            locked[uuid] = locked_outcome(e, err.host, uuid, err, undefine=True).detail
         except (HostUnreachable, DomainError) as err:
             failures[uuid] = str(err)
-    started = len(futures) - len(failures) - len(locked)
-    if rebuilt:
-        data["rebuilt"] = rebuilt
+    for uuid, fut in rebuilds.items():
+        how, detail, record = fut.result()
+        {"locked": locked, "failed": failures, "rebuilt": rebuilt}[how][uuid] = detail
+        if record:
+            data.setdefault("rebuilt", {})[uuid] = record
+    started = len(futures) - len(failures) - len(locked) + len(rebuilt)
     verb = "would start" if e.config.dry_run else "started"
     parts = [f"{started} {verb}" + (": " + ", ".join(f"{by_uuid[u].name} -> {d}" for u, d in plan.assignments.items()
                                                      if u not in failures) if e.config.dry_run else ""),
@@ -197,7 +178,7 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     if locked:
         parts.append(f"{len(locked)} not started, running elsewhere: " + "; ".join(locked.values()))
     if rebuilt:
-        parts.append("; ".join(disk_actions.describe(by_uuid[u].name, r) for u, r in rebuilt.items()))
+        parts.append("; ".join(rebuilt.values()))
     if plan.unplaced:
         parts.append(f"{len(plan.unplaced)} unplaced: " + "; ".join(plan.unplaced.values()))
     if failures:
@@ -206,8 +187,7 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     return Outcome(E.ACTION_OK if ok else E.ACTION_FAILED, ok, ", ".join(parts) + caps.note, data=data)
 
 
-def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> dict | None:
-    """Start it on dst; a host-local VM is rebuilt there instead (returns what was recreated)."""
+def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> None:
     with e.vm_lock(vm.uuid):
         running, unknown = e.world.find_running(vm.uuid)
         if running:
@@ -216,15 +196,10 @@ def _start_placed(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> dict |
         if blockers:
             raise DomainError(dst, f"start {vm.name}", f"{', '.join(blockers)} does not answer and is not "
                               f"fenced: it may still run {vm.name}")
-        if e.world.storage_kind(vm) == storage.LOCAL:
-            record = disk_actions.rebuild_on(e, vm, dst, origin)
-        elif e.config.dry_run:
-            return None
-        else:
-            record = None
-            e.hv.define_and_start(dst, vm.xml)
+        if e.config.dry_run:
+            return
+        e.hv.define_and_start(dst, vm.xml)
     e.world.remember_host(vm.uuid, dst)
-    return record
 
 
 def cordon_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -266,7 +241,7 @@ PERFORM: Mapping[A, Callable[["Engine", Mapping[str, Any]], Outcome]] = {
     A.VERIFY_HOST: verify_host,
     A.START_VM: start_vm,
     A.START_VM_ELSEWHERE: start_vm_elsewhere,
-    A.REBUILD_VM: disk_actions.rebuild_vm,
+    A.REBUILD_VM: rebuild.rebuild_vm,
     A.HANDLE_IO_ERROR: disk_actions.handle_io_error,
     A.FENCE_HOST: fence_host,
     A.EVACUATE_HOST: evacuate_host,

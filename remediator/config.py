@@ -257,7 +257,8 @@ class Policy:
 @dataclass(frozen=True)
 class Storage:
     """Where VM disks live. A disk under one of `shared_paths` is reachable from every host that mounts
-    it (a VM whose disks all are can start anywhere); any other file disk is host-local."""
+    it (a VM whose disks all are can start anywhere); any other file disk is host-local. Empty: storage
+    is not told apart (every disk taken as reachable everywhere, as before this key existed)."""
 
     shared_paths: tuple[str, ...] = ()
 

@@ -1,9 +1,11 @@
-"""The actions that depend on a VM's disks: rebuilding a host-local VM from its base image, and a VM
-paused on a storage I/O error. Registered in actions.PERFORM; the same "never twice" check first.
+"""The actions that depend on a VM's disks: a lost host's host-local VMs, a start refused by a disk lease,
+and a VM paused on a storage I/O error. The same "never twice" check comes first.
 
-- A host-local disk cannot be reached from another host: the VM is defined anew on a placed host with
-  each host-local disk recreated there from its declared base image (`base_image` in its protection
-  metadata). Its old disk is left behind on the lost host, and the incident says so.
+- A host-local disk cannot be reached from another host: a lost host's host-local VMs go to the rebuild
+  rung (remediator/rebuild.py: defined anew on a placed host, the disk recreated from the declared
+  `base-image`), and the evacuation's incident records what was recreated and left behind.
+- A start refused because the disk is leased or locked by another QEMU (DiskLocked) means the VM runs
+  somewhere: the outcome says so (`disk_locked`), and the incident ends without retry or rebuild.
 - A VM paused on an I/O error (libvirt: paused, reason ioerror) is handled by its `on_io_error` (metadata,
   else policy.on_io_error): wait for an operator; resume once its storage takes writes again (a resume
   while it still fails pauses it again at once, so the handler looks a moment later); or destroy the
@@ -16,18 +18,18 @@ from __future__ import annotations
 import logging
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping  # noqa: F401
 
 import libvirt
 
 from exporter.domains import parse_ha
-from remediator import storage
+from remediator import rebuild, storage
 from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.fsm import EventKind as E
 from remediator.model import ProtectedVM
+from remediator.outcome import Outcome, locked_outcome  # noqa: F401 (actions' name for it)
 
 if TYPE_CHECKING:
-    from remediator.actions import Outcome
     from remediator.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -40,71 +42,27 @@ def _ha(vm: ProtectedVM):
     return parse_ha(ET.fromstring(vm.xml).find("metadata")) if vm.xml else parse_ha(None)
 
 
-def rebuild_on(e: "Engine", vm: ProtectedVM, dst: str, origin: str) -> dict[str, Any]:
-    """Define the VM anew on dst with its host-local disks recreated from its base image, and start it.
-    Returns what was recreated and left behind; raises DomainError/HostUnreachable (DiskLocked: it runs)."""
-    local = storage.local_disks(vm.xml, e.config.storage.shared_paths)
-    base = _ha(vm).base_image
-    if local and not base:
-        raise DomainError(dst, f"rebuild {vm.name}", f"host-local disk {local[0].path} and no base_image in its "
-                          "protection metadata (remediator protect --base-image): nothing to recreate it from")
-    if not e.config.dry_run:
-        for disk in local:
-            e.hv.recreate_disk(dst, disk.path, base, disk.format or "qcow2")
-        e.hv.define_and_start(dst, vm.xml)
-    return {"host": dst, "base_image": base, "recreated": [d.path for d in local],
-            "left_behind": [f"{origin}:{d.path}" for d in local]}
+def rebuild_host_local(e: "Engine", vm: ProtectedVM, origin: str) -> tuple[str, str, dict | None]:
+    """A lost host's host-local VM handed to the rebuild rung (remediator/rebuild.py): ("rebuilt",
+    "locked" or "failed"; what happened; the rebuild's record of what was recreated and left behind)."""
+    try:
+        declared = rebuild.disk_from_base(vm.xml)
+    except rebuild.DeclarationError as err:
+        return "failed", f"{vm.name}: {err}; not rebuilt", None
+    if declared is None:
+        disk = storage.local_disks(vm.xml, e.config.storage.shared_paths)[0]
+        return "failed", (f"{vm.name}: host-local disk {disk.path} went with {origin} and no base-image is declared "
+                          "(remediator protect --base-image): not rebuilt"), None
+    outcome = rebuild.rebuild_vm(e, {"uuid": vm.uuid, "host": origin, "exclude": [origin]})
+    if outcome.extra.get("disk_locked"):
+        return "locked", outcome.detail, None
+    if not outcome.ok:
+        return "failed", f"{vm.name}: {outcome.detail}", None
+    return "rebuilt", f"{vm.name} rebuilt: {outcome.detail}", outcome.data.get("rebuild")
 
 
-def describe(vm_name: str, record: Mapping[str, Any]) -> str:
-    if not record["recreated"]:
-        return f"{vm_name} defined anew on {record['host']}"
-    return (f"{vm_name} rebuilt on {record['host']} from {record['base_image']}; its old disk "
-            f"{', '.join(record['left_behind'])} was left behind")
-
-
-def rebuild_vm(e: "Engine", p: Mapping[str, Any]) -> "Outcome":
-    """The rebuild rung of a VM's incident: placed anew (its origin excluded), disks recreated, started."""
-    from remediator.actions import Outcome, before_a_start, undefine_stale_copy
-
-    uuid, origin, exclude = p["uuid"], p["host"], set(p.get("exclude", ()))
-    vm = e.store.get_vm(uuid)
-    if vm is None or not vm.xml:
-        return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
-    with e.vm_lock(uuid):
-        refused, unknown = before_a_start(e, uuid, vm.name, origin)
-        if refused:
-            return refused
-        plan, caps = e.world.place([vm], exclude | set(unknown))
-        dst = plan.assignments.get(uuid)
-        data: dict[str, Any] = {"placement": {uuid: dst} if dst else {}, "load_source": caps.load_source}
-        if dst is None:
-            return Outcome(E.ACTION_FAILED, False, plan.unplaced[uuid] + caps.note, data=data)
-        try:
-            record = rebuild_on(e, vm, dst, origin)
-        except DiskLocked as err:
-            return locked_outcome(e, dst, uuid, err, undefine=True)
-    e.world.remember_host(uuid, dst)
-    data["rebuilt"] = {uuid: record}
-    note = undefine_stale_copy(e, origin, uuid, unknown)
-    return Outcome(E.ACTION_OK, True, describe(vm.name, record) + note + caps.note, {"hosts": [dst]}, data)
-
-
-def locked_outcome(e: "Engine", dst: str, uuid: str, err: DiskLocked, *, undefine: bool) -> "Outcome":
-    """A start refused by the disk lease: the VM runs somewhere. A copy just defined on another host
-    (undefine) never ran: it goes. No retry, no rebuild: the FSM ends the incident on disk_locked."""
-    from remediator.actions import Outcome
-
-    if undefine:
-        try:
-            e.hv.undefine(dst, uuid)
-        except (HostUnreachable, DomainError) as undefine_err:
-            log.warning("could not undefine the refused copy of %s on %s: %s", uuid, dst, undefine_err)
-    return Outcome(E.ACTION_OK, True, f"not started on {dst}, its disk is locked ({err})", {"disk_locked": True})
-
-
-def handle_io_error(e: "Engine", p: Mapping[str, Any]) -> "Outcome":
-    from remediator.actions import Outcome, start_vm_elsewhere
+def handle_io_error(e: "Engine", p: Mapping[str, Any]) -> Outcome:
+    from remediator.actions import start_vm_elsewhere  # actions imports this module
 
     uuid, host = p["uuid"], p["host"]
     vm = e.store.get_vm(uuid)

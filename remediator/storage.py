@@ -64,7 +64,7 @@ def ha_element(*, priority: int = 0, group: str | None = None, base_image: str |
     the call names (prefix HA_PREFIX, URI exporter.domains.HA_NAMESPACE) and refuses an element that
     declares its own. The exporter and the inventory read it back with exporter.domains.parse_ha."""
     attrs = {"protected": "true", "priority": str(int(priority))}
-    for key, value in (("group", group), ("base_image", base_image), ("on_io_error", on_io_error)):
+    for key, value in (("group", group), ("base-image", base_image), ("on-io-error", on_io_error)):
         if value:
             attrs[key] = value
     body = " ".join(f"{k}={quoteattr(v)}" for k, v in attrs.items())

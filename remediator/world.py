@@ -151,7 +151,10 @@ class World:
         return {vm.uuid: vm.group for vm in self.store.list_vms()}
 
     def storage_kind(self, vm: ProtectedVM) -> str:
-        """Where the VM's disks are: storage.SHARED, LOCAL or NONE (from its last known definition)."""
+        """Where the VM's disks are: storage.SHARED, LOCAL or NONE (from its last known definition). Without
+        `storage.shared_paths` the remediator knows nothing of storage: NONE, every disk taken as reachable."""
+        if not self.config.storage.shared_paths:
+            return storage.NONE
         return storage.kind_of(vm.xml, self.config.storage.shared_paths)
 
     def place(self, vms: Iterable[ProtectedVM], exclude: Iterable[str]) -> tuple[placement.Plan, Capacities]:

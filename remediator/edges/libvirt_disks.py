@@ -2,17 +2,11 @@
 
 - A start refused because the disk is leased or locked by another QEMU (virtlockd's lease, or QEMU's
   own image lock, whichever sees it first) raises `DiskLocked`: the VM runs somewhere, holding its disk.
-- `recreate_disk`: a host-local disk made anew on a host from a base image, through the storage pool
-  that holds its directory (libvirt runs `qemu-img create -b BASE -F FMT`).
 - `set_protection`: the protection element in a domain's <metadata> (virDomainSetMetadata), so the
   exporter's next scrape and the next inventory sync see it.
 """
 
 from __future__ import annotations
-
-import os
-import xml.etree.ElementTree as ET
-from xml.sax.saxutils import escape
 
 import libvirt
 
@@ -77,35 +71,3 @@ class DiskOps:
                             HA_NAMESPACE, flags)
 
         self._call(host, f"metadata of {uuid}", run)
-
-    def recreate_disk(self, host: str, path: str, base_image: str, fmt: str = "qcow2") -> None:
-        """A fresh `fmt` overlay of base_image at path on the host, replacing any file there, made by the
-        storage pool whose target is path's directory (the host must define one)."""
-        def run(conn):
-            pool = conn.storagePoolLookupByTargetPath(os.path.dirname(path))
-            pool.refresh(0)
-            try:
-                pool.storageVolLookupByName(os.path.basename(path)).delete(0)
-            except libvirt.libvirtError as err:
-                if err.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                    raise
-            base_format, capacity = "qcow2", 0
-            try:
-                base = conn.storageVolLookupByPath(base_image)
-                capacity = base.info()[1]
-                base_format = _volume_format(base.XMLDesc(0)) or base_format
-            except libvirt.libvirtError:
-                pass  # a base outside every pool: qemu-img takes the size from the backing file
-            pool.createXML(
-                f"<volume><name>{escape(os.path.basename(path))}</name>"
-                f"<capacity unit='bytes'>{capacity}</capacity>"
-                f"<target><format type='{escape(fmt)}'/></target>"
-                f"<backingStore><path>{escape(base_image)}</path><format type='{escape(base_format)}'/>"
-                f"</backingStore></volume>", 0)
-
-        self._call(host, f"recreate {path} from {base_image}", run)
-
-
-def _volume_format(xml: str) -> str | None:
-    node = ET.fromstring(xml).find("./target/format")
-    return node.get("type") if node is not None else None

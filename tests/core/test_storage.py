@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 from exporter.domains import HA_NAMESPACE, parse_ha
-from lab.guests import disk_xml, guest_xml
+from lab.guests import guest_xml
 from remediator import fsm, storage
 from remediator.fsm import ActionKind as A
 from remediator.fsm import Context, EventKind as E, State as S
@@ -18,8 +18,8 @@ SHARED = "/srv/shared"
 
 
 def test_disks_under_a_shared_path_are_shared_any_other_is_host_local_none_is_none():
-    shared = guest_xml("a", disk=disk_xml(f"{SHARED}/a.qcow2"))
-    local = guest_xml("b", disk=disk_xml("/var/lib/libvirt/images/b.qcow2"))
+    shared = guest_xml("a", disk=f"{SHARED}/a.qcow2")
+    local = guest_xml("b", disk="/var/lib/libvirt/images/b.qcow2")
     assert storage.kind_of(shared, [SHARED]) == storage.SHARED
     assert storage.kind_of(shared, ["/srv/sharedX"]) == storage.LOCAL  # a prefix is not a parent directory
     assert storage.kind_of(local, [SHARED]) == storage.LOCAL

@@ -41,8 +41,8 @@ def protected(lab, host, name, *, disk_host=None, base_image=None, on_io_error=N
     disk = lab.make_disk(name, disk_host)
     metadata = lab.ha_metadata(priority=priority, base_image=base_image, on_io_error=on_io_error)
     uuid = lab.define_guest(host, name, metadata=metadata,
-                            disk=disk_xml(disk, bus="ide" if writer else "virtio",
-                                          error_policy="stop" if writer else None),
+                            disk_element=disk_xml(disk, bus="ide" if writer else "virtio",
+                                                  error_policy="stop" if writer else None),
                             kernel=io_writer() if writer else None)
     return uuid, disk
 
@@ -151,8 +151,10 @@ def test_host_local_guest_of_a_lost_host_is_rebuilt_from_its_base_image_old_disk
     evacuation = closed(stack, "host:h1")
     rebuilt = evacuation["data"]["rebuilt"][uuid]
     print(f"\nincident: {evacuation['reason']}\nrebuilt: {rebuilt}")
-    assert rebuilt["left_behind"] == [f"h1:{disk}"] and rebuilt["base_image"] == lab.base_image
-    assert f"its old disk h1:{disk} was left behind" in evacuation["reason"]
+    assert rebuilt["host"] == dst and rebuilt["recreated"][1].startswith(
+        f"disk vda {disk} on {dst}: a new qcow2 overlay of {lab.base_image}"), rebuilt
+    assert f"disk {disk} on h1, where it last ran (host-local; not deleted)" in rebuilt["left_behind"], rebuilt
+    assert f"left behind: disk {disk} on h1" in evacuation["reason"]
     old, new = lab.real_path(disk, "h1"), lab.real_path(disk, dst)
     assert old.exists() and new.exists() and old != new
     info = subprocess.run(["qemu-img", "info", "-U", "--output=json", str(new)], capture_output=True, text=True,
@@ -212,7 +214,7 @@ def test_protect_on_a_running_unprotected_guest_then_its_crash_is_recovered(flee
     lab, stack, sampler = fleet
     seen = len(sampler.duplicates)
     disk = lab.make_disk("adopted")
-    uuid = lab.define_guest("h3", "adopted", disk=disk_xml(disk))
+    uuid = lab.define_guest("h3", "adopted", disk=disk)
     wait_for(lambda: stack.prometheus.query('hypervisor_vm_info{vm="adopted",ha="false"}'), 20, "seen unprotected")
     started = time.monotonic()
     out = subprocess.run([str(BIN / "remediator"), "protect", "adopted", "--priority", "5", "--group", "adopted",
