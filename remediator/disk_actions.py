@@ -27,7 +27,7 @@ from remediator import rebuild, storage
 from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.fsm import EventKind as E
 from remediator.model import ProtectedVM
-from remediator.outcome import Outcome, locked_outcome  # noqa: F401 (actions' name for it)
+from remediator.outcome import Outcome, before_a_start, locked_outcome
 
 if TYPE_CHECKING:
     from remediator.engine import Engine
@@ -62,8 +62,6 @@ def rebuild_host_local(e: "Engine", vm: ProtectedVM, origin: str) -> tuple[str, 
 
 
 def handle_io_error(e: "Engine", p: Mapping[str, Any]) -> Outcome:
-    from remediator.actions import start_vm_elsewhere  # actions imports this module
-
     uuid, host = p["uuid"], p["host"]
     vm = e.store.get_vm(uuid)
     name = vm.name if vm else uuid
@@ -72,7 +70,8 @@ def handle_io_error(e: "Engine", p: Mapping[str, Any]) -> Outcome:
         state = e.hv.domain_state(host, uuid)
     except HostUnreachable as err:
         return Outcome(E.ACTION_FAILED, False, f"cannot ask {host}: {err}", {"host_unreachable": True})
-    if state is None or tuple(state) != PAUSED_IOERROR:
+    paused = state is not None and tuple(state) == PAUSED_IOERROR
+    if not paused and not (policy == "restart_elsewhere" and vm is not None and not _alive(state)):
         return Outcome(E.ACTION_OK, True, f"{name} is no longer paused on an I/O error on {host}")
     if e.config.dry_run:
         return Outcome(E.ACTION_OK, True, f"dry run: would apply on_io_error {policy} to {name} on {host}")
@@ -86,15 +85,47 @@ def handle_io_error(e: "Engine", p: Mapping[str, Any]) -> Outcome:
             return Outcome(E.ACTION_FAILED, False, f"resumed {name} on {host}, and it paused again on an I/O "
                            "error: its storage still fails")
         return Outcome(E.ACTION_OK, True, f"resumed {name} on {host}: its storage takes writes again")
-    # restart_elsewhere: only once a host can take it, then the paused copy goes first (it holds the disk)
-    if vm is None or not vm.xml:
-        return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
+    return _restart_elsewhere(e, vm, host, paused)
+
+
+def _alive(state) -> bool:
+    return state is not None and state[0] in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED,
+                                              libvirt.VIR_DOMAIN_BLOCKED)
+
+
+def _restart_elsewhere(e: "Engine", vm: ProtectedVM, host: str, paused: bool) -> Outcome:
+    """Placed first (the paused copy is not given up for nothing), then the paused copy destroyed (it
+    holds the disk), then started on that host. A start that fails leaves it shut off on `host`: the
+    retry finds it so and goes on placing and starting (the incident stays open until it runs)."""
+    from remediator.actions import undefine_stale_copy  # actions imports this module
+
+    if not vm.xml:
+        return Outcome(E.ACTION_FAILED, False, f"no stored definition of {vm.uuid}")
     plan, caps = e.world.place([vm], {host})
-    if uuid not in plan.assignments:
-        return Outcome(E.ACTION_FAILED, False, f"no host can take it now ({plan.unplaced[uuid]}); the paused "
-                       f"copy stays on {host}")
-    with e.vm_lock(uuid):
-        e.hv.destroy(host, uuid)
-    started = start_vm_elsewhere(e, {"uuid": uuid, "host": host, "exclude": [host]})
-    return Outcome(started.event, started.ok, f"destroyed the paused copy on {host}; {started.detail}",
-                   started.extra, started.data)
+    dst = plan.assignments.get(vm.uuid)
+    data = {"placement": {vm.uuid: dst} if dst else {}, "load_source": caps.load_source}
+    if dst is None:
+        left = f"the paused copy stays on {host}" if paused else f"it is not running yet (shut off on {host})"
+        return Outcome(E.ACTION_FAILED, False, f"{plan.unplaced[vm.uuid]}; {left}", data=data)
+    with e.vm_lock(vm.uuid):
+        xml = vm.xml
+        try:  # the freshest definition, while its host has it
+            xml = e.hv.domain_xml(host, vm.uuid)
+        except (HostUnreachable, DomainError) as err:
+            log.info("%s: no definition on %s (%s): using the stored one", vm.name, host, err)
+        if paused:
+            e.hv.destroy(host, vm.uuid)
+        refused, unknown = before_a_start(e, vm.uuid, vm.name, host)
+        if refused:
+            return refused
+        try:
+            e.hv.define_and_start(dst, xml)
+        except DiskLocked as err:
+            return locked_outcome(e, dst, vm.uuid, err, undefine=True)
+        except (HostUnreachable, DomainError) as err:
+            return Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}; it is shut off on {host}",
+                           {"tried": dst, "host_unreachable": isinstance(err, HostUnreachable)}, data)
+    e.world.remember_host(vm.uuid, dst)
+    note = undefine_stale_copy(e, host, vm.uuid, unknown)
+    what = f"destroyed the paused copy on {host}; " if paused else ""
+    return Outcome(E.ACTION_OK, True, f"{what}started on {dst}{note}{caps.note}", {"hosts": [dst]}, data)
