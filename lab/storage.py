@@ -89,22 +89,17 @@ def open_by(real_path: Path) -> list[int]:
         target = os.stat(real_path)
     except FileNotFoundError:
         return []
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                try:
-                    s = os.stat(fd.path)
-                except OSError:
-                    continue
-                if (s.st_dev, s.st_ino) == (target.st_dev, target.st_ino):
-                    pids.append(int(entry.name))
-                    break
-        except (FileNotFoundError, PermissionError, ProcessLookupError):
-            continue
-    return sorted(pids)
+
+    def has_it_open(path: str) -> bool:
+        for fd in os.scandir(f"{path}/fd"):
+            try:
+                if procs.same_file(os.stat(fd.path), target):
+                    return True
+            except OSError:
+                continue  # closed meanwhile
+        return False
+
+    return sorted(procs.pids_where(has_it_open))
 
 
 def posix_lock_holders(inode: int) -> list[int]:

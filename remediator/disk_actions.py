@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any, Mapping  # noqa: F401
+from typing import TYPE_CHECKING, Any, Mapping
 
 import libvirt
 
