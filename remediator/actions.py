@@ -170,7 +170,7 @@ def evacuate_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
         {"locked": locked, "failed": failures, "rebuilt": rebuilt}[how][uuid] = detail
         if record:
             data.setdefault("rebuilt", {})[uuid] = record
-    started = len(futures) - len(failures) - len(locked) + len(rebuilt)
+    started = sum(1 for u in futures if u not in failures and u not in locked) + len(rebuilt)
     verb = "would start" if e.config.dry_run else "started"
     parts = [f"{started} {verb}" + (": " + ", ".join(f"{by_uuid[u].name} -> {d}" for u, d in plan.assignments.items()
                                                      if u not in failures) if e.config.dry_run else ""),
