@@ -2,8 +2,12 @@
 the incident table's rows for a disk lease, a host-local disk and a VM paused on an I/O error."""
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import replace
+from types import SimpleNamespace
+
+import libvirt
 
 from exporter.domains import HA_NAMESPACE, parse_ha
 from lab.guests import guest_xml
@@ -11,7 +15,10 @@ from remediator import fsm, storage
 from remediator.fsm import ActionKind as A
 from remediator.fsm import Context, EventKind as E, State as S
 from remediator.model import Alert, AlertStatus, HostCapacity, Incident, ProtectedVM, Remediation
-from remediator.placement import place
+from remediator.disk_actions import PAUSED_IOERROR, handle_io_error
+from remediator.edges.libvirt import DomainError
+from remediator.placement import Plan, place
+from remediator.world import Capacities
 from tests.core.test_fsm import POLICY, T0, UUID, Sim, kinds
 
 SHARED = "/srv/shared"
@@ -94,3 +101,55 @@ def test_io_error_resume_retries_with_backoff_without_a_limit_until_the_storage_
         assert kinds(sim.retry()) == [A.HANDLE_IO_ERROR]
     assert sim.send(E.ALERT_RESOLVED).ignored  # the step's own result ends it, not a late resolve
     assert sim.result(E.ACTION_OK, detail="resumed g1 on h1").next_state is S.RECOVERED
+
+
+class FakeHypervisors:
+    """What the I/O-error handler asks of libvirt, recorded; `fail_starts` starts fail first."""
+
+    def __init__(self, state, fail_starts=0):
+        self.state, self.fail_starts, self.calls = state, fail_starts, []
+
+    def domain_state(self, host, uuid):
+        return self.state
+
+    def domain_xml(self, host, uuid):
+        return "<domain/>"
+
+    def destroy(self, host, uuid):
+        self.calls.append(("destroy", host))
+        self.state = (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED)
+
+    def define_and_start(self, host, xml):
+        self.calls.append(("start", host))
+        if self.fail_starts:
+            self.fail_starts -= 1
+            raise DomainError(host, "start", "qemu exited")
+
+    def undefine(self, host, uuid):
+        self.calls.append(("undefine", host))
+        return True
+
+
+def io_engine(hv, placed: str | None):
+    vm = ProtectedVM(UUID, "g1", "h1", 1, 1 << 20, xml=guest_xml("g1", uuid=UUID, metadata=(
+        f'<rem:ha xmlns:rem="{HA_NAMESPACE}" protected="true" on-io-error="restart_elsewhere"/>')))
+    plan = Plan({UUID: placed} if placed else {}, {} if placed else {UUID: "no host can take g1: h2: full"})
+    world = SimpleNamespace(place=lambda vms, exclude: (plan, Capacities([], "libvirt")),
+                            find_running=lambda uuid: ([], []), may_still_run_it=lambda *a, **k: [],
+                            remember_host=lambda uuid, host: None)
+    store = SimpleNamespace(get_vm=lambda uuid: vm, note_vm_location=lambda *a: None)
+    config = SimpleNamespace(dry_run=False, policy=SimpleNamespace(on_io_error="resume"))
+    return SimpleNamespace(config=config, store=store, hv=hv, world=world, vm_lock=lambda uuid: threading.Lock(),
+                           clock=lambda: T0)
+
+
+def test_restart_elsewhere_gives_up_the_paused_copy_only_for_a_placed_host_and_finishes_a_failed_start():
+    params = {"uuid": UUID, "host": "h1"}
+    hv = FakeHypervisors(PAUSED_IOERROR)
+    out = handle_io_error(io_engine(hv, None), params)
+    assert not out.ok and "the paused copy stays on h1" in out.detail and hv.calls == []
+    hv = FakeHypervisors(PAUSED_IOERROR, fail_starts=1)
+    out = handle_io_error(io_engine(hv, "h2"), params)
+    assert not out.ok and "it is shut off on h1" in out.detail and hv.calls == [("destroy", "h1"), ("start", "h2")]
+    out = handle_io_error(io_engine(hv, "h2"), params)  # the retry: shut off by us, not "no longer paused"
+    assert out.ok and out.detail.startswith("started on h2") and hv.calls[2:] == [("start", "h2"), ("undefine", "h1")]
