@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+import libvirt
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ from lab.guests import disk_xml
 from lab.sampler import DuplicateSampler
 from lab.stack import BIN, Stack, wait_for
 from remediator.config import UNSAFE_OPT_IN
+from remediator.edges.libvirt_disks import is_disk_locked
 
 pytestmark = pytest.mark.lab
 
@@ -138,6 +140,16 @@ def test_with_fencing_bypassed_a_second_copy_is_refused_by_the_disk_lease(fleet)
         _restart_remediator(stack, unsafe=False)
     activate(stack, lab, "h2")
     assert lab.where_running(uuid) == ["h2"]
+    # The lease alone: QEMU's own image lock refused the copy above first (same file, same kernel). Two
+    # host-local files at one path are two inodes, invisible to it; their lease (one per path, in the
+    # shared lockspace) is one, and virtlockd refuses the second QEMU by itself.
+    first = lab.make_disk("lease2", "h1")
+    lease_uuid = lab.define_guest("h1", "lease2", disk=first)
+    with pytest.raises(libvirt.libvirtError) as refused_by_lease:
+        lab.define_guest("h3", "lease2", uuid=lease_uuid, disk=lab.make_disk("lease2", "h3"))
+    print(f"virtlockd alone: {refused_by_lease.value}")
+    assert is_disk_locked(refused_by_lease.value) and "resource busy" in str(refused_by_lease.value)
+    assert lab.where_running(lease_uuid) == ["h1"] and list(lab.lease_holders(first).values()) == ["h1"]
 
 
 def test_host_local_guest_of_a_lost_host_is_rebuilt_from_its_base_image_old_disk_left_behind(fleet):
