@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer abuse clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest abuse soak clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,10 @@ bench-exporter: bootstrap
 bench-recovery: bootstrap
 	$(PY) -m bench.recovery $(ARGS)
 
+# Webhook ingest on SQLite and PostgreSQL beside the store alone (~1 min): bench/results/ingest.json.
+bench-ingest: bootstrap
+	$(PY) -m bench.ingest $(ARGS)
+
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
@@ -49,6 +53,11 @@ bench-peer: bootstrap
 # Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
 abuse: bootstrap
 	$(PY) -m bench.network_abuse $(ARGS)
+
+# 30 minutes of the whole stack under injected faults; every fence/restart/migration counts as false
+# (bench/soak.py): results in bench/results/soak.json. ARGS="--duration 300" for a short run.
+soak: bootstrap
+	$(PY) -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -125,7 +125,8 @@ class Lab(HostSimulation, LabStorage):
     host-local disks guarded by virtlockd (lab/storage.py)."""
 
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
-                 detached: bool = False, boot_timeout: float = 30.0, storage: bool = False):
+                 detached: bool = False, boot_timeout: float = 30.0, install_delay_s: float = 3.0,
+                 storage: bool = False):
         if not 1 <= hosts <= 200:
             raise ValueError(f"hosts must be 1..200, not {hosts}")
         self.n_hosts = hosts
@@ -134,6 +135,7 @@ class Lab(HostSimulation, LabStorage):
         self.detached = detached       # True: no owner pid; only `down` removes it
         self.boot_timeout = boot_timeout
         self.storage = storage
+        self.install_delay_s = install_delay_s  # a PXE boot's simulated install (lab/power.py reinstall)
         self.domain_type = "kvm" if _kvm_usable() else "qemu"
         self.index: int | None = None
         self.name: str | None = name
@@ -160,6 +162,7 @@ class Lab(HostSimulation, LabStorage):
         lab.daemons = data.get("daemons", [])
         lab.domain_type = data.get("domain_type", lab.domain_type)
         lab.storage = bool(data.get("storage"))
+        lab.install_delay_s = data.get("install_delay_s", lab.install_delay_s)
         return lab
 
     def __enter__(self) -> "Lab":
@@ -191,7 +194,8 @@ class Lab(HostSimulation, LabStorage):
             "gateway": f"10.77.{self.index}.1",
             "data_dir": str(st.data_dir(self.roots, self.index)),
             "keeper": self._keeper_rec, "hosts": [h.to_dict() for h in self.hosts],
-            "daemons": self.daemons, "storage": self.storage,
+            "daemons": self.daemons, "install_delay_s": self.install_delay_s, "storage": self.storage,
+            "cache_seed": str(seed) if (seed := self._cache_seed()) else None,
         }
 
     def _save(self) -> None:

@@ -19,7 +19,7 @@ COMMANDS = ("ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-system-x86_64
             "mount", "umount")
 FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf", "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain",
          "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/lockd.so")
-MODULES = ("libvirt", "pyghmi", "grafana_foundation_sdk", "cheroot", "bcrypt")
+MODULES = ("libvirt", "pyghmi", "grafana_foundation_sdk", "cheroot", "bcrypt", "sqlalchemy", "alembic", "psycopg")
 # Debian packages giving each command, to say how to fix it.
 PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
               "libvirtd": "libvirt-daemon", "virsh": "libvirt-clients",
@@ -37,7 +37,8 @@ PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux"
               "/usr/share/qemu/qboot.rom": "qemu-system-data",
               "/etc/libvirt/qemu.conf": "make bootstrap (writes it)",
               "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi",
-              "grafana_foundation_sdk": "pip grafana-foundation-sdk", "cheroot": "pip cheroot", "bcrypt": "pip bcrypt"}
+              "grafana_foundation_sdk": "pip grafana-foundation-sdk", "cheroot": "pip cheroot", "bcrypt": "pip bcrypt",
+              "sqlalchemy": "pip SQLAlchemy", "alembic": "pip alembic", "psycopg": "pip psycopg[binary]"}
 
 
 def missing(path: str | None = None, need_root: bool = True) -> list[str]:
@@ -55,6 +56,8 @@ def missing(path: str | None = None, need_root: bool = True) -> list[str]:
     for f in FILES:
         if not Path(f).is_file():
             gone.append(f"file {f} ({PACKAGE_OF[f]})")
+    if not any(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        gone.append("PostgreSQL server /usr/lib/postgresql/*/bin/postgres (postgresql; the store suite starts its own)")
     for mod in MODULES:
         if importlib.util.find_spec(mod) is None:
             gone.append(f"python module {mod} ({PACKAGE_OF[mod]})")

@@ -27,6 +27,7 @@ import yaml
 from lab.lab import Lab
 from lab.storage import SHARED_PATH
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
+from remediator.config.environment import env_name
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
@@ -94,19 +95,23 @@ def alertmanager_config(webhook_url: str, token_file: Path) -> dict:
     return config
 
 
-def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str | None,
-                      vms: list[dict], policy: dict | None = None, settings: dict | None = None) -> dict:
+def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url: str | None,
+                      vms: list[dict], policy: dict | None = None, settings: dict | None = None,
+                      host_settings: dict[str, dict] | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
-    `settings` adds top-level keys (e.g. {"dry_run": True})."""
+    `store` is a SQLite file or a store URL (postgresql://...); `settings` adds top-level keys (e.g.
+    {"dry_run": True}), `host_settings` keys of named hosts' entries
+    (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}}). The BMC passwords are not in it: they come
+    from the environment (fence_environment), as docs/config.md advises for secrets."""
     return {**(settings or {}),
         "listen": {"host": "127.0.0.1", "port": port},
         "auth": {"alertmanager": {"bearer_token": ALERTMANAGER_TOKEN}, "operator": {"bearer_token": OPERATOR_TOKEN}},
         "prometheus": {"url": prometheus_url} if prometheus_url else {},
-        "store": {"url": f"sqlite:///{store}"},
+        "store": {"url": store if isinstance(store, str) else f"sqlite:///{store}"},
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
-                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
-                "lanplus": True, "power_wait": 0}}}
+                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "lanplus": True, "power_wait": 0}},
+             **(host_settings or {}).get(h.name, {})}
             for h in lab.hosts
         ],
         "vms": vms,
@@ -115,9 +120,15 @@ def remediator_config(lab: Lab, *, port: int, store: Path, prometheus_url: str |
     }
 
 
+def fence_environment(lab: Lab) -> dict[str, str]:
+    """REMEDIATOR_FENCE_<HOST>_PASSWORD for each host: its BMC's password, kept out of the config file."""
+    return {f"REMEDIATOR_FENCE_{env_name(h.name)}_PASSWORD": h.bmc_password for h in lab.hosts}
+
+
 class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
                  monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
+                 host_settings: dict[str, dict] | None = None, store_url: str | None = None,
                  env: dict[str, str] | None = None):
         self.lab = lab
         self.workdir = Path(workdir)
@@ -125,6 +136,7 @@ class Stack:
         self.vms = list(vms)
         self.policy = policy
         self.settings = settings
+        self.host_settings = host_settings
         self.rules = rules or RULES / "hypervisor.rules.yml"  # a test may load a variant (e.g. shorter `for:`)
         self.monitoring = monitoring
         self.env = dict(env or {})  # added to the remediator process's environment (a test's opt-in)
@@ -135,6 +147,7 @@ class Stack:
         self.remediator: subprocess.Popen | None = None
         self.config_path = self.workdir / "remediator.yml"
         self.store_path = self.workdir / "state.db"
+        self.store_url = store_url  # e.g. postgresql://...; None: SQLite at store_path
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
 
@@ -153,9 +166,9 @@ class Stack:
                     rule_files=[self.rules, RECORDING_RULES], workdir=self.workdir / "prometheus")
                 self.prometheus.start()
             self.config_path.write_text(yaml.safe_dump(remediator_config(
-                self.lab, port=self.port, store=self.store_path,
+                self.lab, port=self.port, store=self.store_url or self.store_path,
                 prometheus_url=self.prometheus.url if self.prometheus else None,
-                vms=self.vms, policy=self.policy, settings=self.settings)))
+                vms=self.vms, policy=self.policy, settings=self.settings, host_settings=self.host_settings)))
             self.start_remediator()
         except BaseException:
             self.stop()
@@ -166,7 +179,8 @@ class Stack:
         log = open(self.workdir / "remediator.log", "ab")
         self.remediator = subprocess.Popen(
             [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **fence_environment(self.lab), "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         wait_for(self._ready, timeout, "remediator /readyz", on_timeout=self.log_tail)
 

@@ -9,6 +9,7 @@
   remediator host activate NAME [--reason R] --api URL
                                                return a repaired host to service (exit 1 when refused)
   remediator host maintenance NAME on|off [--reason R] --api URL
+  remediator host reprovision NAME [--reason R] --api URL
                                                drain a host by live migration, or return it
 
 --config defaults to $REMEDIATOR_CONFIG, else /etc/remediator/config.yml.
@@ -28,6 +29,7 @@ from remediator import __version__
 from remediator.config import IO_ERROR_POLICIES, Config, ConfigError, load_config
 from remediator.protect import set_protection
 from remediator.store import StoreError, open_store
+from remediator.store.database import redacted
 
 log = logging.getLogger("remediator")
 
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     hosts = p.add_subparsers(dest="host_command", required=True)
     hosts.add_parser("activate", parents=[host_options],
                      help="return a fenced, cordoned or down host to service").add_argument("name")
+    hosts.add_parser("reprovision", parents=[host_options],
+                     help="reinstall a damaged (drained) or fenced host over PXE and/or its provisioning hook, "
+                          "then activate it").add_argument("name")
     m = hosts.add_parser("maintenance", parents=[host_options],
                          help="on: drain by live migration; off: schedulable again")
     m.add_argument("name")
@@ -136,11 +141,12 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
         return None
     from remediator.edges.fencing import Fencer
     from remediator.edges.libvirt import Hypervisors
+    from remediator.edges.power import PowerDevices
     from remediator.edges.prometheus import LoadSource
     from remediator.engine import Engine
 
     hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s)
+    fencer = Fencer(config.power_devices, timeout=config.policy.action_timeouts.fence_s)
     load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
     if load is None:
         log.warning("no prometheus.url: placement uses the allocation libvirt reports")
@@ -149,7 +155,8 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
         from remediator.edges.libvirt_events import DomainEvents
 
         events = DomainEvents(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    return Engine(config, store, hypervisors, fencer, load, metrics, events=events)
+    power = PowerDevices(config.power_devices, timeout=config.policy.reprovision.boot_device_s)
+    return Engine(config, store, hypervisors, fencer, load, metrics, events=events, power=power)
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
@@ -244,7 +251,7 @@ def serve(config: Config) -> int:
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
         log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
                  __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
-                 config.store.url, config.dry_run,
+                 redacted(config.store.url), config.dry_run,
                  "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
         server.serve()
     finally:
@@ -307,8 +314,8 @@ def host_request(config: Config, args: argparse.Namespace, *, out) -> int:
     from remediator.client import Client
 
     client = Client(config, args.api, command=f"remediator host {args.host_command}", tls=tls_options(args))
-    if args.host_command == "activate":
-        ok, words = client.host_request(args.name, "activate", {"reason": args.reason})
+    if args.host_command in ("activate", "reprovision"):
+        ok, words = client.host_request(args.name, args.host_command, {"reason": args.reason})
     else:
         ok, words = client.host_request(args.name, "maintenance", {"on": args.state == "on", "reason": args.reason})
     out.write(f"{args.name}: {words}\n")

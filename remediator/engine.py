@@ -37,10 +37,12 @@ from remediator.hostlife import Answer, HostLife
 from remediator.fastpath import FastPath
 from remediator.migrations import Migrations
 from remediator.operator import OperatorRequests
+from remediator.edges.power import PowerDevices
+from remediator.reprovision_actions import Reprovisions
 from remediator.model import (HOST_KINDS, VM_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
                               Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
-from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, Intent, Store, StoreError
+from remediator.store.base import Intent, Store, StoreError
 from remediator.world import World
 
 log = logging.getLogger(__name__)
@@ -60,20 +62,23 @@ def opened_by(alert: Alert) -> str:
 
 class Engine:
     def __init__(self, config, store: Store, hypervisors, fencer, load_source, metrics, *,
-                 clock: Callable[[], datetime] = utcnow, events=None):
+                 clock: Callable[[], datetime] = utcnow, events=None, power=None):
         self.config = config
         self.store = store
         self.hv = hypervisors
         self.fencer = fencer
+        self.power = power if power is not None else PowerDevices(config.power_devices)  # boot control
         self.load_source = load_source
         self.metrics = metrics
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
-        self.world = World(config, store, hypervisors, load_source, clock)
+        self.world = World(config, store, hypervisors, load_source, clock,
+                           links=events.link if events is not None else None)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)
         self.fast_path = FastPath(self)
+        self.reprovisions = Reprovisions(self)
         self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
                              on_result=self._feed_back, on_event=self.handle_event)
         self.decide_lock = threading.RLock()  # decisions one at a time (operator requests take it too)
@@ -114,8 +119,9 @@ class Engine:
             self.host_changed(incident.host, exclude=incident_id)  # lower-ranked incidents may go on now
         return decision
 
-    def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any]) -> int | None:
-        """An incident the engine opens itself (an operator's maintenance); None when not opened."""
+    def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any],
+                      opened_by: str = "operator") -> int | None:
+        """An incident the engine opens itself (an operator's maintenance, a reprovision); None when not opened."""
         with self.decide_lock:
             decision = fsm.open_incident(kind, subject, host, self.context_for(None, host, kind=kind),
                                          at=self.clock(), data=data)
@@ -125,9 +131,9 @@ class Engine:
             with self.store.atomic():
                 incident = self.store.create_incident(subject, kind, host, None, None, decision.next_state,
                                                       decision.reason, self.clock(),
-                                                      data={**data, **decision.data, "opened_by": "operator"})
+                                                      data={**data, **decision.data, "opened_by": opened_by})
                 intents = self._persist(incident, event, decision, opening=True)
-        self.metrics.incident_opened_by("operator")
+        self.metrics.incident_opened_by(opened_by)
         self._dispatch(incident.id, intents)
         return incident.id
 
@@ -143,9 +149,9 @@ class Engine:
 
     def release_storm(self, by: str = "operator", reason: str = "") -> None:
         """Lift the storm hold for the hosts out now; a host failing beyond them holds again."""
-        hold = self.store.get_setting(SETTING_STORM) or {}
-        self.store.set_setting(SETTING_STORM_RELEASE, {"at": self.clock(), "by": by, "reason": reason,
-                                                       "hosts": hold.get("unhealthy", [])})
+        hold = self.store.storm_hold() or {}
+        self.store.set_storm_release({"at": self.clock(), "by": by, "reason": reason,
+                                      "hosts": hold.get("unhealthy", [])})
         self.check_storm()
 
     def tick(self) -> None:
@@ -250,55 +256,67 @@ class Engine:
         if host and kind in HOST_KINDS:
             outranked = any(o.kind in HOST_KINDS and host_of_subject(o.subject) == host and fsm.outranks(o.kind, kind)
                             for o in self.store.list_incidents(open_only=True, limit=100000))
-        return fsm.Context(policy=self.policy, host_condition=self.world.conditions().get(host) if host else None,
+        state = self.world.host_states().get(host) if host else None
+        reprovisioning = bool(host) and self.store.open_incident_for(
+            host_subject(host, Remediation.HOST_REPROVISION)) is not None
+        return fsm.Context(policy=self.policy, host_condition=state.condition if state else None,
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
-                           has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run)
+                           has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run,
+                           reprovisioning=reprovisioning,
+                           host_up_since=state.since if state and state.condition is HostCondition.UP else None)
 
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
-        event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
-        with self.decide_lock:
-            incident = self.store.open_incident_for(alert.subject)
-            if incident is not None:
-                if alert.status is not AlertStatus.FIRING:
-                    event = replace(event, kind=E.ALERT_RESOLVED)
-                outcome = "duplicate" if event.kind == E.ALERT_FIRING else "incident"
-                decision = fsm.decide(incident, event, self.context_for(incident))
-                with self.store.atomic():
-                    self.store.mark_alert(alert_id, outcome, incident.id, f"{event.kind} for open incident {incident.id}")
-                    intents = self._persist(incident, event, decision)
-                opened = False
-            elif alert.status is AlertStatus.FIRING and (earlier := self.fast_path.handled(alert)) is not None:
-                self.store.mark_alert(alert_id, "duplicate", earlier.id, f"the crash libvirt's event reported first; "
-                                      f"incident {earlier.id} handled it")
-                return
-            else:
-                decision = fsm.start(alert, self.context_for(None, alert.host, alert.uuid, alert.remediation))
-                if decision.closes:
-                    self.store.mark_alert(alert_id, "ignored", None, decision.reason)
-                    return
-                vm = self.store.get_vm(alert.uuid) if alert.uuid else None
-                # Opening an incident, marking its alert and recording its first intents: one unit of work.
-                with self.store.atomic():
-                    incident = self.store.create_incident(
-                        alert.subject, alert.remediation, alert.host, alert.uuid,
-                        alert.vm or (vm.name if vm else None), decision.next_state, decision.reason, self.clock(),
-                        data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
-                              "alert_received_at": received_at.isoformat(), "opened_by": opened_by(alert),
-                              **decision.data})
-                    self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
-                    intents = self._persist(incident, event, decision, opening=True)
-                opened = True
-                self.metrics.incident_opened_by(opened_by(alert))
+        # One unit of work per alert: claim it (a row lock where the database has one), decide, mark it
+        # and write the transition and intents - all or nothing; acting starts only after the commit.
+        with self.decide_lock, self.store.atomic():
+            if self.store.claim_alert(alert_id) is None:
+                return  # handled meanwhile, or another claimant holds it
+            decided = self._decide_alert(alert_id, alert, received_at)
+        if decided is None:
+            return
+        incident, intents, opened = decided
         self._dispatch(incident.id, intents)
         if opened and alert.remediation in HOST_KINDS:
             self.host_changed(alert.host, exclude=incident.id)  # a lower-ranked incident of the host waits now
+
+    def _decide_alert(self, alert_id: int, alert: Alert,
+                      received_at: datetime) -> tuple[Incident, list[tuple[int, Action]], bool] | None:
+        event = Event(E.ALERT_FIRING, self.clock(), {"alert_id": alert_id, "fingerprint": alert.fingerprint})
+        incident = self.store.open_incident_for(alert.subject)
+        if incident is not None:
+            if alert.status is not AlertStatus.FIRING:
+                event = replace(event, kind=E.ALERT_RESOLVED)
+            outcome = "duplicate" if event.kind == E.ALERT_FIRING else "incident"
+            decision = fsm.decide(incident, event, self.context_for(incident))
+            self.store.mark_alert(alert_id, outcome, incident.id, f"{event.kind} for open incident {incident.id}")
+            return incident, self._persist(incident, event, decision), False
+        if alert.status is AlertStatus.FIRING and (earlier := self.fast_path.handled(alert)) is not None:
+            self.store.mark_alert(alert_id, "duplicate", earlier.id, f"the crash libvirt's event reported first; "
+                                  f"incident {earlier.id} handled it")
+            return None
+        decision = fsm.start(alert, self.context_for(None, alert.host, alert.uuid, alert.remediation))
+        if decision.closes:
+            self.store.mark_alert(alert_id, "ignored", None, decision.reason)
+            return None
+        vm = self.store.get_vm(alert.uuid) if alert.uuid else None
+        incident = self.store.create_incident(
+            alert.subject, alert.remediation, alert.host, alert.uuid,
+            alert.vm or (vm.name if vm else None), decision.next_state, decision.reason, self.clock(),
+            data={"alert_starts_at": alert.starts_at.isoformat(), "alertname": alert.alertname,
+                  "alert_received_at": received_at.isoformat(), "opened_by": opened_by(alert),
+                  **decision.data})
+        self.store.mark_alert(alert_id, "incident", incident.id, decision.reason)
+        intents = self._persist(incident, event, decision, opening=True)
+        self.metrics.incident_opened_by(opened_by(alert))
+        return incident, intents, True
 
     def _persist(self, incident: Incident, event: Event, decision: fsm.Decision,
                  opening: bool = False) -> list[tuple[int, Action]]:
         """The transition and the intent of each action, written together before anything is done."""
         now = self.clock()
         with self.store.atomic():
-            updated = self.store.apply_transition(incident.id, now, event, decision)
+            updated = self.store.apply_transition(incident.id, now, event, decision, expected_state=incident.state,
+                                                  expected_version=incident.version)
             intents = [(self.store.record_intent(updated.id, action, now), action) for action in decision.actions]
         if not decision.ignored:
             self.metrics.transition(incident.kind, None if opening else incident.state, decision.next_state)
@@ -341,6 +359,12 @@ class Engine:
         self._dispatch(incident_id, intents)
         if decision.closes and incident.kind in HOST_KINDS:
             self.host_changed(incident.host, exclude=incident_id)  # incidents waiting on this host look again
+        if incident.kind is Remediation.HOST_REPROVISION and not decision.ignored \
+                and decision.next_state != incident.state:
+            self.reprovisions.phase_ended(incident, "ok" if outcome.ok else "failed", event.at)
+        if decision.next_state is fsm.State.RECOVERED and incident.kind in (Remediation.HOST_DAMAGED,
+                                                                           Remediation.HOST_DOWN):
+            self.reprovisions.after_recovered(incident)  # reinstalled when the host's policy is automatic
 
     def vm_lock(self, uuid: str) -> threading.Lock:
         with self._vm_locks_guard:
@@ -380,7 +404,7 @@ class Engine:
             self.check_storm()
 
     def storm_active(self) -> bool:
-        return bool((self.store.get_setting(SETTING_STORM) or {}).get("active"))
+        return bool((self.store.storm_hold() or {}).get("active"))
 
     def check_storm(self) -> bool:
         """Hold when more than the configured share of hosts are out; release held incidents when not.
@@ -395,16 +419,16 @@ class Engine:
             out |= {n for n in self.world.unreachable() if conditions.get(n) is not HostCondition.MAINTENANCE}
             out |= {sa.alert.host for sa in self.store.pending_alerts()
                     if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING}
-            release = self.store.get_setting(SETTING_STORM_RELEASE)
+            release = self.store.storm_release()
             verdict = storm.evaluate(names, out, self.config.policy.storm.max_unhealthy_share, release)
             if release is not None and not verdict.release_stands:
-                self.store.set_setting(SETTING_STORM_RELEASE, None)
-            previous = self.store.get_setting(SETTING_STORM) or {}
+                self.store.set_storm_release(None)
+            previous = self.store.storm_hold() or {}
             was_on = bool(previous.get("active"))
             if was_on != verdict.active or previous.get("unhealthy") != list(verdict.out):
-                self.store.set_setting(SETTING_STORM, {
-                    "active": verdict.active, "reason": verdict.reason, "unhealthy": list(verdict.out),
-                    "since": self.clock() if was_on != verdict.active else previous.get("since", self.clock())})
+                self.store.set_storm_hold(verdict.active, verdict.reason, list(verdict.out),
+                                          since=self.clock() if was_on != verdict.active
+                                          else previous.get("since", self.clock()))
                 if verdict.active and not was_on:
                     log.warning("storm hold: %s; no automatic fencing or evacuation", verdict.reason)
             self.metrics.set_storm(verdict.active, verdict.share)

@@ -6,13 +6,21 @@ session end the session asserts that nothing they created is left.
 """
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from lab.lab import Lab, leftovers
+from lab.postgres import PostgresServer
 from lab.monitoring import Alertmanager, Prometheus
 from lab.requirements import missing
 
 _session_labs: list[dict] = []   # Lab.resources() of every lab this session made
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the store the e2e stacks' remediator uses (default sqlite; postgresql: a private server)")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -38,6 +46,16 @@ def no_lab_leftovers():
 @pytest.fixture
 def lab_factory():
     """make(hosts=3, **Lab kwargs) -> a Lab that is up; every one is torn down after the test."""
+    yield from _labs()
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory():
+    """make(hosts=3, **Lab kwargs) -> a Lab shared by one test module; torn down after the module."""
+    yield from _labs()
+
+
+def _labs():
     made: list[Lab] = []
 
     def make(hosts: int = 3, **kw) -> Lab:
@@ -100,3 +118,27 @@ def alertmanager_factory(tmp_path):
     yield make
     for am in made:
         am.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One private PostgreSQL server (Debian's, initdb + pg_ctl on a loopback port) for the session, fsync
+    off; tests get databases of their own from `postgres_db`. Missing binaries fail the run (never skip)."""
+    with PostgresServer(fast=True) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_db(postgres):
+    """new(template=None) -> the URL of a fresh database on the session's server (empty, or a copy of
+    `template`); every one is dropped after."""
+    made: list[str] = []
+
+    def new(template: str | None = None) -> str:
+        name = f"t{uuid.uuid4().hex[:12]}"
+        made.append(name)
+        return postgres.create_database(name, template)
+
+    yield new
+    for name in made:
+        postgres.drop_database(name)

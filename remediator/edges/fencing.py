@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
 
 # Agents print "Status: ON" / "Status: OFF"; the exit code says the same (0 on, 2 off).
 _STATUS_LINE = re.compile(r"^Status:\s*(ON|OFF)\s*$", re.MULTILINE | re.IGNORECASE)
@@ -35,11 +35,22 @@ class PowerState(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Secret(Protocol):
+    """pydantic's SecretStr, as the config keeps passwords: shown as ********** until revealed."""
+
+    def get_secret_value(self) -> str: ...
+
+
 class FenceDeviceSpec(Protocol):
     """What the config gives for each host (config.FenceDevice): an agent name and its options."""
 
     agent: str
-    options: Mapping[str, str]
+    options: Mapping[str, str | Secret]
+
+
+def revealed(options: Mapping[str, str | Secret]) -> dict[str, str]:
+    """The options with their secrets in the clear: only for the agent (its stdin, ipmitool's environment)."""
+    return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,10 @@ def agent_path(agent: str) -> str:
     return found
 
 
-def agent_stdin(options: Mapping[str, str], action: str) -> str:
+def agent_stdin(options: Mapping[str, str | Secret], action: str) -> str:
     """The agent's stdin: one `key=value` line per option, `action` last so config cannot override it."""
     lines = []
-    for key, value in options.items():
+    for key, value in revealed(options).items():
         if key == "action":
             continue
         if "\n" in str(key) or "\n" in str(value):
@@ -105,17 +116,20 @@ def parse_status(exit_code: int | None, output: str) -> PowerState:
 
 
 class Fencer:
-    """Runs fence agents for the hosts of the inventory."""
+    """Runs fence agents for the hosts of the inventory. A host may have several devices, tried in order
+    (Pacemaker's fencing levels): the host is fenced when one of them proves it off."""
 
-    def __init__(self, devices: Mapping[str, FenceDeviceSpec], timeout: float = 30.0):
-        self._devices = dict(devices)
+    def __init__(self, devices: Mapping[str, FenceDeviceSpec | Sequence[FenceDeviceSpec]], timeout: float = 30.0):
+        self._devices = {host: tuple(d) if isinstance(d, (list, tuple)) else (d,) for host, d in devices.items()}
         self._timeout = timeout
 
-    def _run(self, host: str, action: str) -> AgentRun:
+    def devices(self, host: str) -> tuple[FenceDeviceSpec, ...]:
         try:
-            device = self._devices[host]
+            return self._devices[host]
         except KeyError:
             raise UnknownHost(f"no fence device configured for host {host!r}") from None
+
+    def run_agent(self, device: FenceDeviceSpec, action: str) -> AgentRun:
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -133,22 +147,37 @@ class Fencer:
         return AgentRun(action, proc.returncode, output, time.monotonic() - started)
 
     def status(self, host: str) -> tuple[PowerState, AgentRun]:
-        run = self._run(host, "status")
-        return parse_status(run.exit_code, run.output), run
+        """The first device's definite answer (on or off); unknown when none gives one."""
+        run = None
+        for device in self.devices(host):
+            run = self.run_agent(device, "status")
+            state = parse_status(run.exit_code, run.output)
+            if state is not PowerState.UNKNOWN:
+                return state, run
+        return PowerState.UNKNOWN, run
 
     def off(self, host: str) -> FenceResult:
-        """Power the host off and prove it: `off`, then `status` must say off."""
-        off_run = self._run(host, "off")
-        state, status_run = self.status(host)
-        runs = (off_run, status_run)
-        if state is PowerState.OFF:
-            return FenceResult(True, state, "power off confirmed by status", runs)
-        why = _summary(off_run) if off_run.exit_code != 0 else "off reported success"
-        return FenceResult(False, state, f"{why}; status says {state.value}: {_summary(status_run)}", runs)
+        """Power the host off and prove it: `off`, then `status` must say off; each device in turn."""
+        runs: list[AgentRun] = []
+        whys = []
+        state = PowerState.UNKNOWN
+        for level, device in enumerate(self.devices(host), start=1):
+            off_run = self.run_agent(device, "off")
+            status_run = self.run_agent(device, "status")
+            runs += (off_run, status_run)
+            state = parse_status(status_run.exit_code, status_run.output)
+            if state is PowerState.OFF:
+                via = f" ({device.agent}, level {level})" if len(self.devices(host)) > 1 else ""
+                return FenceResult(True, state, f"power off confirmed by status{via}", tuple(runs))
+            why = _summary(off_run) if off_run.exit_code != 0 else "off reported success"
+            whys.append(f"{device.agent}: {why}; status says {state.value}: {_summary(status_run)}")
+        return FenceResult(False, state, " | ".join(whys), tuple(runs))
 
     def on(self, host: str) -> FenceResult:
-        on_run = self._run(host, "on")
-        state, status_run = self.status(host)
+        device = self.devices(host)[0]
+        on_run = self.run_agent(device, "on")
+        status_run = self.run_agent(device, "status")
+        state = parse_status(status_run.exit_code, status_run.output)
         return FenceResult(state is PowerState.ON, state, _summary(on_run), (on_run, status_run))
 
 

@@ -1,4 +1,4 @@
-"""The store: interface in base.py, backends by URL scheme."""
+"""The store: interface in base.py; SQLAlchemy Core (sql.py) on SQLite or PostgreSQL, by URL."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from remediator.store.base import (
     Store,
     StoreError,
     StoredAlert,
+    TransitionConflict,
     TransitionRecord,
 )
 
@@ -23,18 +24,15 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredAlert",
+    "TransitionConflict",
     "TransitionRecord",
     "open_store",
 ]
 
 
 def open_store(url: str) -> Store:
-    """A store for a config `store.url`: sqlite:///PATH (PATH absolute, or :memory:)."""
-    if url.startswith("sqlite:///"):
-        from remediator.store.sqlite import SQLiteStore
+    """A store for a config `store.url`: sqlite:///PATH (PATH absolute, or :memory:) or postgresql://...
+    The schema is migrated to the newest revision on open (Alembic)."""
+    from remediator.store.sql import SQLStore
 
-        rest = url[len("sqlite:///") :]
-        return SQLiteStore(rest if rest == ":memory:" else "/" + rest.lstrip("/"))
-    if url.startswith(("postgresql://", "postgres://")):
-        raise StoreError(f"the PostgreSQL store is not implemented yet (store.url {url.split('@')[-1]!r})")
-    raise StoreError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")
+    return SQLStore(url)

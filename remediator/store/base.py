@@ -1,9 +1,11 @@
-"""The store: the service's memory, behind one interface (SQLite now, PostgreSQL later).
+"""The store: the service's memory, behind one interface (SQLite or PostgreSQL, SQLAlchemy Core: sql.py).
 
-Every write method is one transaction. The engine records an intent before it acts and the
+Every write method is one transaction, or joins the caller's unit of work (`atomic()`). The engine records an intent before it acts and the
 result after, so after `kill -9` `unfinished_intents()` says exactly which actions may be half
 done (to be checked against the world, never blindly repeated) and completed ones are not redone.
 Invariant enforced by the database itself, not by callers: at most one open incident per subject.
+A transition names the state and version it was decided on, and is refused if another got there
+first (compare-and-set), so two deciders (threads now, replicas later) cannot both move an incident.
 """
 
 from __future__ import annotations
@@ -17,12 +19,6 @@ from remediator.model import Action, Alert, Event, HostCondition, Incident, Prot
 
 ALERT_OUTCOMES = ("incident", "ignored", "duplicate")
 
-# Settings (get_setting/set_setting keys) shared by the engine, which writes them, and the API, which shows them.
-SETTING_STORM = "storm_hold"  # {"active": bool, "reason": str, "since": datetime, "unhealthy": [host, ...]}
-SETTING_STORM_RELEASE = "storm_release"  # {"at": datetime, "by": str, "reason": str}: an operator lifted the hold
-SETTING_UNREACHABLE = "unreachable"  # {host: datetime first seen}: hosts the remediator itself could not reach when it last asked
-SETTING_HOST_LOAD = "host_load"  # {host: {"load1": float|None, "memory_available_bytes": int|None}, "at": datetime, "source": "prometheus"|"libvirt"}
-
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked (unreachable, corrupt, or an invariant refused it)."""
@@ -35,6 +31,15 @@ class IncidentExists(StoreError):
         super().__init__(f"subject {subject} already has open incident {incident_id}")
         self.subject = subject
         self.incident_id = incident_id
+
+
+class TransitionConflict(StoreError):
+    """apply_transition on an incident that is no longer in the state and version the decision was made on."""
+
+    def __init__(self, incident_id: int, expected: tuple[str, int], found: tuple[str, int]):
+        super().__init__(f"incident {incident_id} changed under this decision: decided on state {expected[0]} "
+                         f"version {expected[1]}, the store has {found[0]} version {found[1]}; nothing was written")
+        self.incident_id, self.expected, self.found = incident_id, expected, found
 
 
 class NotFound(StoreError, KeyError):
@@ -89,6 +94,7 @@ class Intent:
     finished_at: datetime | None = None
     ok: bool | None = None
     detail: str = ""
+    epoch: int = 0  # the leader epoch that recorded it (0: one controller, no lease)
 
     @property
     def finished(self) -> bool:
@@ -132,6 +138,15 @@ class Store(abc.ABC):
         """Alerts not yet handled by the engine, oldest first."""
 
     @abc.abstractmethod
+    def claim_alert(self, alert_id: int) -> StoredAlert | None:
+        """Inside a unit of work: the alert if it is still unhandled and nobody else holds it, locked until the
+        unit of work ends (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the unit of work holds the write lock)."""
+
+    @abc.abstractmethod
+    def claim_pending_alerts(self, limit: int = 100) -> list[StoredAlert]:
+        """Inside a unit of work: up to `limit` unhandled alerts no other unit of work holds, oldest first, locked."""
+
+    @abc.abstractmethod
     def mark_alert(self, alert_id: int, outcome: str, incident_id: int | None, reason: str) -> None: ...
 
     @abc.abstractmethod
@@ -171,10 +186,13 @@ class Store(abc.ABC):
         """Raises IncidentExists when the subject already has an open incident."""
 
     @abc.abstractmethod
-    def apply_transition(self, incident_id: int, at: datetime, event: Event, decision: DecisionLike) -> Incident:
-        """Set state/attempts/reason (closed_at when decision.closes) and append to the history, atomically.
+    def apply_transition(self, incident_id: int, at: datetime, event: Event, decision: DecisionLike, *,
+                         expected_state: str, expected_version: int) -> Incident:
+        """Set state/attempts/reason (closed_at when decision.closes), bump the version and append to the
+        history, atomically - only if the incident is still in `expected_state` at `expected_version`
+        (the Incident the decision was made on).
 
-        Raises NotFound, or StoreError when the incident is already closed."""
+        Raises NotFound, StoreError when the incident is already closed, TransitionConflict when it moved."""
 
     @abc.abstractmethod
     def history(self, incident_id: int) -> list[TransitionRecord]:
@@ -204,10 +222,10 @@ class Store(abc.ABC):
     # ---- intents
 
     @abc.abstractmethod
-    def record_intent(self, incident_id: int, action: Action, at: datetime) -> int: ...
+    def record_intent(self, incident_id: int, action: Action, at: datetime, epoch: int = 0) -> int: ...
 
     @abc.abstractmethod
-    def record_result(self, intent_id: int, ok: bool, detail: str, at: datetime) -> None:
+    def record_result(self, intent_id: int, ok: bool, detail: str, at: datetime, epoch: int = 0) -> None:
         """Raises StoreError if the intent already has a result (a completed action is never redone)."""
 
     @abc.abstractmethod
@@ -252,7 +270,42 @@ class Store(abc.ABC):
     def hosts_defining(self, uuid: str) -> list[str]:
         """Hosts where the VM is or was last seen defined: where it may run while they cannot be asked."""
 
-    # ---- small durable settings (e.g. an operator's storm-hold release)
+    # ---- what the remediator observed of each host (rows in host_status)
+
+    @abc.abstractmethod
+    def note_reachability(self, asked: Iterable[str], unreachable: Iterable[str], at: datetime) -> bool:
+        """Of the hosts just asked, which did not answer (kept since when first seen); True when that changed."""
+
+    @abc.abstractmethod
+    def unreachable_hosts(self) -> dict[str, datetime]:
+        """Hosts the remediator itself could not reach when it last asked them, and since when."""
+
+    @abc.abstractmethod
+    def set_host_loads(self, loads: Mapping[str, tuple[float | None, int | None]], at: datetime, source: str) -> None:
+        """Each host's (load1, memory_available_bytes) as the last placement saw it, and where it came from."""
+
+    @abc.abstractmethod
+    def host_loads(self) -> dict[str, Any]:
+        """{host: {"load1", "memory_available_bytes"}, "at": datetime, "source": "prometheus"|"libvirt"} or {}."""
+
+    # ---- the storm hold (one row)
+
+    @abc.abstractmethod
+    def storm_hold(self) -> dict[str, Any] | None:
+        """{"active": bool, "reason": str, "since": datetime, "unhealthy": [host, ...]}, or None if never set."""
+
+    @abc.abstractmethod
+    def set_storm_hold(self, active: bool, reason: str, unhealthy: Sequence[str], since: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def storm_release(self) -> dict[str, Any] | None:
+        """An operator's release of the hold: {"at", "by", "reason", "hosts"}, or None."""
+
+    @abc.abstractmethod
+    def set_storm_release(self, release: Mapping[str, Any] | None) -> None:
+        """Record an operator's release ({"at", "by", "reason", "hosts"}); None drops it."""
+
+    # ---- small durable settings
 
     @abc.abstractmethod
     def get_setting(self, key: str) -> Any | None: ...

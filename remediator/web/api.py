@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from remediator.fsm import TERMINAL_STATES, WAITING_FOR_OFF, EventKind, State
 from remediator.model import Event, OperatorRequest, host_subject
-from remediator.store.base import SETTING_STORM, SETTING_STORM_RELEASE, NotFound, QueuedEvent
+from remediator.store.base import NotFound, QueuedEvent
 from remediator.web.auth import require
 from remediator.web.context import error, plain, services
 from remediator.web.views import MAX_LIMIT, hosts_view, vms_view
@@ -86,6 +86,18 @@ def activate(name: str) -> ResponseReturnValue:
     return _host_request(name, OperatorRequest.ACTIVATE, {"reason": body.get("reason", "")})
 
 
+@bp.post("/hosts/<name>/reprovision")
+def reprovision(name: str) -> ResponseReturnValue:
+    """Reinstall a damaged (cordoned, drained) or fenced host: next boot from the network and a power cycle
+    and/or its provisioning hook, then, once it is ready, activate it. Opens an incident of kind
+    host_reprovision (200 with its id), or 409 with the reason (its policy says never, it is not out of
+    service, it has open incidents, it has no way to be reinstalled)."""
+    body, problem = _json_body({"reason": str}, required=())
+    if problem:
+        return error(400, problem)
+    return _host_request(name, OperatorRequest.REPROVISION, {"reason": body.get("reason", "")})
+
+
 def _host_request(name: str, kind: OperatorRequest, detail: dict[str, Any]) -> ResponseReturnValue:
     """Queue a request about a host for the engine (the one consumer) and wait a while for its answer:
     200 applied, 409 refused with the reason, 202 still queued (the engine will carry it out)."""
@@ -148,8 +160,8 @@ def close(incident_id: int) -> ResponseReturnValue:
 @bp.get("/storm")
 def storm() -> ResponseReturnValue:
     store = services().store
-    return jsonify({"hold": plain(store.get_setting(SETTING_STORM) or {"active": False}),
-                    "release": plain(store.get_setting(SETTING_STORM_RELEASE))})
+    return jsonify({"hold": plain(store.storm_hold() or {"active": False}),
+                    "release": plain(store.storm_release())})
 
 
 @bp.post("/storm/release")
@@ -159,12 +171,12 @@ def storm_release() -> ResponseReturnValue:
     body, problem = _json_body({"reason": str}, required=())
     if problem:
         return error(400, problem)
-    hold = s.store.get_setting(SETTING_STORM) or {"active": False}
+    hold = s.store.storm_hold() or {"active": False}
     if not hold.get("active"):
         return error(409, "no storm hold is active")
     # The release covers the hosts out now; a host failing beyond them holds again.
     release = {"at": s.clock(), "by": g.caller, "reason": body.get("reason", ""), "hosts": hold.get("unhealthy", [])}
-    s.store.set_setting(SETTING_STORM_RELEASE, release)
+    s.store.set_storm_release(release)
     s.wake_engine()
     return jsonify({"release": plain(release)}), 202
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from remediator.config import Config
 from remediator.model import HostCondition, host_of_subject
-from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, Store
+from remediator.store.base import Store
 from remediator.web.context import plain
 
 MAX_LIMIT = 1000
@@ -15,7 +15,7 @@ MAX_LIMIT = 1000
 def hosts_view(config: Config, store: Store) -> dict[str, Any]:
     """Every inventory host with its condition, schedulability, last load and VMs, plus the storm hold."""
     states = store.host_states()
-    load = store.get_setting(SETTING_HOST_LOAD) or {}
+    load = store.host_loads()
     vms = store.list_vms()
     host_incidents: dict[str, list[int]] = {}
     for i in store.list_incidents(open_only=True, limit=MAX_LIMIT):
@@ -36,6 +36,8 @@ def hosts_view(config: Config, store: Store) -> dict[str, Any]:
                 "since": state.since.isoformat() if state else None,
                 "schedulable": condition is HostCondition.UP,
                 "fence_agent": h.fence.agent if h.fence else None,
+                "power_devices": [d.agent for d in h.power],  # in order: fencing levels
+                "reprovision": {"damaged": h.reprovision.damaged, "fenced": h.reprovision.fenced},
                 "labels": dict(h.labels),
                 "load": plain(load.get(h.name)),
                 "vms": [
@@ -51,7 +53,7 @@ def hosts_view(config: Config, store: Store) -> dict[str, Any]:
         "hosts": hosts,
         "load_at": plain(load.get("at")),
         "load_source": load.get("source"),
-        "storm": plain(store.get_setting(SETTING_STORM) or {"active": False}),
+        "storm": plain(store.storm_hold() or {"active": False}),
     }
 
 

@@ -27,7 +27,7 @@ from remediator.edges.prometheus import LoadSource
 from remediator.engine import Engine
 from remediator.metrics import Metrics
 from remediator.reconcile import sync_inventory
-from remediator.store.sqlite import SQLiteStore
+from remediator.store import open_store
 
 NOW = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
 HA = "<metadata><rem:ha xmlns:rem='urn:remediator:ha:1' protected='true' priority='{p}' group='{g}'/></metadata>"
@@ -141,7 +141,7 @@ class DataCenter:
             env={}, fence_agent_dirs=[str(agents)])
         os.environ["PATH"] = f"{agents}:{os.environ['PATH']}"
         self.hv = SwitchedHypervisors(uris, self.switch)
-        self.store = SQLiteStore(tmp_path / "state.db")
+        self.store = open_store(f"sqlite:///{tmp_path}/state.db")
         self.metrics = Metrics()
         self.fencer = Fencer(self.config.fence_devices, timeout=10)
         self.load = LoadSource(self.config.prometheus.url, timeout=0.5)

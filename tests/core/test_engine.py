@@ -11,7 +11,6 @@ from remediator.fsm import ActionKind as A
 from remediator.fsm import State as S
 from remediator.model import Alert, AlertStatus, HostCondition, Remediation, vm_subject
 from remediator.reconcile import reconcile
-from remediator.store.base import SETTING_STORM
 
 from .conftest import NOW
 
@@ -181,7 +180,7 @@ def test_storm_two_of_three_hosts_down_holds_everything(make_dc):
     assert {i.state for i in incidents} == {S.HELD}
     assert dc.switch.agent_calls() == []  # nothing fenced
     assert dc.running() == {}  # nothing evacuated to h3
-    storm = dc.store.get_setting(SETTING_STORM)
+    storm = dc.store.storm_hold()
     assert storm["active"] and storm["unhealthy"] == ["h1", "h2"]
     assert dc.metrics.storm_hold._value.get() == 1
     # An operator releases the hold: the held incidents go on (verify, fence, evacuate).
@@ -200,7 +199,7 @@ def test_two_hosts_lost_together_are_held_even_when_only_one_alert_has_come(make
     deliver(dc, host_alert("h1"))
     assert [i.state for i in dc.store.list_incidents()] == [S.HELD]
     assert dc.switch.agent_calls() == [] and dc.running() == {}
-    assert dc.store.get_setting(SETTING_STORM)["unhealthy"] == ["h1", "h2"]
+    assert dc.store.storm_hold()["unhealthy"] == ["h1", "h2"]
     # h2 answers again (its blip is over): the next inventory sync sees it, the share drops, h1 goes on.
     dc.switch.cut.discard("h2")
     dc.engine.sync_inventory()

@@ -12,7 +12,6 @@ from remediator.cli import ENGINE_JOBS
 from remediator.fsm import EventKind as E
 from remediator.fsm import State as S
 from remediator.model import Alert, AlertStatus, Event, HostCondition, Remediation, host_subject, vm_subject
-from remediator.store.base import SETTING_STORM
 
 from .conftest import NOW, domain_xml, vm_uuid
 from .test_engine import FOUR, assert_never_twice, deliver, vm_alert
@@ -112,11 +111,11 @@ def test_a_down_host_that_answers_again_is_up_and_the_storm_lifts_by_itself(make
     dc.switch.cut.update({"h1", "h2"})
     deliver(dc, host_alert("h1"), host_alert("h2"))
     assert {i.state for i in dc.store.list_incidents()} == {S.HELD}
-    assert dc.store.get_setting(SETTING_STORM)["active"]
+    assert dc.store.storm_hold()["active"]
     dc.switch.cut.clear()  # the partition heals
     dc.engine.sync_inventory()
     dc.settle()
-    assert not dc.store.get_setting(SETTING_STORM)["active"]
+    assert not dc.store.storm_hold()["active"]
     assert {h: condition(dc, h) for h in ("h1", "h2", "h3")} == dict.fromkeys(("h1", "h2", "h3"), HostCondition.UP)
     assert {i.state for i in dc.store.list_incidents()} == {S.DISMISSED} and fences(dc) == []
     # A later single-host failure is handled without a hold.
@@ -184,7 +183,7 @@ def test_a_storm_release_covers_its_hosts_and_a_failure_beyond_them_holds_again(
     deliver(dc, host_alert("h3", at=NOW + timedelta(minutes=1)))
     held = dc.store.open_incident_for("host:h3")
     assert held is not None and held.state == S.HELD
-    assert "not h3" in dc.store.get_setting(SETTING_STORM)["reason"]
+    assert "not h3" in dc.store.storm_hold()["reason"]
     assert len(fences(dc)) == 2  # h1 and h2; h3 held
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from remediator.config import parse_config
 from remediator.model import ProtectedVM
-from remediator.store.sqlite import SQLiteStore
+from remediator.store import open_store
 from remediator.web import create_app
 
 from .payloads import VM_UUID
@@ -56,7 +56,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def store(tmp_path):
-    s = SQLiteStore(tmp_path / "state.db")
+    s = open_store(f"sqlite:///{tmp_path}/state.db")
     # what an inventory sync would have found: t00 protected, t09 seen but not HA
     s.upsert_vm(ProtectedVM(VM_UUID, "t00", "h1", 1, 32 << 20, priority=100, group="web", xml="<domain/>"), NOW)
     s.upsert_vm(ProtectedVM(NON_HA_UUID, "t09", "h2", 1, 32 << 20, xml="<domain/>", protected=False), NOW)

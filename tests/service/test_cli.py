@@ -23,7 +23,7 @@ import requests
 from remediator.cli import EXIT_CONFIG, EXIT_UNPLACED, main, status
 from remediator.config import load_config
 from remediator.model import HostCondition, ProtectedVM, Remediation
-from remediator.store.sqlite import SQLiteStore
+from remediator.store import open_store
 
 from .payloads import alert, body
 
@@ -67,7 +67,7 @@ vms:
 
 
 def seed_inventory(tmp_path: Path) -> None:
-    with SQLiteStore(tmp_path / "state.db") as s:
+    with open_store(f"sqlite:///{tmp_path}/state.db") as s:
         for i, uuid in enumerate(UUIDS):
             s.upsert_vm(ProtectedVM(uuid, f"t0{i}", "h1", 1, 64 << 20, priority=100 - 10 * i,
                                     group="web" if i < 2 else None, xml="<domain/>", protected=True), NOW)
@@ -166,7 +166,7 @@ def test_alert_stored_before_200_survives_kill_9(served, tmp_path):
     # the repeat Alertmanager sends after the restart is recognised: stored once
     assert second.post_alerts(body(alert(uuid=UUIDS[0]))).json()["repeats"] == 1
     second.kill(signal.SIGTERM)
-    with SQLiteStore(tmp_path / "state.db") as store:
+    with open_store(f"sqlite:///{tmp_path}/state.db") as store:
         (stored,) = store.recent_alerts()  # one row; the engine (when installed) may have handled it already
         assert stored.alert.uuid == UUIDS[0]
 
@@ -174,7 +174,7 @@ def test_alert_stored_before_200_survives_kill_9(served, tmp_path):
 def test_status_tables_from_the_store(tmp_path):
     config = load_config(write_config(tmp_path), env={})
     seed_inventory(tmp_path)
-    with SQLiteStore(tmp_path / "state.db") as s:
+    with open_store(f"sqlite:///{tmp_path}/state.db") as s:
         s.set_host_state("h2", HostCondition.MAINTENANCE, "maintenance by token: BIOS", NOW)
         s.create_incident(f"vm:{UUIDS[2]}", Remediation.VM_DOWN, "h1", UUIDS[2], "t02", "vm_restarting",
                           "not running on any reachable host", NOW)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from remediator.config import UNSAFE_OPT_IN, ConfigError, FenceDevice, load_config, parse_config
+from remediator.edges.fencing import revealed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
 
@@ -41,7 +42,7 @@ def test_defaults():
 def test_example_has_both_roles_with_their_own_tokens():
     auth = load_config(EXAMPLE, env={}).auth
     assert auth.alertmanager.bearer_token and auth.operator.bearer_token
-    assert auth.alertmanager.bearer_token != auth.operator.bearer_token
+    assert auth.alertmanager.bearer_token.get_secret_value() != auth.operator.bearer_token.get_secret_value()
 
 
 def test_readme_config_example_shows_both_roles_and_loads():
@@ -61,19 +62,20 @@ def test_env_overrides_secrets():
         "REMEDIATOR_FENCE_H1_PASSWORD": "s3cret",
     }
     config = load_config(EXAMPLE, env=env)
-    assert config.auth.alertmanager.bearer_token == "from-the-environment-webhook"
-    assert config.auth.operator.bearer_token == "from-the-environment-operator"
-    assert (config.auth.operator.basic.username, config.auth.operator.basic.password) == ("alice", "alice-secret")
+    assert config.auth.alertmanager.bearer_token.get_secret_value() == "from-the-environment-webhook"
+    assert config.auth.operator.bearer_token.get_secret_value() == "from-the-environment-operator"
+    basic = config.auth.operator.basic
+    assert (basic.username, basic.password.get_secret_value()) == ("alice", "alice-secret")
     assert config.store.sqlite_path == "/tmp/x.db"
-    assert config.fence_devices["h1"].options["password"] == "s3cret"
-    assert config.fence_devices["h2"].options["password"] == "password"
+    assert revealed(config.fence_devices["h1"].options)["password"] == "s3cret"
+    assert revealed(config.fence_devices["h2"].options)["password"] == "password"
 
 
 def test_env_tokens_satisfy_missing_auth_section():
     text = MINIMAL.replace(AUTH, "")
     config = parse_config(text, env={"REMEDIATOR_AUTH_ALERTMANAGER_TOKEN": "alertmanager-token-0123456789",
                                      "REMEDIATOR_AUTH_OPERATOR_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
-    assert config.auth.operator.bearer_token == "abcdefghijklmnopqrstuvwxyz"
+    assert config.auth.operator.bearer_token.get_secret_value() == "abcdefghijklmnopqrstuvwxyz"
 
 
 def test_auth_none_must_be_explicit():
@@ -203,9 +205,19 @@ def test_unknown_fence_agent_names_file_and_key(tmp_path):
             "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {ip: [1]}}}\n",
             "hosts[0].fence.options.ip: expected a string, number or boolean, got a list",
         ),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {damaged: sometimes}}\n", "hosts[0].reprovision.damaged: one of automatic, on_request, never, got 'sometimes'"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {fenced: automatic, pxe: false}}\n", "hosts[0].reprovision: with pxe: false, a hook must do the install"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {url: 'http://x', command: [a]}}}\n", "hosts[0].reprovision.hook: give either url"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {command: 'reinstall h1'}}}\n", "hosts[0].reprovision.hook.command: expected a list of strings"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {url: 'http://x', method: DELETE}}}\n", "hosts[0].reprovision.hook.method: one of GET, POST"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: []}\n", "hosts[0].fence: an empty list"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: [{agent: fence_ipmilan}, {agent: fence_nope}]}\n", "hosts[0].fence[1].agent: unknown agent"),
+        ("auth: none\npolicy: {reprovision: {ready_s: 0}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "policy.reprovision.ready_s: must be > 0"),
         ("auth: none\nhosts: [\n", "not valid YAML: line"),
         ("- just\n- a list\n", "(top level): expected a mapping, got a list"),
         ("auth: none\ncolour: red\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "colour: unknown key"),
+        ("auth: none\nlisten: {1: x}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen: keys must be strings, got 1"),
+        ("auth: none\n5: x\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "(top level): keys must be strings, got 5"),
     ],
 )
 def test_mistakes_name_the_key(text, message):
@@ -222,7 +234,7 @@ def test_unreadable_file_names_it(tmp_path):
 
 def test_fence_booleans_and_numbers_become_agent_strings():
     text = "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {lanplus: true, verbose: false, ipport: 623}}}\n"
-    assert parse_config(text, env={}).hosts[0].fence == FenceDevice("fence_ipmilan", {"lanplus": "1", "ipport": "623"})
+    assert parse_config(text, env={}).hosts[0].fence == FenceDevice(agent="fence_ipmilan", options={"lanplus": "1", "ipport": "623"})
 
 
 def test_vm_lookup_by_uuid_then_name():
@@ -262,9 +274,28 @@ def test_storage_paths_and_io_error_policy():
     config = parse_config(MINIMAL + "storage: {shared_paths: [/srv/nfs/vms/]}\npolicy: {on_io_error: wait}\n", env={})
     assert config.storage.shared_paths == ("/srv/nfs/vms",) and config.policy.on_io_error == "wait"
     assert parse_config(MINIMAL, env={}).policy.on_io_error == "resume"
-    for text, key in (("storage: {shared_paths: [vms]}\n", "storage.shared_paths[0]"),
+    for text, key in (("storage: {shared_paths: [vms]}\n", "storage.shared_paths"),
                       ("storage: {shared_paths: /srv}\n", "storage.shared_paths"),
                       ("policy: {on_io_error: reboot}\n", "policy.on_io_error")):
         with pytest.raises(ConfigError) as e:
             parse_config(MINIMAL + text, source="r.yml", env={})
         assert f"r.yml: {key}:" in str(e.value)
+
+
+def test_reprovision_defaults_levels_and_hook():
+    """Damaged hosts on request and fenced hosts never, unless the host's entry says otherwise; several
+    fence devices are levels, tried in order; a hook is an HTTP request or a command."""
+    text = ("auth: none\nhosts:\n"
+            "  - {name: h1, uri: 'test:///default', fence: [{agent: fence_ipmilan, options: {ip: a}}, "
+            "{agent: fence_redfish, options: {ip: b}}]}\n"
+            "  - {name: h2, uri: 'test:///default', reprovision: {damaged: automatic, fenced: on_request, pxe: false, "
+            "hook: {url: 'https://foreman/api/hosts/$host/rebuild', method: put, body: '{\"host\": \"$host\"}'}}}\n")
+    config = parse_config(text, env={})
+    h1, h2 = config.hosts
+    assert (h1.reprovision.damaged, h1.reprovision.fenced, h1.reprovision.pxe) == ("on_request", "never", True)
+    assert [d.agent for d in config.power_devices["h1"]] == ["fence_ipmilan", "fence_redfish"]
+    assert h1.fence == h1.power[0] and config.fence_devices["h1"].options == {"ip": "a"}
+    assert (h2.reprovision.damaged, h2.reprovision.fenced, h2.reprovision.pxe) == ("automatic", "on_request", False)
+    assert h2.reprovision.hook.method == "PUT" and "$host" in h2.reprovision.hook.url
+    assert config.policy.timeout_for("power_cycle") == config.policy.reprovision.power_cycle_s
+    assert config.policy.timeout_for("fence_host") == config.policy.action_timeouts.fence_s

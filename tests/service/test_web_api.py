@@ -9,7 +9,6 @@ import pytest
 
 from remediator.fsm import EventKind, State
 from remediator.model import Action, Event, HostCondition, Remediation
-from remediator.store.base import SETTING_HOST_LOAD, SETTING_STORM, SETTING_STORM_RELEASE
 
 from .conftest import NOW, bearer, operator, operator_basic
 from .payloads import VM_UUID
@@ -30,7 +29,8 @@ def _host_incident(store, host="h1", state=State.HOST_FENCE_WAITING):
     inc = store.create_incident(f"host:{host}", Remediation.HOST_DOWN, host, None, None, State.HOST_VERIFYING.value,
                                 "alert HostDown", NOW)
     return store.apply_transition(inc.id, NOW, Event(EventKind.HOST_UNREACHABLE.value, NOW),
-                                  Decision(state.value, (), "fence_ipmilan: BMC does not answer"))
+                                  Decision(state.value, (), "fence_ipmilan: BMC does not answer"),
+                                  expected_state=inc.state, expected_version=inc.version)
 
 
 def test_read_api_needs_auth(client):
@@ -50,11 +50,13 @@ def test_incidents_list_and_detail_with_history_and_action_results(client, store
                                 "alert VMDown", NOW)
     start = Action("start_vm", {"host": "h1", "uuid": VM_UUID})
     store.apply_transition(inc.id, NOW + timedelta(seconds=1), Event(EventKind.VM_NOT_RUNNING.value, NOW, {"action": "verify_vm"}),
-                           Decision(State.VM_RESTARTING.value, (start,), "not running on any reachable host", attempts=1))
+                           Decision(State.VM_RESTARTING.value, (start,), "not running on any reachable host", attempts=1),
+                           expected_state=inc.state, expected_version=0)
     intent = store.record_intent(inc.id, start, NOW + timedelta(seconds=1))
     store.record_result(intent, True, "started on h1", NOW + timedelta(seconds=2))
     store.apply_transition(inc.id, NOW + timedelta(seconds=3), Event(EventKind.VM_RUNNING.value, NOW, {"action": "start_vm"}),
-                           Decision(State.RECOVERED.value, (), "running on h1", closes=True))
+                           Decision(State.RECOVERED.value, (), "running on h1", closes=True),
+                           expected_state=State.VM_RESTARTING.value, expected_version=1)
 
     listed = client.get("/api/v1/incidents", headers=operator()).json["incidents"]
     assert [(i["id"], i["state"]) for i in listed] == [(inc.id, "recovered")]
@@ -80,10 +82,8 @@ def test_incident_errors(client):
 
 def test_hosts_show_condition_schedulable_load_vms_and_storm(client, store):
     store.set_host_state("h2", HostCondition.FENCED, "fence_ipmilan off; status off", NOW)
-    store.set_setting(SETTING_HOST_LOAD, {"h1": {"load1": 0.25, "memory_available_bytes": 1 << 30}, "at": NOW,
-                                          "source": "prometheus"})
-    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out (> 33%)", "since": NOW,
-                                      "unhealthy": ["h2", "h3"]})
+    store.set_host_loads({"h1": (0.25, 1 << 30)}, NOW, "prometheus")
+    store.set_storm_hold(True, "2 of 3 hosts out (> 33%)", ["h2", "h3"], NOW)
     inc = _host_incident(store, "h2")
     r = client.get("/api/v1/hosts", headers=operator()).json
     by_name = {h["name"]: h for h in r["hosts"]}
@@ -168,12 +168,11 @@ def test_operator_retry_and_close(client, store, engine):
 
 def test_storm_release(client, store, engine):
     assert client.post("/api/v1/storm/release", headers=operator()).json["error"] == "no storm hold is active"
-    store.set_setting(SETTING_STORM, {"active": True, "reason": "2 of 3 hosts out", "since": NOW,
-                                      "unhealthy": ["h1", "h2"]})
+    store.set_storm_hold(True, "2 of 3 hosts out", ["h1", "h2"], NOW)
     r = client.post("/api/v1/storm/release", json={"reason": "rack power restored"}, headers=operator())
     assert r.status_code == 202
     # The release covers the hosts that were out: a host failing beyond them holds again.
-    assert store.get_setting(SETTING_STORM_RELEASE) == {"at": NOW, "by": "operator token", "reason": "rack power restored",
+    assert store.storm_release() == {"at": NOW, "by": "operator token", "reason": "rack power restored",
                                                         "hosts": ["h1", "h2"]}
     storm = client.get("/api/v1/storm", headers=operator()).json
     assert storm["hold"]["active"] is True and storm["release"]["by"] == "operator token"

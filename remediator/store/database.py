@@ -1,0 +1,174 @@
+"""The connection side of the store: engines per backend, units of work per thread, migrations at start.
+
+SQLite (the embedded default): one connection shared by the service's threads behind a lock, in WAL
+mode; a unit of work is `BEGIN IMMEDIATE` ... `COMMIT` (SQLite serialises writers anyway, and taking
+the write lock up front means a transaction never fails half way for want of it). Reads outside a
+unit of work run in a deferred transaction, so readers in other processes (`remediator status`)
+never block the service. synchronous=FULL: a commit acknowledged to Alertmanager survives power loss.
+
+PostgreSQL (psycopg 3): a pool of connections, one per thread in a unit of work, READ COMMITTED;
+rows the engine takes to act on are locked with FOR UPDATE SKIP LOCKED (`Database.skip_locked`).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager, nullcontext
+from importlib import resources
+from pathlib import Path
+from typing import Any, ContextManager, Iterator
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.pool import StaticPool
+
+from remediator.store.base import StoreError
+from remediator.store.types import dumps, loads
+
+# A SQLite file the hand-written store made is at PRAGMA user_version N = Alembic revision "000N".
+LEGACY_VERSIONS = 3
+# Written into PRAGMA user_version once Alembic owns a SQLite file: the hand-written store (which knew
+# versions up to 3) then refuses the file ("newer than this remediator knows") instead of misreading it.
+ALEMBIC_USER_VERSION = 1000
+MIGRATION_LOCK = 0x72656D65  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden: what logs and errors may show."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.split("@")[-1]
+
+
+def engine_url(url: str) -> sa.URL:
+    """sqlite:///PATH (absolute, or :memory:) or postgresql://... (driven by psycopg 3)."""
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):]
+        path = rest if rest == ":memory:" else "/" + rest.lstrip("/")
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return sa.URL.create("sqlite", database=path)
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return sa.make_url(url).set(drivername="postgresql+psycopg")
+    raise StoreError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r}")
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = redacted(url)
+        target = engine_url(url)
+        self.dialect = target.get_backend_name()
+        self._local = threading.local()  # this thread's open unit of work: connection and depth
+        self.closed = False
+        common: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": loads}
+        if self.dialect == "sqlite":
+            self.engine = sa.create_engine(target, poolclass=StaticPool,
+                                           connect_args={"check_same_thread": False, "timeout": 10.0}, **common)
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", self._sqlite_begin)
+            self._serial: threading.RLock | None = threading.RLock()
+        else:
+            self.engine = sa.create_engine(target, pool_size=8, max_overflow=24, pool_pre_ping=True,
+                                           connect_args={"connect_timeout": 10}, **common)
+            self._serial = None
+        self.skip_locked = self.dialect == "postgresql"
+        try:
+            self.migrate()
+        except sa.exc.SQLAlchemyError as e:
+            self.engine.dispose()
+            raise StoreError(f"cannot open store {self.url}: {e}") from e
+
+    # ---- units of work
+
+    @contextmanager
+    def tx(self, write: bool = True) -> Iterator[sa.Connection]:
+        """This thread's unit of work, or a new one; the outermost commits or rolls back.
+
+        IntegrityError passes through (callers turn a refused invariant into their own error);
+        other database errors become StoreError naming the store (never its password)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        if self.closed:
+            raise StoreError(f"store {self.url} is closed")
+        with self._serial if self._serial is not None else nullcontext():
+            self._local.write = write
+            try:
+                with self.engine.connect() as conn:
+                    self._local.conn = conn
+                    try:
+                        with conn.begin():
+                            yield conn
+                    finally:
+                        self._local.conn = None
+            except sa.exc.IntegrityError:
+                raise
+            except sa.exc.DBAPIError as e:
+                raise StoreError(f"store {self.url}: {e.orig}") from e
+            except sa.exc.StatementError as e:
+                if isinstance(e.orig, (ValueError, TypeError)):  # a value the store refuses (a naive time): the caller's bug
+                    raise e.orig from None
+                raise StoreError(f"store {self.url}: {e}") from e
+            except sa.exc.SQLAlchemyError as e:
+                raise StoreError(f"store {self.url}: {e}") from e
+
+    def in_unit_of_work(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
+    def read(self) -> ContextManager[sa.Connection]:
+        return self.tx(write=False)
+
+    def _sqlite_begin(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(self._local, "write", True) else "BEGIN")
+
+    def dispose(self) -> None:
+        with self._serial if self._serial is not None else nullcontext():
+            self.closed = True
+            self.engine.dispose()
+
+    # ---- schema
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision in one transaction (PostgreSQL: under an advisory
+        lock, so replicas starting together do not race). A file the hand-written store made is
+        stamped at its PRAGMA user_version first; a database newer than this code is refused."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(resources.files("remediator.store") / "migrations"))
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        self._local.write = True
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and self.dialect == "sqlite":
+                legacy = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+                if legacy > LEGACY_VERSIONS:
+                    raise StoreError(f"store {self.url} has schema version {legacy}, newer than this remediator "
+                                     f"knows ({LEGACY_VERSIONS} before Alembic)")
+                if legacy:
+                    cfg.attributes["connection"] = conn
+                    command.stamp(cfg, f"{legacy:04d}")
+                    current = f"{legacy:04d}"
+            if current is not None and current != head and current not in _known_revisions(cfg):
+                raise StoreError(f"store {self.url} is at schema revision {current}, newer than this remediator "
+                                 f"knows (head {head})")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            if self.dialect == "sqlite" and conn.exec_driver_sql("PRAGMA user_version").scalar_one() != ALEMBIC_USER_VERSION:
+                conn.exec_driver_sql(f"PRAGMA user_version = {ALEMBIC_USER_VERSION}")  # once: opening writes nothing
+        self.revision = head
+
+
+def _known_revisions(cfg: AlembicConfig) -> set[str]:
+    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own is broken for this)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=10000"):
+        dbapi_connection.execute(f"PRAGMA {pragma}")

@@ -1,0 +1,275 @@
+"""The store on SQLAlchemy Core: alerts, incidents, queued events and intents (inventory, host rows and
+the storm hold in sql_hosts.py). Connections, units of work and migrations are database.py's."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterator, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from remediator.model import Action, Alert, Event, Incident, Remediation
+from remediator.store import rows
+from remediator.store.base import (
+    ALERT_OUTCOMES,
+    DecisionLike,
+    IncidentExists,
+    Intent,
+    NotFound,
+    QueuedEvent,
+    StoreError,
+    StoredAlert,
+    TransitionConflict,
+    TransitionRecord,
+)
+from remediator.store.database import Database
+from remediator.store.groupcommit import GroupCommit
+from remediator.store.schema import alerts, events, incidents, intents, transitions
+from remediator.store.sql_hosts import HostRows
+
+# one webhook POST's alerts: (alerts, received_at, ignore_reasons)
+_AlertBatch = tuple[tuple[Alert, ...], datetime, "tuple[str | None, ...] | None"]
+
+
+class SQLStore(HostRows):
+    def __init__(self, url: str):
+        self.db = Database(url)
+        self.url = self.db.url  # password hidden
+        self._insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        # built once: the webhook's hot statement (parameters bound per execution)
+        self._insert_alert = self._insert(alerts).on_conflict_do_nothing(
+            index_elements=["fingerprint", "starts_at", "status"]).returning(*alerts.c)
+        # concurrent webhook POSTs share a commit (one fsync), each still answered only after it
+        self._alert_groups: GroupCommit[_AlertBatch, list[StoredAlert]] = GroupCommit(self._record_alert_groups)
+
+    # ---- plumbing
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One unit of work: every store call this thread makes inside commits together, or none does."""
+        with self.db.tx():
+            yield
+
+    def _rows(self, query: sa.Select) -> list[Any]:
+        with self.db.read() as conn:
+            return list(conn.execute(query))
+
+    def _one(self, query: sa.Select) -> Any | None:
+        with self.db.read() as conn:
+            return conn.execute(query).first()
+
+    def _claimable(self, query: sa.Select) -> sa.Select:
+        return query.with_for_update(skip_locked=True) if self.db.skip_locked else query
+
+    def ping(self) -> None:
+        self._one(sa.select(sa.literal(1)))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ---- alerts
+
+    def record_alerts(self, alerts_: Sequence[Alert], received_at: datetime,
+                      ignore_reasons: Sequence[str | None] | None = None) -> list[StoredAlert]:
+        if ignore_reasons is not None and len(ignore_reasons) != len(alerts_):
+            raise ValueError(f"ignore_reasons has {len(ignore_reasons)} entries for {len(alerts_)} alerts")
+        batch = (tuple(alerts_), received_at, tuple(ignore_reasons) if ignore_reasons is not None else None)
+        if self.db.in_unit_of_work():
+            with self.db.tx() as conn:
+                return self._insert_alerts(conn, batch)
+        return self._alert_groups.submit(batch)
+
+    def _record_alert_groups(self, batches: Sequence[_AlertBatch]) -> list[list[StoredAlert] | Exception]:
+        try:
+            with self.db.tx() as conn:
+                return [self._insert_alerts(conn, b) for b in batches]
+        except Exception as e:
+            if len(batches) == 1:
+                return [e]
+        # one batch spoiled the group (e.g. a refused value): each alone, so only its own caller fails
+        return [self._record_alert_groups([b])[0] for b in batches]
+
+    def _insert_alerts(self, conn: sa.Connection, batch: _AlertBatch) -> list[StoredAlert]:
+        alerts_, received_at, ignore_reasons = batch
+        stored: list[StoredAlert] = []
+        for i, a in enumerate(alerts_):
+            reason = ignore_reasons[i] if ignore_reasons is not None else None
+            values = dict(fingerprint=a.fingerprint, starts_at=a.starts_at, status=a.status.value,
+                          remediation=a.remediation.value, alertname=a.alertname, host=a.host, vm=a.vm,
+                          uuid=a.uuid, ends_at=a.ends_at, labels=dict(a.labels), annotations=dict(a.annotations),
+                          received_at=received_at, outcome="ignored" if reason is not None else None,
+                          reason=reason or "")
+            row = conn.execute(self._insert_alert, values).first()
+            new = row is not None
+            if row is None:  # a repeat delivery: the first one's row, with its outcome
+                row = conn.execute(sa.select(alerts).where(
+                    alerts.c.fingerprint == a.fingerprint, alerts.c.starts_at == a.starts_at,
+                    alerts.c.status == a.status.value)).one()
+            stored.append(rows.stored_alert(row, new=new))
+        return stored
+
+    def pending_alerts(self) -> list[StoredAlert]:
+        return [rows.stored_alert(r, new=True)
+                for r in self._rows(sa.select(alerts).where(alerts.c.outcome.is_(None)).order_by(alerts.c.id))]
+
+    def claim_alert(self, alert_id: int) -> StoredAlert | None:
+        with self.db.tx() as conn:
+            row = conn.execute(self._claimable(
+                sa.select(alerts).where(alerts.c.id == alert_id, alerts.c.outcome.is_(None)))).first()
+        return rows.stored_alert(row, new=True) if row is not None else None
+
+    def claim_pending_alerts(self, limit: int = 100) -> list[StoredAlert]:
+        with self.db.tx() as conn:
+            found = conn.execute(self._claimable(
+                sa.select(alerts).where(alerts.c.outcome.is_(None)).order_by(alerts.c.id).limit(limit)))
+            return [rows.stored_alert(r, new=True) for r in found]
+
+    def recent_alerts(self, limit: int = 100) -> list[StoredAlert]:
+        return [rows.stored_alert(r, new=r.outcome is None)
+                for r in self._rows(sa.select(alerts).order_by(alerts.c.id.desc()).limit(limit))]
+
+    def mark_alert(self, alert_id: int, outcome: str, incident_id: int | None, reason: str) -> None:
+        if outcome not in ALERT_OUTCOMES:
+            raise ValueError(f"alert outcome must be one of {ALERT_OUTCOMES}, got {outcome!r}")
+        with self.db.tx() as conn:
+            done = conn.execute(alerts.update().where(alerts.c.id == alert_id).values(
+                outcome=outcome, incident_id=incident_id, reason=reason))
+            if done.rowcount != 1:
+                raise NotFound(f"alert {alert_id} not found")
+
+    # ---- incidents
+
+    def open_incident_for(self, subject: str) -> Incident | None:
+        row = self._one(sa.select(incidents).where(incidents.c.subject == subject, incidents.c.closed_at.is_(None)))
+        return rows.incident(row) if row else None
+
+    def latest_incident_for(self, subject: str) -> Incident | None:
+        row = self._one(sa.select(incidents).where(incidents.c.subject == subject)
+                        .order_by(incidents.c.id.desc()).limit(1))
+        return rows.incident(row) if row else None
+
+    def get_incident(self, incident_id: int) -> Incident:
+        row = self._one(sa.select(incidents).where(incidents.c.id == incident_id))
+        if row is None:
+            raise NotFound(f"incident {incident_id} not found")
+        return rows.incident(row)
+
+    def list_incidents(self, open_only: bool = False, limit: int = 100) -> list[Incident]:
+        query = sa.select(incidents).order_by(incidents.c.closed_at.is_not(None), incidents.c.id.desc()).limit(limit)
+        if open_only:
+            query = query.where(incidents.c.closed_at.is_(None))
+        return [rows.incident(r) for r in self._rows(query)]
+
+    def incident_counts(self) -> dict[str, int]:
+        query = (sa.select(incidents.c.state, sa.func.count()).where(incidents.c.closed_at.is_(None))
+                 .group_by(incidents.c.state))
+        return {state: n for state, n in self._rows(query)}
+
+    def create_incident(self, subject: str, kind: Remediation, host: str, vm_uuid: str | None, vm_name: str | None,
+                        state: str, reason: str, at: datetime, data: Mapping[str, Any] | None = None) -> Incident:
+        insert = incidents.insert().values(
+            subject=subject, kind=Remediation(kind).value, state=state, host=host, vm_uuid=vm_uuid, vm_name=vm_name,
+            reason=reason, opened_at=at, updated_at=at, data=dict(data or {})).returning(*incidents.c)
+        try:
+            with self.db.tx() as conn:
+                # a savepoint: inside a caller's unit of work the refusal must not void what it already wrote
+                with conn.begin_nested():
+                    row = conn.execute(insert).one()
+        except sa.exc.IntegrityError as e:
+            existing = self.open_incident_for(subject)
+            if existing is None:
+                raise StoreError(f"cannot create incident for {subject}: {e.orig}") from e
+            raise IncidentExists(subject, existing.id) from e
+        return rows.incident(row)
+
+    def apply_transition(self, incident_id: int, at: datetime, event: Event, decision: DecisionLike, *,
+                         expected_state: str, expected_version: int) -> Incident:
+        with self.db.tx() as conn:
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
+            if row is None:
+                raise NotFound(f"incident {incident_id} not found")
+            if row.closed_at is not None:
+                raise StoreError(f"incident {incident_id} is closed; no transition applies to it")
+            next_state = str(decision.next_state)
+            attempts = getattr(decision, "attempts", None)
+            if attempts is None:
+                attempts = row.attempts if next_state == str(expected_state) else 0
+            data = dict(row.data)
+            data.update(getattr(decision, "data", None) or {})
+            # The compare-and-set: the row changes only if nobody moved it since the decision read it.
+            updated = conn.execute(
+                incidents.update()
+                .where(incidents.c.id == incident_id, incidents.c.state == str(expected_state),
+                       incidents.c.version == expected_version, incidents.c.closed_at.is_(None))
+                .values(state=next_state, attempts=int(attempts), reason=decision.reason, updated_at=at,
+                        closed_at=at if decision.closes else None, data=data, version=incidents.c.version + 1)
+                .returning(*incidents.c)).first()
+            if updated is None:
+                now = conn.execute(sa.select(incidents.c.state, incidents.c.version)
+                                   .where(incidents.c.id == incident_id)).one()
+                raise TransitionConflict(incident_id, (str(expected_state), expected_version), (now.state, now.version))
+            conn.execute(transitions.insert().values(
+                incident_id=incident_id, at=at, from_state=str(expected_state), event_kind=str(event.kind),
+                event_at=event.at, event_detail=dict(event.detail), to_state=next_state, reason=decision.reason,
+                actions=[rows.action_document(a) for a in decision.actions]))
+        return rows.incident(updated)
+
+    def history(self, incident_id: int) -> list[TransitionRecord]:
+        query = sa.select(transitions).where(transitions.c.incident_id == incident_id).order_by(transitions.c.id)
+        return [rows.transition(r) for r in self._rows(query)]
+
+    # ---- queued events
+
+    def enqueue_event(self, subject: str, event: Event) -> int:
+        with self.db.tx() as conn:
+            return conn.execute(events.insert().values(subject=subject, kind=str(event.kind), at=event.at,
+                                                       detail=dict(event.detail)).returning(events.c.id)).scalar_one()
+
+    def get_event(self, event_id: int) -> QueuedEvent:
+        row = self._one(sa.select(events).where(events.c.id == event_id))
+        if row is None:
+            raise NotFound(f"event {event_id} not found")
+        return rows.queued(row)
+
+    def pending_events(self) -> list[QueuedEvent]:
+        return [rows.queued(r)
+                for r in self._rows(sa.select(events).where(events.c.outcome.is_(None)).order_by(events.c.id))]
+
+    def mark_event(self, event_id: int, outcome: str, reason: str) -> None:
+        with self.db.tx() as conn:
+            done = conn.execute(events.update().where(events.c.id == event_id).values(outcome=outcome, reason=reason))
+            if done.rowcount != 1:
+                raise NotFound(f"event {event_id} not found")
+
+    # ---- intents
+
+    def record_intent(self, incident_id: int, action: Action, at: datetime, epoch: int = 0) -> int:
+        with self.db.tx() as conn:
+            return conn.execute(intents.insert().values(
+                incident_id=incident_id, kind=str(action.kind), params=dict(action.params), at=at, epoch=epoch,
+            ).returning(intents.c.id)).scalar_one()
+
+    def record_result(self, intent_id: int, ok: bool, detail: str, at: datetime, epoch: int = 0) -> None:
+        with self.db.tx() as conn:
+            done = conn.execute(intents.update().where(intents.c.id == intent_id, intents.c.finished_at.is_(None))
+                                .values(finished_at=at, ok=bool(ok), detail=detail, result_epoch=epoch))
+            if done.rowcount == 1:
+                return
+            row = conn.execute(sa.select(intents.c.finished_at).where(intents.c.id == intent_id)).first()
+            if row is None:
+                raise NotFound(f"intent {intent_id} not found")
+            raise StoreError(f"intent {intent_id} already has a result (finished {row.finished_at.isoformat()})")
+
+    def unfinished_intents(self) -> list[Intent]:
+        query = sa.select(intents).where(intents.c.finished_at.is_(None)).order_by(intents.c.id)
+        return [rows.intent(r) for r in self._rows(query)]
+
+    def intents(self, incident_id: int) -> list[Intent]:
+        query = sa.select(intents).where(intents.c.incident_id == incident_id).order_by(intents.c.id)
+        return [rows.intent(r) for r in self._rows(query)]
