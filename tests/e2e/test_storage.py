@@ -54,7 +54,7 @@ def activate(stack, lab, host):
     if not lab.is_on(host):
         lab.power_on(host)
     assert stack.post(f"hosts/{host}/activate", {"reason": "test done"}).status_code == 200
-    wait_for(lambda: next(h for h in stack.api("hosts")["hosts"] if h["name"] == host)["condition"] == "up", 30,
+    wait_for(lambda: condition(stack, host) == "up", 30,
              f"{host} active again", on_timeout=stack.log_tail)
 
 
@@ -62,6 +62,10 @@ def incident(stack, subject) -> dict | None:
     """The subject's incident (its fields, with its actions and history), or None before there is one."""
     found = stack.incident(subject)
     return {**found["incident"], "actions": found["actions"], "history": found["history"]} if found else None
+
+
+def condition(stack, host) -> str:
+    return next(h for h in stack.api("hosts")["hosts"] if h["name"] == host)["condition"]
 
 
 def closed(stack, subject, timeout=60):
@@ -84,6 +88,9 @@ def test_host_power_loss_moves_4_shared_disk_guests_each_disk_opened_by_one_qemu
     for name, (uuid, disk) in guests.items():
         wait_for(lambda: lab.where_running(uuid) == ["h3"], 60, f"{name} running on h3", on_timeout=stack.log_tail)
     took = time.monotonic() - started
+    # the mount back at once: failing for 15 s would make h2 a damaged host (cordoned, drained), and
+    # the next tests would see their guests moved off it
+    lab.restore_shared_mount("h2")
     for name, (uuid, disk) in guests.items():
         openers, holders = lab.disk_openers(disk), lab.lease_holders(disk)
         print(f"{name}: {disk} open by {openers}, lease held by {holders}")
@@ -93,10 +100,11 @@ def test_host_power_loss_moves_4_shared_disk_guests_each_disk_opened_by_one_qemu
     evacuation = closed(stack, "host:h1")
     assert evacuation["state"] == "recovered", evacuation["reason"]
     assert len(sampler.duplicates) == seen
-    lab.restore_shared_mount("h2")
     wait_for(lambda: stack.prometheus.query('hypervisor_host_check{host="h2",check="storage"} == 1'), 20,
              "h2's storage check passing again")
     activate(stack, lab, "h1")
+    if condition(stack, "h2") != "up":  # a loaded machine kept the mount away past HypervisorHostDamaged's 15 s
+        activate(stack, lab, "h2")
 
 
 def _restart_remediator(stack, *, unsafe: bool):
@@ -213,9 +221,11 @@ def test_guest_paused_on_io_error_is_handled_by_each_policy(fleet):
           f"\nresume: {resumed['reason']}\nmove: {moved['reason']}")
     assert lab.domain_state("h2", "io-resume") == ("running", "5")  # running, reason unpaused
     print("move history:\n  " + "\n  ".join(t["reason"] for t in moved["history"]))
-    assert any("destroyed the paused copy on h2" in t["reason"] for t in moved["history"]), moved["history"]
+    # (moved while the storage was still full, its new copy may pause there again: a second incident moves
+    # it once more when a host's storage check passes; `moved` is the latest)
+    assert any("destroyed the paused copy on" in t["reason"] for t in moved["history"]), moved["history"]
     assert moved["state"] == "recovered" and "started on" in moved["reason"], moved["reason"]
-    assert lab.where_running(uuids["restart_elsewhere"]) not in ([], ["h2"])
+    assert len(lab.where_running(uuids["restart_elsewhere"])) == 1
     assert lab.domain_state("h2", "io-wait") == ("paused", "5")  # wait: left as it is
     assert incident(stack, f"vm:{uuids['wait']}:io_error")["state"] == "vm_io_waiting"
     lab.exec("h2", ["virsh", "resume", "io-wait"], check=True, capture_output=True)  # the operator's repair
