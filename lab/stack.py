@@ -25,6 +25,7 @@ import requests
 import yaml
 
 from lab.lab import Lab
+from lab.storage import SHARED_PATH
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
 from remediator.config.environment import env_name
 
@@ -40,9 +41,14 @@ OPERATOR_TOKEN = "lab-operator-token-0123456789abcdef"
 
 def exporter_config(host) -> dict:
     """The exporter's view of a lab host: its private libvirt dirs, its own boot directory, and its
-    own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py)."""
+    own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py). On a lab
+    with storage, the storage check watches the shared storage's mount (as an operator points it at
+    the NFS mount: docs/operations.md)."""
+    # (checked every second there: a full shared storage is seen before a guest paused on it is moved)
+    storage = ({"storage_path": SHARED_PATH, "storage_require_mountpoint": True, "interval_seconds": 1}
+               if host.storage else {"storage_path": "/var/lib/libvirt"})
     return {"procfs": str(host.procfs_dir),
-            "checks": {"boot_dir": str(host.boot_dir), "storage_path": "/var/lib/libvirt",
+            "checks": {"boot_dir": str(host.boot_dir), **storage,
                        "disk_space_paths": ["/", "/var/lib/libvirt"]}}
 
 
@@ -110,6 +116,7 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
         ],
         "vms": vms,
         "policy": policy or {},
+        **({"storage": {"shared_paths": [SHARED_PATH]}} if lab.storage else {}),
     }
 
 
@@ -121,7 +128,8 @@ def fence_environment(lab: Lab) -> dict[str, str]:
 class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
                  monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
-                 host_settings: dict[str, dict] | None = None, store_url: str | None = None):
+                 host_settings: dict[str, dict] | None = None, store_url: str | None = None,
+                 env: dict[str, str] | None = None):
         self.lab = lab
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +139,7 @@ class Stack:
         self.host_settings = host_settings
         self.rules = rules or RULES / "hypervisor.rules.yml"  # a test may load a variant (e.g. shorter `for:`)
         self.monitoring = monitoring
+        self.env = dict(env or {})  # added to the remediator process's environment (a test's opt-in)
         self.port = free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.prometheus: Prometheus | None = None
@@ -171,7 +180,7 @@ class Stack:
         self.remediator = subprocess.Popen(
             [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **fence_environment(self.lab), "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, **fence_environment(self.lab), "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         wait_for(self._ready, timeout, "remediator /readyz", on_timeout=self.log_tail)
 

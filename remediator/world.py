@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Iterable
 
-from remediator import placement
+from remediator import placement, storage
 from remediator.edges.libvirt import HostUnreachable
 from remediator.edges.libvirt_events import Link
 from remediator.edges.prometheus import PrometheusUnavailable
@@ -150,7 +150,8 @@ class World:
                 name=name, cpus=cpus, memory_bytes=memory,
                 vcpus_allocated=sum(d.vcpus for d in alive), memory_allocated_bytes=sum(d.memory_bytes for d in alive),
                 load1=hl.load1 if hl else None, memory_available_bytes=hl.memory_available_bytes if hl else None,
-                condition=condition, vms=frozenset(d.uuid for d in domains)))
+                condition=condition, vms=frozenset(d.uuid for d in domains),
+                shared_storage_ok=hl.storage_ok if hl else None))
         self.store.set_host_loads({h.name: (h.load1, h.memory_available_bytes) for h in hosts}, self.clock(), source)
         return Capacities(hosts, source, note)
 
@@ -161,7 +162,15 @@ class World:
     def groups(self) -> dict[str, str | None]:
         return {vm.uuid: vm.group for vm in self.store.list_vms()}
 
+    def storage_kind(self, vm: ProtectedVM) -> str:
+        """Where the VM's disks are: storage.SHARED, LOCAL or NONE (from its last known definition). Without
+        `storage.shared_paths` the remediator knows nothing of storage: NONE, every disk taken as reachable."""
+        if not self.config.storage.shared_paths:
+            return storage.NONE
+        return storage.kind_of(vm.xml, self.config.storage.shared_paths)
+
     def place(self, vms: Iterable[ProtectedVM], exclude: Iterable[str]) -> tuple[placement.Plan, Capacities]:
         caps = self.capacities()
-        return placement.place(caps.hosts, list(vms), self.overcommit(), group_of=self.groups(),
-                               exclude=set(exclude)), caps
+        vms = list(vms)
+        return placement.place(caps.hosts, vms, self.overcommit(), group_of=self.groups(), exclude=set(exclude),
+                               storage_of={vm.uuid: self.storage_kind(vm) for vm in vms}), caps
