@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from remediator.alerts import PayloadError, parse_body
 from remediator.config import Config
-from remediator.model import VM_KINDS, Alert, Remediation
+from remediator.model import VM_KINDS, Alert
 from remediator.store.base import Store, StoredAlert, StoreError
 from remediator.web.auth import require
 from remediator.web.context import error, log, services
