@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from remediator.edges.fencing import FenceDeviceSpec, PowerState, UnknownHost
+from remediator.edges.fencing import FenceDeviceSpec, PowerState, UnknownHost, revealed
 
 
 class BootControlError(RuntimeError):
@@ -192,7 +192,7 @@ class PowerDevices:
             raise UnknownHost(f"no power device configured for host {host!r}")
         for device in self._devices[host]:
             if device.agent in BOOT_CONTROLS:
-                return BOOT_CONTROLS[device.agent](device.options, self._timeout)
+                return BOOT_CONTROLS[device.agent](revealed(device.options), self._timeout)
         kinds = ", ".join(d.agent for d in self._devices[host])
         raise NoBootControl(f"no power device of {host} can set a boot device ({kinds}; "
                             f"these can: {', '.join(sorted(BOOT_CONTROLS))})")
