@@ -19,6 +19,7 @@ from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
 from remediator.model import Action, HostCondition, ProtectedVM
+from remediator.world import Inconclusive
 from remediator.outcome import Outcome, before_a_start, locked_outcome, refuse_or_place  # noqa: F401 (the engine's import)
 
 if TYPE_CHECKING:
@@ -44,8 +45,12 @@ def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 
 def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     host = p["host"]
-    answers = e.probe_hosts()  # the held connections' evidence first (World.answers), then fresh probes
-    if answers[host] if host in answers else e.world.answers(host):
+    try:  # the held connections first (World.answers: a round trip on each), then fresh probes
+        answers = e.probe_hosts()
+        reachable = answers[host] if host in answers else e.world.answers(host)
+    except Inconclusive as err:  # neither proof of life nor of loss: retried with backoff, nothing done
+        return Outcome(E.ACTION_FAILED, False, str(err))
+    if reachable:
         return Outcome(E.HOST_REACHABLE, True, f"libvirt on {host} answers")
     how = (": its kept-alive connection failed and has not reconnected since"
            if e.world.link(host) is Link.LOST else "")

@@ -73,7 +73,7 @@ class Engine:
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
         self.world = World(config, store, hypervisors, load_source, clock,
-                           links=events.link if events is not None else None)
+                           watchers=events)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)

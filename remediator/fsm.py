@@ -36,7 +36,7 @@ from remediator.fsm_guards import (  # noqa: F401 (the table's vocabulary)
     attempts_left, blocked_by_other_hosts, host_may_still_run_it, only_fenced_host_unreachable,
     outranked, attempts_left_and_host_usable, has_definition, disk_locked, host_local_disk,
     left_waiting, is_vm, is_host_down, is_host_damaged, is_overload, is_maintenance,
-    lower_kind_and_host_fenced, lower_kind_outranked)
+    lower_kind_and_host_fenced, lower_kind_outranked, alert_resolved, ALERT_RESOLVED_KEY)
 from remediator.model import Action, Alert, AlertStatus, Event, HostCondition, Incident, Remediation
 
 
@@ -117,8 +117,17 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.RECOVERED, (), "no longer paused on an I/O error (an operator resumed or stopped it)"),),
 
     # ---- host down: verify -> fence (status must say off) or operator confirm-off -> evacuate -------
+    # A host that answers is not down, but its alert may have come before a cut link failed the
+    # keepalive, or the link may be cut later while the alert still fires: so the incident stays
+    # open and checks again on a timer (policy.recheck_s) until the alert resolves. A dismissal that forgot a still-firing alert would never check it again.
     (S.HOST_VERIFYING, E.HOST_REACHABLE): (
-        T(always, S.DISMISSED, (), "libvirt on {host} answers the remediator: not down"),),
+        T(alert_resolved, S.DISMISSED, (), "libvirt on {host} answers the remediator and the alert resolved: not down"),
+        T(always, S.HOST_RECHECKING, (RETRY,),
+          "libvirt on {host} answers the remediator: not down; checking again while the alert fires"),),
+    (S.HOST_RECHECKING, E.RETRY): (
+        T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "the alert still fires: checking {host} again"),),
+    (S.HOST_RECHECKING, E.ALERT_RESOLVED): (
+        T(always, S.DISMISSED, (), "alert resolved; libvirt on {host} answered the remediator: not down"),),
     (S.HOST_VERIFYING, E.HOST_UNREACHABLE): (
         _HOLD,
         T(host_in_maintenance, S.DISMISSED, (), "host {host} is in maintenance: no action"),
@@ -291,7 +300,19 @@ def decide(incident: Incident, event: Event, ctx: Context) -> Decision:
                             else _FIRST_STEP[incident.kind])
         return _phase(_apply(T(always, target, kinds, "an operator asked to start over"), incident, event, ctx))
     if kind is E.ALERT_FIRING:
-        return ignore("alert repeated: already handled by this incident")
+        return _alert_status(ignore("alert repeated: already handled by this incident"), False)
+    if kind is E.ALERT_RESOLVED:
+        return _alert_status(_decide_by_table(incident, event, ctx, ignore, _phase), True)
+    return _decide_by_table(incident, event, ctx, ignore, _phase)
+
+
+def _alert_status(decision: Decision, resolved: bool) -> Decision:
+    """Whether the incident's alert is resolved, kept in its data for the guards (`alert_resolved`)."""
+    return replace(decision, data={**decision.data, ALERT_RESOLVED_KEY: resolved})
+
+
+def _decide_by_table(incident: Incident, event: Event, ctx: Context, ignore, _phase) -> Decision:
+    state, kind = State(incident.state), EventKind(event.kind)
     if kind in _RESULT_EVENTS and event.detail.get("action") != STEP_ACTION.get(state):
         return ignore(f"stale result of {event.detail.get('action')} ignored in {state}")
     if kind is E.RETRY and event.detail.get("state") != state:
@@ -328,7 +349,7 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
     if incident.vm_uuid:
         params["uuid"] = incident.vm_uuid
     if kind is A.SCHEDULE_RETRY:
-        after = (ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.reprovision_poll_s
+        after = (ctx.policy.recheck_s if state in (S.VM_AWAITING_HOST, S.HOST_RECHECKING) else ctx.policy.reprovision_poll_s
                  if state is S.REPROVISION_WAITING else ctx.policy.backoff(max(1, attempts)))
         params = {"after_s": after, "event": E.RETRY.value, "state": state.value}
     elif kind is A.START_VM_ELSEWHERE:

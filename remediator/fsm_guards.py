@@ -8,6 +8,9 @@ from __future__ import annotations
 from remediator.fsm_vocabulary import Context, State
 from remediator.model import Event, HostCondition, Incident, Remediation
 
+# Where `decide` keeps whether the incident's alert is resolved (and did not fire again since).
+ALERT_RESOLVED_KEY = "alert_resolved"
+
 
 def always(i: Incident, e: Event, c: Context) -> bool:
     return True
@@ -55,6 +58,11 @@ def host_may_still_run_it(i: Incident, e: Event, c: Context) -> bool:
 
 def only_fenced_host_unreachable(i: Incident, e: Event, c: Context) -> bool:
     return host_fenced_and_no_host_incident(i, e, c) and not blocked_by_other_hosts(i, e, c)
+
+
+def alert_resolved(i: Incident, e: Event, c: Context) -> bool:
+    """The incident's alert resolved (and did not fire again since): recorded by `decide`."""
+    return bool((i.data or {}).get(ALERT_RESOLVED_KEY))
 
 
 def outranked(i: Incident, e: Event, c: Context) -> bool:

@@ -25,6 +25,7 @@ class State(StrEnum):
     VM_IO_WAITING = "vm_io_waiting"  # policy wait: left paused for an operator, open until it runs or stops
     # A host is down.
     HOST_VERIFYING = "host_verifying"  # is libvirt on it unreachable from the remediator too?
+    HOST_RECHECKING = "host_rechecking"  # it answered while its alert fires: checked again until the alert resolves
     HOST_FENCING = "host_fencing"  # fence agent off, then status must say off
     HOST_FENCE_WAITING = "host_fence_waiting"  # fence failed: retrying, or waiting for confirm-off
     HOST_EVACUATING = "host_evacuating"  # its protected VMs are being started elsewhere
@@ -163,7 +164,8 @@ class Policy:
     backoff_s: float = 2.0  # wait after the first failed try
     backoff_factor: float = 2.0
     backoff_max_s: float = 60.0
-    recheck_s: float = 10.0  # how often a VM waiting for its host's incident is looked at again
+    recheck_s: float = 10.0  # how often a VM waiting for its host's incident, or a host that answered
+    # while its alert still fires, is looked at again
     reprovision_ready_s: float = 1800.0  # the waiting phase's timeout (config policy.reprovision.ready_s)
     reprovision_poll_s: float = 5.0  # how often readiness is looked at
 

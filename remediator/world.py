@@ -20,6 +20,10 @@ from remediator.store.base import HostState, Store
 log = logging.getLogger(__name__)
 
 
+class Inconclusive(Exception):
+    """A reachability question that got no answer either way: ask again later, act on nothing."""
+
+
 @dataclass(frozen=True)
 class Capacities:
     hosts: list[HostCapacity]
@@ -29,14 +33,15 @@ class Capacities:
 
 class World:
     def __init__(self, config, store: Store, hypervisors, load_source, clock: Callable[[], datetime],
-                 links: Callable[[str], Link] | None = None):
+                 watchers=None):
         self.config = config
         self.store = store
         self.hv = hypervisors
         self.load_source = load_source
         self.clock = clock
-        # What each host's long-lived watcher connection says (edges.libvirt_events), None without one.
-        self.links = links
+        # Each host's long-lived watcher connection (edges.libvirt_events.DomainEvents: `link`,
+        # `round_trip`), None without one.
+        self.watchers = watchers
 
     # ---- host conditions -------------------------------------------------------------------------
 
@@ -94,15 +99,23 @@ class World:
             return dict(zip(names, pool.map(self.answers, names)))
 
     def link(self, host: str) -> Link:
-        return self.links(host) if self.links is not None else Link.UNKNOWN
+        return self.watchers.link(host) if self.watchers is not None else Link.UNKNOWN
 
     def answers(self, host: str) -> bool:
-        """Whether libvirt on the host answers the remediator. The evidence it already holds comes
-        first: a watcher connection kept alive says yes (a slow or lossy link whose scrapes time out
-        is not a dead host); one whose keepalive failed, with no reconnect since, says no at once
-        (a cut-off host never answers, so a fresh probe would only cost its connect timeout).
-        Without such evidence, a fresh probe decides."""
+        """Whether libvirt on the host answers the remediator. The connection it already holds comes
+        first: one whose keepalive failed, with no reconnect since, says no at once (a cut-off host
+        never answers, so a fresh probe would only cost its connect timeout); one still up is asked
+        a real round trip, because an alert can arrive before the keepalive has noticed a cut: a
+        living host answers it even through a slow link (whose scrapes time out), a cut-off one fails
+        it when the keepalive closes the connection. Never a fresh connect while that connection
+        exists (through a slow link it would not finish in time: a false "unreachable"). Without a
+        watcher, or with evidence too old, a fresh probe decides.
+        Raises Inconclusive when the watcher did not answer within its bound: neither yes nor no."""
         link = self.link(host)
+        if link is Link.ANSWERS:
+            link = self.watchers.round_trip(host)
+            if link is Link.UNKNOWN:
+                raise Inconclusive(f"the kept-alive connection to {host} gave no answer within its bound")
         if link is Link.ANSWERS:
             return True
         if link is Link.LOST:

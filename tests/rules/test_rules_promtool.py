@@ -25,7 +25,7 @@ def alerting_rules() -> list[dict]:
 
 
 def test_promtool_check_rules_is_clean():
-    assert "SUCCESS: 5 rules found" in run(["promtool", "check", "rules", "hypervisor.rules.yml"])
+    assert "SUCCESS: 6 rules found" in run(["promtool", "check", "rules", "hypervisor.rules.yml"])
 
 
 def test_promtool_unit_tests_pass():
@@ -48,7 +48,8 @@ def test_amtool_check_config_is_clean():
 def test_every_alert_follows_the_contract():
     rules = alerting_rules()
     assert {r["alert"] for r in rules} == {
-        "HypervisorVMDown", "HypervisorVMPausedIOError", "HypervisorHostDown", "HypervisorHostDamaged",
+        "HypervisorVMDown", "HypervisorVMPausedIOError", "HypervisorHostDown", "HypervisorLibvirtDown",
+        "HypervisorHostDamaged",
         "HypervisorHostOverloaded",
     }
     runbooks = (REPO / "docs" / "runbooks.md").read_text()
