@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- serve
 
 
-def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
+def build_engine(config: Config, store: Any, metrics: Any, leadership: Any = None) -> Any | None:
     """The engine with its edges, built from the config; None when remediator.engine is not installed.
 
     Without an engine the service still validates and stores every alert (nothing is lost), and says so."""
@@ -125,6 +125,15 @@ def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
 
     hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
     fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s)
+    if leadership is not None:
+        # The leader acts only under its lease: each call to a host or a BMC checks the dispatch
+        # deadline first, and each engine write carries the epoch (store/fenced.py).
+        from remediator.leadership import Guarded
+        from remediator.store.fenced import FencedStore
+
+        hypervisors = Guarded(hypervisors, leadership, "libvirt")
+        fencer = Guarded(fencer, leadership, "fence")
+        store = FencedStore(store, leadership.token, leadership.refused)
     load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
     if load is None:
         log.warning("no prometheus.url: placement uses the allocation libvirt reports")
@@ -151,6 +160,13 @@ def engine_jobs(engine: Any) -> dict[str, Any]:
             continue
         jobs[job_id] = fn
     return jobs
+
+
+def leader_only(jobs: dict[str, Any], leadership: Any) -> dict[str, Any]:
+    """The timer jobs, run only on the replica that holds the lease (a standby acts on nothing)."""
+    def only_leading(fn: Any) -> Any:
+        return lambda: fn() if leadership.may_dispatch() else None
+    return {job_id: only_leading(fn) for job_id, fn in jobs.items()}
 
 
 def make_server(config: Config, app: Any) -> Any:
@@ -205,13 +221,24 @@ def serve(config: Config) -> int:
     from remediator.scheduler import Scheduler
     from remediator.web import create_app
 
+    from remediator.leadership import Leadership
+
     store = open_store(config.store.url)
     metrics = Metrics()
     metrics.watch_store(store, lambda: [h.name for h in config.hosts])
-    engine = build_engine(config, store, metrics)
-    app = create_app(config, store=store, engine=engine, metrics=metrics)
-    scheduler = Scheduler(config.policy.timings, engine_jobs(engine)) if engine is not None else None
+    engine_box: list[Any] = []
+    # Built before the server binds its port but named after it: started only once the port is bound.
+    leadership = Leadership(store, "", config.cluster, metrics=metrics,
+                            on_elected=lambda epoch: engine_box[0].start() if engine_box else None,
+                            on_lost=lambda why: engine_box[0].stop_acting() if engine_box else None)
+    engine = build_engine(config, store, metrics, leadership)
+    if engine is not None:
+        engine_box.append(engine)
+    app = create_app(config, store=store, engine=engine, metrics=metrics, leadership=leadership)
+    scheduler = (Scheduler(config.policy.timings, leader_only(engine_jobs(engine), leadership))
+                 if engine is not None else None)
     server = make_server(config, app)
+    leadership.replica = config.cluster.name(server.bind_addr[1])
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -220,21 +247,22 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        if engine is not None:
-            engine.start()  # resumes unfinished intents before new work is taken
+        # The engine starts when this replica takes the lease (it resumes unfinished intents, checking the
+        # world, before it takes new work) and stops acting when it loses it; the web answers throughout.
+        leadership.start()
         if scheduler is not None:
             scheduler.start()
-        metrics.set_leader(True)  # one replica: it is the one that acts
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
-        log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
-                 __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
-                 redacted(config.store.url), config.dry_run,
+        log.info("remediator %s replica %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client "
+                 "certificates %s)", __version__, leadership.replica, config.listen.scheme, config.listen.host,
+                 server.bind_addr[1], config.source, redacted(config.store.url), config.dry_run,
                  "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
         server.serve()
     finally:
         server.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)
+        leadership.stop(release=True)  # a clean stop hands the lease over at once
         if engine is not None:
             engine.shutdown(wait=False)
         store.close()

@@ -128,6 +128,24 @@ class Store:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """Replicas sharing one PostgreSQL: the leader lease (remediator/leadership.py, docs/tuning.md)."""
+
+    replica: str | None = None  # this replica's name; None: <hostname>-<listen port> (unique: the port is bound)
+    lease_s: float = 6.0  # how long a taken or renewed lease lasts (the database's clock)
+    renew_s: float = 1.0  # the leader renews this often (Patroni's loop_wait)
+    retry_timeout_s: float = 2.0  # one renewal's bound (statement and lock timeout)
+    max_call_s: float = 4.0  # the longest one I/O call to libvirt or a BMC may take; the leader stops
+    #                          starting calls this long before its lease can expire
+
+    def name(self, port: int) -> str:
+        import os
+        import socket
+
+        return self.replica or f"{socket.gethostname()}-{port or os.getpid()}"
+
+
+@dataclass(frozen=True)
 class FenceDevice:
     """A fence-agents agent and its options, as Pacemaker's stonith resources and oVirt's power management give them.
 
@@ -256,6 +274,7 @@ class Config:
     vms: tuple[VMConfig, ...] = ()
     policy: Policy = field(default_factory=Policy)
     limits: Limits = field(default_factory=Limits)
+    cluster: Cluster = field(default_factory=Cluster)
     # Verifying a host that stopped answering costs this much when it is cut off (no RST comes back);
     # a healthy libvirtd answers in milliseconds, and the exporter uses the same 2 s.
     libvirt_connect_timeout_s: float = 2.0
@@ -378,7 +397,8 @@ class _Parser:
         top = self.mapping(
             data,
             "",
-            ["listen", "auth", "prometheus", "store", "hosts", "vms", "policy", "limits", "libvirt", "dry_run"],
+            ["listen", "auth", "prometheus", "store", "hosts", "vms", "policy", "limits", "libvirt", "cluster",
+             "dry_run"],
         )
         self.apply_env(top)
         if "auth" not in top:
@@ -395,6 +415,7 @@ class _Parser:
             vms=self.vms(top.get("vms")),
             policy=self.policy(top.get("policy")),
             limits=self.limits(top.get("limits")),
+            cluster=self.cluster(top.get("cluster")),
             libvirt_connect_timeout_s=self.number(
                 libvirt.get("connect_timeout_s", Config.libvirt_connect_timeout_s), "libvirt.connect_timeout_s",
                 above=True,
@@ -664,6 +685,23 @@ class _Parser:
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
         )
+
+    def cluster(self, value: Any) -> Cluster:
+        raw = dict(self.mapping(value, "cluster", list(Cluster.__dataclass_fields__)))
+        replica = raw.pop("replica", None)
+        if replica is not None:
+            replica = self.string(replica, "cluster.replica", pattern=HOST_NAME, what="a replica name (letters, "
+                                  "digits, . _ -)")
+        c = Cluster(replica=replica, **{k: float(self.number(v, f"cluster.{k}", above=True)) for k, v in raw.items()})
+        # Patroni's rule: two renewals that each take their whole bound still leave the lease valid.
+        if c.renew_s + 2 * c.retry_timeout_s > c.lease_s:
+            raise self.fail("cluster.lease_s", f"must be >= renew_s + 2 * retry_timeout_s = "
+                            f"{c.renew_s + 2 * c.retry_timeout_s:g}, got {c.lease_s:g}")
+        # The dispatch deadline (renewal + lease_s - max_call_s) must stay ahead of the next renewal.
+        if c.max_call_s + c.renew_s >= c.lease_s:
+            raise self.fail("cluster.max_call_s", f"must be < lease_s - renew_s = {c.lease_s - c.renew_s:g} "
+                            f"(else the leader may not dispatch between renewals), got {c.max_call_s:g}")
+        return c
 
     def limits(self, value: Any) -> Limits:
         raw = self.mapping(value, "limits", ["max_body_bytes"])

@@ -63,6 +63,8 @@ class DomainEvents:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        self._stop.clear()  # started again when a replica leads again
+        self._threads = [t for t in self._threads if t.is_alive()]
         for host, uri in self._uris.items():
             thread = threading.Thread(target=self._watch, args=(host, uri), name=f"events {host}", daemon=True)
             thread.start()

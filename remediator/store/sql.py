@@ -26,12 +26,13 @@ from remediator.store.base import (
 )
 from remediator.store.database import Database
 from remediator.store.schema import alerts, events, incidents, intents, transitions
+from remediator.store.lease import LeaseRows
 from remediator.store.sql_hosts import HostRows
 
 ALERT_KEY = (alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status)
 
 
-class SQLStore(HostRows):
+class SQLStore(LeaseRows, HostRows):
     def __init__(self, url: str):
         self.db = Database(url)
         self.url = self.db.url  # password hidden
