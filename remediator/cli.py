@@ -164,9 +164,19 @@ def engine_jobs(engine: Any) -> dict[str, Any]:
 
 def leader_only(jobs: dict[str, Any], leadership: Any) -> dict[str, Any]:
     """The timer jobs, run only on the replica that holds the lease (a standby acts on nothing)."""
-    def only_leading(fn: Any) -> Any:
-        return lambda: fn() if leadership.may_dispatch() else None
-    return {job_id: only_leading(fn) for job_id, fn in jobs.items()}
+    from remediator.leadership import LeaseLost
+
+    def only_leading(job_id: str, fn: Any) -> Any:
+        def run() -> Any:
+            if not leadership.may_dispatch():
+                return None
+            try:
+                return fn()
+            except LeaseLost as err:  # the lease lapsed while it ran: the next leader runs it
+                log.warning("timer %s stopped: %s", job_id, err)
+                return None
+        return run
+    return {job_id: only_leading(job_id, fn) for job_id, fn in jobs.items()}
 
 
 def make_server(config: Config, app: Any) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from remediator.store.base import StoreError
@@ -54,6 +55,7 @@ class Leadership:
         self._deadline = 0.0
         self.view: LeaseView | None = None  # the lease row as last seen
         self.elected_at: float | None = None  # monotonic time this replica last took the lease
+        self.acting_since: datetime | None = None  # when its engine had resumed and was running (wall clock)
         self._stop = threading.Event()
         self._fresh = True  # the first take of this process starts a new epoch even under the same name
         self._thread: threading.Thread | None = None
@@ -145,6 +147,8 @@ class Leadership:
                 return  # lost again before it started
             try:
                 self._on_elected(epoch)
+                self.acting_since = datetime.now(timezone.utc)
+                log.info("replica %s acting at epoch %s (resumed)", self.replica, epoch)
             except StoreError as err:  # refused or unreachable: the next renewal decides
                 log.warning("resume as leader at epoch %s failed: %s", epoch, err)
 
@@ -153,6 +157,7 @@ class Leadership:
             if self.epoch is None:
                 return
             epoch, self.epoch, self._deadline = self.epoch, None, 0.0
+            self.acting_since = None
         log.warning("replica %s steps down from epoch %s: %s", self.replica, epoch, why)
         self._publish()
         threading.Thread(target=self._lost, args=(why,), name="stepped-down", daemon=True).start()
@@ -177,6 +182,7 @@ class Leadership:
             problem = None
         out: dict[str, Any] = {
             "replica": self.replica, "leading": self.leading, "epoch": self.epoch,
+            "acting_since": self.acting_since.isoformat() if self.acting_since else None,
             "leader": view.holder if view is not None and view.valid else None,
             "leader_epoch": view.epoch if view is not None else None,
             "lease": None if view is None else {
