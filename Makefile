@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer abuse clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-failover abuse clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -42,6 +42,11 @@ bench-recovery: bootstrap
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
+
+# Leader failover of three replicas on one PostgreSQL (kill -9 of the leader, 5 runs, ~1 min):
+# bench/results/failover.json (failover_s, lease_s; docs/tuning.md "Replicas").
+bench-failover: bootstrap
+	$(PY) -m bench.failover $(ARGS)
 
 # Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
 abuse: bootstrap
