@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-failover abuse clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-failover abuse clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -38,6 +38,10 @@ bench-exporter: bootstrap
 
 bench-recovery: bootstrap
 	$(PY) -m bench.recovery $(ARGS)
+
+# Webhook ingest on SQLite and PostgreSQL beside the store alone (~1 min): bench/results/ingest.json.
+bench-ingest: bootstrap
+	$(PY) -m bench.ingest $(ARGS)
 
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap

@@ -93,11 +93,15 @@ def reason_name(state: str, code: int) -> str:
 
 @dataclass(frozen=True)
 class HADeclaration:
-    """What `<rem:ha protected=".." priority=".." group=".."/>` declares; absent means not protected."""
+    """What `<rem:ha protected=".." priority=".." group=".." base-image=".." base-format=".."/>` declares;
+    absent means not protected. `base_image` (a path on every host) is what the rebuild rung recreates the
+    VM's qcow2 disk from (remediator/rebuild.py); empty means its disks are left as they are."""
 
     protected: bool = False
     priority: int = 0
     group: str = ""
+    base_image: str = ""
+    base_format: str = "qcow2"
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,9 @@ def parse_ha(metadata: ET.Element | None) -> HADeclaration:
     except ValueError:
         # A typo in the priority must not silently drop the VM's protection.
         priority = 0
-    return HADeclaration(protected=protected, priority=priority, group=element.get("group", "").strip())
+    return HADeclaration(protected=protected, priority=priority, group=element.get("group", "").strip(),
+                         base_image=element.get("base-image", "").strip(),
+                         base_format=element.get("base-format", "qcow2").strip() or "qcow2")
 
 
 def vm_state_from_stats(stats: dict) -> DomainState:

@@ -97,20 +97,30 @@ def _bind(authdata: dict, port: int, state_file: Path, host_name: str) -> LabBmc
     raise OSError(errno.EADDRINUSE, "no free UDP port for the BMC after 20 tries")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m lab.bmc")
+def arguments(prog: str) -> argparse.ArgumentParser:
+    """The command line every lab BMC takes (this IPMI one, lab/redfish.py)."""
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--state", required=True, type=Path)
     ap.add_argument("--host", required=True)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file", required=True, type=Path)
     ap.add_argument("--user", default="admin")
     ap.add_argument("--password", default="password")
-    args = ap.parse_args()
+    return ap
+
+
+def announce_port(port_file: Path, port: int) -> None:
+    """The bound port, written whole (rename) for the lab that waits for the file."""
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    tmp.write_text(str(port))
+    os.replace(tmp, port_file)
+
+
+def main() -> None:
+    args = arguments("python -m lab.bmc").parse_args()
     bmc = _bind({args.user: args.password}, args.port, args.state, args.host)
     port = bmc.serversocket.getsockname()[1]
-    tmp = args.port_file.with_name(args.port_file.name + ".tmp")
-    tmp.write_text(str(port))
-    os.replace(tmp, args.port_file)
+    announce_port(args.port_file, port)
     print(f"bmc {args.host} listening on 127.0.0.1:{port}", flush=True)
     bmc.listen()
 

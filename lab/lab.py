@@ -304,15 +304,16 @@ class Lab(HostSimulation):
     ha_metadata = staticmethod(guests.ha_metadata)
 
     def guest_xml(self, name: str, *, uuid: str | None = None, memory_mib: int = 32,
-                  vcpus: int = 1, metadata: str | None = None) -> str:
+                  vcpus: int = 1, metadata: str | None = None, disk: str | None = None) -> str:
         return guests.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus,
-                                metadata=metadata, domain_type=self.domain_type)
+                                metadata=metadata, domain_type=self.domain_type, disk=disk)
 
     def define_guest(self, host: str | LabHost, name: str, *, start: bool = True,
                      uuid: str | None = None, metadata: str | None = None,
-                     memory_mib: int = 32, vcpus: int = 1) -> str:
-        """Define (and start) a tiny guest on host over qemu+tcp; returns its UUID."""
-        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata)
+                     memory_mib: int = 32, vcpus: int = 1, disk: str | None = None) -> str:
+        """Define (and start) a tiny guest on host over qemu+tcp; returns its UUID. `disk`: a qcow2
+        path as the host sees it (lab/images.py makes them)."""
+        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata, disk=disk)
         return virt.define(self.host(host).uri, xml, start)
 
     def running(self, host: str | LabHost, *, inside: bool = False) -> dict[str, str]:

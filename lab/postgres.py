@@ -14,13 +14,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from lab import procs
+from lab.monitoring import free_tcp_port
 
 USER = "remediator"
 
@@ -37,17 +37,11 @@ def bin_dir() -> Path:
     return found[-1].parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     def __init__(self, *, fast: bool = False, port: int | None = None):
         self.bin = bin_dir()
         self.fast = fast
-        self.port = port or free_port()
+        self.port = port or free_tcp_port()
         self.password = secrets.token_urlsafe(12)
         self.root = Path(tempfile.mkdtemp(prefix="remediator-pg-"))
         self.data = self.root / "data"

@@ -10,46 +10,20 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from remediator import placement
+from remediator import placement, rebuild
 from remediator.edges.libvirt import DomainError, HostUnreachable
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
 from remediator.model import Action, HostCondition, ProtectedVM
+from remediator.outcome import Outcome, before_a_start, refuse_or_place  # noqa: F401 (the engine's import)
 
 if TYPE_CHECKING:
     from remediator.engine import Engine
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an action ended, as the event it feeds back."""
-
-    event: E
-    ok: bool
-    detail: str
-    extra: Mapping[str, Any] = field(default_factory=dict)  # hosts, host_unreachable, blocked_by, host_unusable
-    data: Mapping[str, Any] = field(default_factory=dict)  # for Incident.data (placement, load source, moves)
-
-
-def _before_a_start(e: "Engine", uuid: str, name: str, origin: str) -> tuple[Outcome | None, list[str]]:
-    """Never twice: (the outcome when the VM must not be started now, else None; the hosts that
-    could not be asked). Already running anywhere is done; an unreachable, unfenced host that had it
-    blocks the start. Called under the VM's lock."""
-    running, unknown = e.world.find_running(uuid)
-    if running:
-        return Outcome(E.ACTION_OK, True, f"already running on {', '.join(running)}", {"hosts": running}), unknown
-    blockers = e.world.may_still_run_it(uuid, unknown, home=origin)
-    if blockers:
-        return Outcome(E.ACTION_FAILED, False,
-                       f"{', '.join(blockers)} does not answer and is not fenced: it may still run {name}",
-                       {"host_unreachable": origin in blockers, "blocked_by": blockers}), unknown
-    return None, unknown
 
 
 def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -79,7 +53,7 @@ def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     uuid, host = p["uuid"], p["host"]
     with e.vm_lock(uuid):
-        refused, _ = _before_a_start(e, uuid, uuid, host)
+        refused, _ = before_a_start(e, uuid, uuid, host)
         if refused:
             return refused
         condition = e.world.condition(host)
@@ -92,33 +66,36 @@ def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     return Outcome(E.ACTION_OK, True, f"started on {host}", {"hosts": [host]})
 
 
-def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any], *, from_stored: bool = False) -> Outcome:
-    """Start (or, from_stored, define anew and start) the VM on a placed host, never twice."""
+def start_vm_elsewhere(e: "Engine", p: Mapping[str, Any]) -> Outcome:
+    """Start the VM on a placed host with the definition that is there (relocation), never twice. A failed
+    start names the host it tried (`tried`): the fsm keeps it in the incident's failed hosts."""
     uuid, origin, exclude = p["uuid"], p["host"], set(p.get("exclude", ()))
     vm = e.store.get_vm(uuid)
     if vm is None or not vm.xml:
         return Outcome(E.ACTION_FAILED, False, f"no stored definition of {uuid}")
     with e.vm_lock(uuid):
-        refused, unknown = _before_a_start(e, uuid, vm.name, origin)
+        refused, placed = refuse_or_place(e, vm, origin, exclude)
         if refused:
             return refused
-        plan, caps = e.world.place([vm], exclude | set(unknown))
-        dst = plan.assignments.get(uuid)
-        data = {"placement": {uuid: dst} if dst else {}, "load_source": caps.load_source}
+        dst, unknown, data = placed.dst, placed.unknown, placed.data
         if dst is None:
-            return Outcome(E.ACTION_FAILED, False, plan.unplaced[uuid] + caps.note, data=data)
+            return Outcome(E.ACTION_FAILED, False, placed.why + placed.note, data=data)
         xml = vm.xml
-        if not from_stored and origin not in unknown:
+        if origin not in unknown:
             try:  # the freshest definition, while its host answers and still has it
                 xml = e.hv.domain_xml(origin, uuid)
             except DomainError as err:
                 log.info("%s: no definition on %s (%s): using the stored one", vm.name, origin, err)
         if e.config.dry_run:
             return Outcome(E.ACTION_OK, True, f"dry run: would start {vm.name} on {dst}", {"hosts": [dst]}, data)
-        e.hv.define_and_start(dst, xml)
+        try:
+            e.hv.define_and_start(dst, xml)
+        except (HostUnreachable, DomainError) as err:
+            return Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",
+                           {"tried": dst, "host_unreachable": isinstance(err, HostUnreachable)}, data)
     e.world.remember_host(uuid, dst)
     note = _undefine_stale_copy(e, origin, uuid, unknown)
-    return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{caps.note}", {"hosts": [dst]}, data)
+    return Outcome(E.ACTION_OK, True, f"started on {dst}{note}{placed.note}", {"hosts": [dst]}, data)
 
 
 def _undefine_stale_copy(e: "Engine", origin: str, uuid: str, unknown) -> str:
@@ -236,7 +213,7 @@ PERFORM: Mapping[A, Callable[["Engine", Mapping[str, Any]], Outcome]] = {
     A.VERIFY_HOST: verify_host,
     A.START_VM: start_vm,
     A.START_VM_ELSEWHERE: start_vm_elsewhere,
-    A.REBUILD_VM: lambda e, p: start_vm_elsewhere(e, p, from_stored=True),
+    A.REBUILD_VM: rebuild.rebuild_vm,
     A.FENCE_HOST: fence_host,
     A.EVACUATE_HOST: evacuate_host,
     A.CORDON_HOST: cordon_host,

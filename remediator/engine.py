@@ -352,8 +352,8 @@ class Engine:
             decision = fsm.decide(incident, event, self.context_for(incident))
             if decision.ignored and not incident.is_open:
                 return
-            if outcome.data:
-                decision = replace(decision, data=outcome.data)
+            if outcome.data:  # what the action found (placement, a rebuild's record) beside the fsm's own
+                decision = replace(decision, data={**decision.data, **outcome.data})
             intents = self._persist(incident, event, decision)
         self._dispatch(incident_id, intents)
         if decision.closes and incident.kind in HOST_KINDS:

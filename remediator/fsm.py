@@ -23,12 +23,13 @@ The safety rules the tests check on random event sequences:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
 from remediator.fsm_vocabulary import (RANK, STEP_ACTION, TERMINAL_STATES, WAITING_FOR_OFF, ActionKind,  # noqa: F401
                                        Context, Decision, EventKind, Guard, Policy, State, Transition,
-                                       _FIRST, _KEEP, _NEXT, _RESULT_EVENTS, outranks)
+                                       _FIRST, _KEEP, _NEXT, _RESULT_EVENTS, failed_hosts, outranks)
 from remediator.model import Action, Alert, AlertStatus, Event, HostCondition, Incident, Remediation
 
 
@@ -367,8 +368,13 @@ def _apply(t: Transition, incident: Incident, event: Event, ctx: Context) -> Dec
     where = ", ".join(event.detail.get("hosts") or ()) or event.detail.get("host") or incident.host
     reason = t.reason.format(attempts=incident.attempts, max=limit, detail=detail, host=incident.host,
                              where=where)
+    data: dict[str, Any] = {}
+    failed = failed_hosts(incident, event)
+    if failed != list((incident.data or {}).get("failed_hosts") or ()):
+        data["failed_hosts"] = failed
+        incident = replace(incident, data={**(incident.data or {}), **data})
     actions = tuple(_action(k, incident, target, incident.attempts, ctx, reason) for k in t.actions)
-    return Decision(target, actions, reason, t.closes, attempts)
+    return Decision(target, actions, reason, t.closes, attempts, data=data)
 
 
 def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, ctx: Context,
@@ -380,8 +386,10 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
     if kind is A.SCHEDULE_RETRY:
         after = ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.backoff(max(1, attempts))
         params = {"after_s": after, "event": E.RETRY.value, "state": state.value}
-    elif kind is A.START_VM_ELSEWHERE or kind is A.REBUILD_VM:
-        params["exclude"] = [incident.host]
+    elif kind is A.START_VM_ELSEWHERE:
+        params["exclude"] = [incident.host]  # relocation: the placed host may be tried again
+    elif kind is A.REBUILD_VM:
+        params["exclude"] = sorted({incident.host, *((incident.data or {}).get("failed_hosts") or ())})
     elif kind is A.RAISE_FAILED:
         params["reason"] = reason
     elif kind is A.REBALANCE_HOST:

@@ -1,6 +1,7 @@
 """The incident state machine's vocabulary: states, events, actions, and the data a decision is made of.
 
 Pure data, no rules: the rules are the table in remediator/fsm.py, which re-exports these names.
+(`failed_hosts` reads the incident's data, as the table's guards do: which hosts failed the VM so far.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class State(StrEnum):
     VM_VERIFYING = "vm_verifying"  # asking libvirt whether it really is not running anywhere
     VM_RESTARTING = "vm_restarting"  # starting it again on its own host
     VM_RELOCATING = "vm_relocating"  # starting it on another host chosen by placement
-    VM_REBUILDING = "vm_rebuilding"  # defining it anew from its stored XML on a placed host
+    VM_REBUILDING = "vm_rebuilding"  # recreating it from its stored XML on a host that did not fail it
     VM_AWAITING_HOST = "vm_awaiting_host"  # its host is unreachable: the host's incident acts first
     # A host is down.
     HOST_VERIFYING = "host_verifying"  # is libvirt on it unreachable from the remediator too?
@@ -65,7 +66,8 @@ class ActionKind(StrEnum):
     VERIFY_VM = "verify_vm"
     START_VM = "start_vm"  # in place, on its own host
     START_VM_ELSEWHERE = "start_vm_elsewhere"  # placement picks, the origin excluded
-    REBUILD_VM = "rebuild_vm"  # define from the stored XML anew on a placed host, then start
+    REBUILD_VM = "rebuild_vm"  # stale definitions removed, defined anew from the stored XML (disk from its
+    # base image) on a placed host that did not fail it, then started (remediator/rebuild.py); params: exclude
     VERIFY_HOST = "verify_host"
     FENCE_HOST = "fence_host"
     EVACUATE_HOST = "evacuate_host"
@@ -106,6 +108,25 @@ _RESULT_EVENTS = frozenset({
     EventKind.VM_RUNNING, EventKind.VM_NOT_RUNNING, EventKind.HOST_UNREACHABLE,
     EventKind.HOST_REACHABLE, EventKind.ACTION_OK, EventKind.ACTION_FAILED,
 })
+
+
+# The actions that try the VM on one host: a failure names that host (`tried`; a restart's is its own).
+_TRIES_A_HOST = frozenset({ActionKind.START_VM, ActionKind.START_VM_ELSEWHERE, ActionKind.REBUILD_VM})
+
+
+def failed_hosts(incident: Incident, event: Event) -> list[str]:
+    """The hosts that failed the VM so far, in order, with the one this event reports. The rebuild rung
+    excludes every one of them; an operator's retry starts the ladder, and the list, over."""
+    if event.kind == EventKind.OPERATOR_RETRY:
+        return []
+    known = list((incident.data or {}).get("failed_hosts") or ())
+    action = event.detail.get("action")
+    if event.kind == EventKind.ACTION_FAILED and action in _TRIES_A_HOST:
+        tried = event.detail.get("tried") or (incident.host if action == ActionKind.START_VM else None)
+        if tried and tried not in known:
+            known.append(tried)
+    return known
+
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,11 @@ from lab.requirements import missing
 _session_labs: list[dict] = []   # Lab.resources() of every lab this session made
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the store the e2e stacks' remediator uses (default sqlite; postgresql: a private server)")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     needs_lab = any(item.get_closest_marker("lab") for item in session.items)
     gone = missing(need_root=needs_lab)

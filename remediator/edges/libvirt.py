@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from remediator.edges import libvirt_storage
 from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable
 from remediator.edges.libvirt_pool import ConnectionPool
 
@@ -196,13 +197,14 @@ class Hypervisors:
 
         self._call(host, f"destroy {uuid}", run)
 
-    def undefine(self, host: str, uuid: str) -> None:
-        """Remove a definition that is not running (a stale copy on a host that came back)."""
+    def undefine(self, host: str, uuid: str) -> bool:
+        """Remove a definition that is not running (a stale copy on a host that came back); True when
+        there was one. A running domain is refused (DomainError): a copy that runs is never touched."""
 
         def run(conn):
             dom = _lookup(conn, uuid)
             if dom is None:
-                return
+                return False
             if dom.isActive():
                 raise DomainError(host, f"undefine {uuid}", "domain is running; refusing to undefine it")
             try:
@@ -212,8 +214,22 @@ class Hypervisors:
                 if err.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
                     raise
                 dom.undefine()  # drivers without those features refuse the flags themselves
+            return True
 
-        self._call(host, f"undefine {uuid}", run)
+        return self._call(host, f"undefine {uuid}", run)
+
+    def recreate_disk(self, host: str, uuid: str, path: str, base: str, base_format: str) -> bool:
+        """The disk at `path` on `host` made anew as a qcow2 overlay of `base` for the domain `uuid`
+        (libvirt_storage.py); True when an old file was replaced. DomainError when another domain of the
+        host uses that path (it is never replaced)."""
+
+        def run(conn):
+            try:
+                return libvirt_storage.recreate_overlay(conn, path, base, base_format, owner=uuid)
+            except libvirt_storage.DiskInUse as err:
+                raise DomainError(host, f"recreate {path}", str(err)) from err
+
+        return self._call(host, f"recreate {path} from {base}", run)
 
     def migrate_live(self, src: str, dst: str, uuid: str) -> MigrationResult:
         """Live-migrate, persistent on the destination and undefined on the source.

@@ -117,6 +117,9 @@ class Database:
             except sa.exc.SQLAlchemyError as e:
                 raise StoreError(f"store {self.url}: {e}") from e
 
+    def in_unit_of_work(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
     def read(self) -> ContextManager[sa.Connection]:
         return self.tx(write=False)
 

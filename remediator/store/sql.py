@@ -25,11 +25,13 @@ from remediator.store.base import (
     TransitionRecord,
 )
 from remediator.store.database import Database
+from remediator.store.groupcommit import GroupCommit
 from remediator.store.schema import alerts, events, incidents, intents, transitions
 from remediator.store.lease import LeaseRows
 from remediator.store.sql_hosts import HostRows
 
-ALERT_KEY = (alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status)
+# one webhook POST's alerts: (alerts, received_at, ignore_reasons)
+_AlertBatch = tuple[tuple[Alert, ...], datetime, "tuple[str | None, ...] | None"]
 
 
 class SQLStore(LeaseRows, HostRows):
@@ -37,6 +39,11 @@ class SQLStore(LeaseRows, HostRows):
         self.db = Database(url)
         self.url = self.db.url  # password hidden
         self._insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        # built once: the webhook's hot statement (parameters bound per execution)
+        self._insert_alert = self._insert(alerts).on_conflict_do_nothing(
+            index_elements=["fingerprint", "starts_at", "status"]).returning(*alerts.c)
+        # concurrent webhook POSTs share a commit (one fsync), each still answered only after it
+        self._alert_groups: GroupCommit[_AlertBatch, list[StoredAlert]] = GroupCommit(self._record_alert_groups)
 
     # ---- plumbing
 
@@ -73,23 +80,39 @@ class SQLStore(LeaseRows, HostRows):
                       ignore_reasons: Sequence[str | None] | None = None) -> list[StoredAlert]:
         if ignore_reasons is not None and len(ignore_reasons) != len(alerts_):
             raise ValueError(f"ignore_reasons has {len(ignore_reasons)} entries for {len(alerts_)} alerts")
+        batch = (tuple(alerts_), received_at, tuple(ignore_reasons) if ignore_reasons is not None else None)
+        if self.db.in_unit_of_work():
+            with self.db.tx() as conn:
+                return self._insert_alerts(conn, batch)
+        return self._alert_groups.submit(batch)
+
+    def _record_alert_groups(self, batches: Sequence[_AlertBatch]) -> list[list[StoredAlert]]:
+        try:
+            with self.db.tx() as conn:
+                return [self._insert_alerts(conn, b) for b in batches]
+        except Exception:
+            if len(batches) == 1:
+                raise
+        # one batch spoiled the group (e.g. a refused value): each alone, so only its own caller fails
+        return [self._record_alert_groups([b])[0] for b in batches]
+
+    def _insert_alerts(self, conn: sa.Connection, batch: _AlertBatch) -> list[StoredAlert]:
+        alerts_, received_at, ignore_reasons = batch
         stored: list[StoredAlert] = []
-        with self.db.tx() as conn:
-            for i, a in enumerate(alerts_):
-                reason = ignore_reasons[i] if ignore_reasons is not None else None
-                values = dict(fingerprint=a.fingerprint, starts_at=a.starts_at, status=a.status.value,
-                              remediation=a.remediation.value, alertname=a.alertname, host=a.host, vm=a.vm,
-                              uuid=a.uuid, ends_at=a.ends_at, labels=dict(a.labels), annotations=dict(a.annotations),
-                              received_at=received_at, outcome="ignored" if reason is not None else None,
-                              reason=reason or "")
-                row = conn.execute(self._insert(alerts).values(**values).on_conflict_do_nothing(
-                    index_elements=["fingerprint", "starts_at", "status"]).returning(*alerts.c)).first()
-                new = row is not None
-                if row is None:  # a repeat delivery: the first one's row, with its outcome
-                    row = conn.execute(sa.select(alerts).where(
-                        alerts.c.fingerprint == a.fingerprint, alerts.c.starts_at == a.starts_at,
-                        alerts.c.status == a.status.value)).one()
-                stored.append(rows.stored_alert(row, new=new))
+        for i, a in enumerate(alerts_):
+            reason = ignore_reasons[i] if ignore_reasons is not None else None
+            values = dict(fingerprint=a.fingerprint, starts_at=a.starts_at, status=a.status.value,
+                          remediation=a.remediation.value, alertname=a.alertname, host=a.host, vm=a.vm,
+                          uuid=a.uuid, ends_at=a.ends_at, labels=dict(a.labels), annotations=dict(a.annotations),
+                          received_at=received_at, outcome="ignored" if reason is not None else None,
+                          reason=reason or "")
+            row = conn.execute(self._insert_alert, values).first()
+            new = row is not None
+            if row is None:  # a repeat delivery: the first one's row, with its outcome
+                row = conn.execute(sa.select(alerts).where(
+                    alerts.c.fingerprint == a.fingerprint, alerts.c.starts_at == a.starts_at,
+                    alerts.c.status == a.status.value)).one()
+            stored.append(rows.stored_alert(row, new=new))
         return stored
 
     def pending_alerts(self) -> list[StoredAlert]:

@@ -11,16 +11,19 @@ from lab.stack import Stack
 
 
 @pytest.fixture
-def stack_factory(lab_factory, tmp_path):
-    """make(hosts=3, vms=[...], policy=None, monitoring=True) -> (lab, stack, sampler), all stopped after.
+def stack_factory(lab_factory, tmp_path, request):
+    """make(hosts=3, vms=[...], policy=None, monitoring=True, store=None) -> (lab, stack, sampler), all stopped after.
 
     The sampler (every 200 ms, QEMU processes of every host) runs for the whole test; each test
-    asserts it saw no UUID on two hosts.
+    asserts it saw no UUID on two hosts. store: "sqlite" or "postgresql" (a fresh database on the
+    session's server); None takes the run's --store option (default sqlite).
     """
     made = []
 
-    def make(hosts: int = 3, **stack_kw):
+    def make(hosts: int = 3, store: str | None = None, **stack_kw):
         lab = lab_factory(hosts)
+        if (store or request.config.getoption("--store")) == "postgresql":
+            stack_kw["store_url"] = request.getfixturevalue("postgres_db")()
         stack = Stack(lab, tmp_path / f"stack{len(made)}", **stack_kw)
         sampler = DuplicateSampler(lab)
         made.append((stack, sampler))

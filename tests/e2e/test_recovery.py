@@ -126,8 +126,10 @@ def test_storm_two_of_three_hosts_down_holds_everything(stack_factory):
     assert sampler.duplicates == []
 
 
-def test_remediator_killed_mid_evacuation_completes_after_restart_without_repeating(stack_factory):
-    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 8, policy={"max_concurrent_actions": 1})
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_remediator_killed_mid_evacuation_completes_after_restart_without_repeating(stack_factory, store):
+    lab, stack, sampler, uuids = evacuation_setup(stack_factory, 8, policy={"max_concurrent_actions": 1},
+                                                  store=store)
     lab.power_off("h1")
     wait_for(lambda: any(lab.where_running(u) for u in uuids), 60, "evacuation under way",
              interval=0.02, on_timeout=stack.log_tail)
