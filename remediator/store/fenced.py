@@ -24,6 +24,14 @@ WRITES = frozenset({
     "note_vm_location", "note_reachability", "set_host_loads", "set_storm_hold", "set_storm_release",
     "set_setting",
 })
+# Ingest: any replica may store an alert or an operator's request (the fast path's crash is an alert too).
+INGEST = frozenset({"record_alerts", "enqueue_event"})
+READS = frozenset({
+    "find_vm_by_name", "get_event", "get_incident", "get_setting", "get_vm", "history", "host_loads", "host_states",
+    "hosts_defining", "incident_counts", "intents", "latest_incident_for", "list_incidents", "list_vms",
+    "open_incident_for", "pending_alerts", "pending_events", "recent_alerts", "storm_hold", "storm_release",
+    "unfinished_intents", "unreachable_hosts", "ping", "close",
+})
 STAMPED = frozenset({"record_intent", "record_result"})  # these take the epoch as a column too
 
 

@@ -109,3 +109,15 @@ def test_standby_takes_over_when_the_leader_stops_renewing_and_the_paused_leader
     finally:
         for s in stores:
             s.close()
+
+
+def test_every_store_method_is_a_fenced_write_a_read_or_ingest():
+    """A new write method of the store must be fenced too: this fails until it is classified."""
+    import inspect
+
+    from remediator.store.base import Store
+    from remediator.store.fenced import INGEST, READS, WRITES
+
+    methods = {n for n, v in inspect.getmembers(Store) if getattr(v, "__isabstractmethod__", False)}
+    assert methods - {"atomic"} == WRITES | READS | INGEST
+    assert not (WRITES & READS) and not (WRITES & INGEST)
