@@ -11,8 +11,11 @@ ARGS   ?=
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# Three workers, one test module each at a time (--dist loadfile keeps a module's shared lab on one worker):
+# the lab tests spend most of their time waiting on timers (for:, scrape intervals), not on the 2 cores.
+TEST_WORKERS ?= 3
 test: bootstrap
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
 
 # The pure core only: seconds, no root, no lab.
 test-fast: bootstrap

@@ -232,4 +232,7 @@ def test_time_three_hosts_and_twelve_guests(lab_factory):
     total = time.monotonic() - t0
     assert sum(len(lab.running(h)) for h in lab.hosts) == 12
     print(f"Lab(3).up() {t_up:.2f} s; + 12 guests (serial) {total:.2f} s")
-    assert total < 20
+    # ~9 s on a quiet machine. The bound catches the traps lab.md names (a DNS stall costs ~10 s per
+    # start: 12 starts ~2 min; an unseeded capabilities cache ~3.5 s per host), not the machine's load
+    # (make test runs other modules beside this one).
+    assert total < 60
