@@ -123,16 +123,14 @@ def build_engine(config: Config, store: Any, metrics: Any, leadership: Any = Non
     from remediator.edges.prometheus import LoadSource
     from remediator.engine import Engine
 
-    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s)
+    # The leader acts only under its lease: every call to a host or a BMC checks the dispatch deadline
+    # right before it is sent, and every engine write carries the epoch (store/fenced.py).
+    gate = leadership.check_dispatch if leadership is not None else None
+    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s, gate=gate)
+    fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s, gate=gate)
     if leadership is not None:
-        # The leader acts only under its lease: each call to a host or a BMC checks the dispatch
-        # deadline first, and each engine write carries the epoch (store/fenced.py).
-        from remediator.leadership import Guarded
         from remediator.store.fenced import FencedStore
 
-        hypervisors = Guarded(hypervisors, leadership, "libvirt")
-        fencer = Guarded(fencer, leadership, "fence")
         store = FencedStore(store, leadership.token, leadership.refused)
     load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
     if load is None:

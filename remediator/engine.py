@@ -218,7 +218,7 @@ class Engine:
 
     def stop_acting(self) -> None:
         """Step down (the lease is lost) or stop: no loop, no timers, no event watchers. An action still
-        running fails its next call (leadership.Guarded) and leaves its intent to the next resume."""
+        running fails its next call (the edges' gate, leadership.check_dispatch) and leaves its intent to the next resume."""
         self.stopping.set()
         self.runner.wake.set()
         if self.events is not None:

@@ -70,6 +70,7 @@ class Leadership:
         return self.epoch is not None and self._monotonic() < self._deadline
 
     def check_dispatch(self, what: str) -> None:
+        """The edges' gate (Hypervisors, Fencer): called right before each call is sent."""
         if not self.may_dispatch():
             raise LeaseLost(f"replica {self.replica} no longer holds the lease "
                             f"(dispatch deadline passed{'' if self.leading else ', stepped down'}): {what} not called")
@@ -197,23 +198,3 @@ class Leadership:
         if problem:
             out["store_error"] = problem
         return out
-
-
-class Guarded:
-    """An edge (Hypervisors, Fencer) whose every method call first checks the dispatch deadline."""
-
-    def __init__(self, edge: Any, leadership: Leadership, name: str):
-        self._edge = edge
-        self._leadership = leadership
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        value = getattr(self._edge, attr)
-        if not callable(value) or attr.startswith("_"):
-            return value
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            self._leadership.check_dispatch(f"{self._name}.{attr}")
-            return value(*args, **kwargs)
-
-        return guarded

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 # Agents print "Status: ON" / "Status: OFF"; the exit code says the same (0 on, 2 off).
 _STATUS_LINE = re.compile(r"^Status:\s*(ON|OFF)\s*$", re.MULTILINE | re.IGNORECASE)
@@ -107,15 +107,19 @@ def parse_status(exit_code: int | None, output: str) -> PowerState:
 class Fencer:
     """Runs fence agents for the hosts of the inventory."""
 
-    def __init__(self, devices: Mapping[str, FenceDeviceSpec], timeout: float = 30.0):
+    def __init__(self, devices: Mapping[str, FenceDeviceSpec], timeout: float = 30.0,
+                 gate: Callable[[str], None] | None = None):
+        """`gate(what)` runs right before each agent is started (leadership.LeaseLost: not started)."""
         self._devices = dict(devices)
         self._timeout = timeout
+        self._gate = gate or (lambda what: None)
 
     def _run(self, host: str, action: str) -> AgentRun:
         try:
             device = self._devices[host]
         except KeyError:
             raise UnknownHost(f"no fence device configured for host {host!r}") from None
+        self._gate(f"{device.agent} {action} {host}")
         started = time.monotonic()
         try:
             proc = subprocess.run(

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import pytest
 
 from remediator.config import Cluster
-from remediator.leadership import Guarded, LeaseLost, Leadership
+from remediator.edges.libvirt import Hypervisors
+from remediator.leadership import LeaseLost, Leadership
 from remediator.model import Action
 from remediator.store import open_store
 from remediator.store.fenced import FencedStore, NotLeader
@@ -92,12 +93,12 @@ def test_standby_takes_over_when_the_leader_stops_renewing_and_the_paused_leader
         a.renew_once()
         b.renew_once()
         assert a.leading and a.may_dispatch() and not b.leading
-        edge = Guarded(type("Edge", (), {"start": lambda self: "started"})(), a, "libvirt")
-        assert edge.start() == "started"
+        hv = Hypervisors({"h": "test:///default"}, gate=a.check_dispatch)
+        assert [d.name for d in hv.domains("h")] == ["test"]
         time.sleep(FAST.lease_s - FAST.max_call_s + 0.05)  # a "paused": no renewal; its deadline passes first
         assert not a.may_dispatch() and a.leading
-        with pytest.raises(LeaseLost, match="libvirt.start not called"):
-            edge.start()
+        with pytest.raises(LeaseLost, match="list domains not called"):
+            hv.domains("h")
         assert not b.store.try_lease("b", FAST.lease_s).holder == "b"  # ...before the lease's expiry
         time.sleep(FAST.max_call_s)
         b.renew_once()
