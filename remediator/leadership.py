@@ -17,7 +17,8 @@ call, its writes are refused by the epoch check (store/fenced.py), and it steps 
 
 Stepping down stops the engine's loop, timers and event watchers; an action thread that is still
 running fails its next call with LeaseLost and leaves its intent unfinished, for the next leader's
-resume. A replica that takes the lease again first waits for its own action threads to end.
+resume. A deadline that lapsed ends the term even if the lease was not taken meanwhile: the replica
+takes it again under a new epoch and resumes, first waiting for its own action threads to end.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Leadership:
         self.acting_since: datetime | None = None  # when its engine had resumed and was running (wall clock)
         self._stop = threading.Event()
         self._fresh = True  # the first take of this process starts a new epoch even under the same name
+        self._acting: int | None = None  # the epoch whose engine runs (on_elected done, on_lost not yet)
         self._thread: threading.Thread | None = None
 
     # ---- what the rest asks
@@ -109,6 +111,11 @@ class Leadership:
         """One take-or-renew; returns how long to wait before the next."""
         c = self.cluster
         sent = self._monotonic()
+        if self.leading and sent >= self._deadline:
+            # The deadline lapsed (a pause, a slow database): an action may have stopped at the gate and left
+            # its intent unfinished. End the term; taking the lease again starts a new epoch and a resume.
+            self._step_down("the dispatch deadline passed before the lease was renewed")
+            self._fresh = True
         try:
             view = self.store.try_lease(self.replica, c.lease_s, fresh=self._fresh, timeout_s=c.retry_timeout_s)
         except StoreError as err:
@@ -146,12 +153,19 @@ class Leadership:
         with self._role:
             if self.epoch != epoch:
                 return  # lost again before it started
+            if self._acting is not None:  # the previous term's engine still runs: stop it first
+                self._on_lost(f"epoch {self._acting} ended")
+                self._acting = None
             try:
                 self._on_elected(epoch)
-                self.acting_since = datetime.now(timezone.utc)
-                log.info("replica %s acting at epoch %s (resumed)", self.replica, epoch)
-            except StoreError as err:  # refused or unreachable: the next renewal decides
+            except StoreError as err:  # refused or unreachable: stop, and take a new term at the next renewal
                 log.warning("resume as leader at epoch %s failed: %s", epoch, err)
+                self._on_lost("resume failed")
+                self._fresh = True
+                return
+            self._acting = epoch
+            self.acting_since = datetime.now(timezone.utc)
+            log.info("replica %s acting at epoch %s (resumed)", self.replica, epoch)
 
     def _step_down(self, why: str) -> None:
         with self._lock:
@@ -165,8 +179,9 @@ class Leadership:
 
     def _lost(self, why: str) -> None:
         with self._role:
-            if self.epoch is None:
+            if self._acting is not None and self._acting != self.epoch:
                 self._on_lost(why)
+                self._acting = None
 
     def _publish(self) -> None:
         if self.metrics is not None:

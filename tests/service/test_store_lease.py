@@ -122,3 +122,14 @@ def test_every_store_method_is_a_fenced_write_a_read_or_ingest():
     methods = {n for n, v in inspect.getmembers(Store) if getattr(v, "__isabstractmethod__", False)}
     assert methods - {"atomic"} == WRITES | READS | INGEST
     assert not (WRITES & READS) and not (WRITES & INGEST)
+
+
+def test_a_lapsed_deadline_ends_the_term_and_the_same_replica_resumes_under_a_new_epoch(store):
+    events: list[str] = []
+    a = Leadership(store, "a", FAST, on_elected=lambda e: events.append(f"elected {e}"),
+                   on_lost=lambda why: events.append("lost"))
+    a.renew_once()
+    time.sleep(FAST.lease_s - FAST.max_call_s + 0.05)  # renewals late: the deadline passed, the lease did not
+    a.renew_once()
+    time.sleep(0.2)
+    assert a.leading and a.epoch == 2 and events == ["elected 1", "lost", "elected 2"]
