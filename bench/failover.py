@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -28,11 +25,10 @@ from pathlib import Path
 import requests
 import yaml
 
-from lab.monitoring import free_tcp_port
 from lab.postgres import PostgresServer
+from lab.stack import Replica
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TOKEN = "bench-operator-token-0123456789abcdef"
 
 
@@ -44,26 +40,18 @@ def replica_config(name: str, port: int, store_url: str) -> dict:
             "hosts": [{"name": "h1", "uri": "test:///default"}], "policy": {"fast_path": False}}
 
 
-class Replica:
-    def __init__(self, workdir: Path, name: str, store_url: str):
-        self.name, self.port = name, free_tcp_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = workdir / f"{name}.yml"
-        self.config.write_text(yaml.safe_dump(replica_config(name, self.port, store_url)))
-        self.log = workdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
+class BenchReplica(Replica):
+    """lab.stack's replica process, with this bench's config (test:///default hosts) and its API session."""
+
+    def __init__(self, workdir: Path, index: int, store_url: str):
+        super().__init__(workdir, index)
+        self.config_path.write_text(yaml.safe_dump(replica_config(self.name, self.port, store_url)))
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {TOKEN}"
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(BIN / "remediator"), "serve", "--config", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while self.cluster() is None:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"replica {self.name} did not start; see {self.log}")
-            time.sleep(0.05)
+        super().start()
+        wait(lambda: self.ready(self.session), 30, f"replica {self.name} ready")
 
     def cluster(self) -> dict | None:
         try:
@@ -71,22 +59,6 @@ class Replica:
             return r.json() if r.status_code == 200 else None
         except requests.RequestException:
             return None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 def wait(condition, timeout: float, what: str, interval: float = 0.01):
@@ -100,14 +72,14 @@ def wait(condition, timeout: float, what: str, interval: float = 0.01):
         time.sleep(interval)
 
 
-def leader_acting(replicas: list[Replica]) -> tuple[Replica, dict] | None:
+def leader_acting(replicas: list[BenchReplica]) -> tuple[Replica, dict] | None:
     for r in replicas:
         if r.proc is not None and (c := r.cluster()) and c["leading"] and c["acting_since"]:
             return r, c
     return None
 
 
-def one_failover(replicas: list[Replica], run: int) -> dict:
+def one_failover(replicas: list[BenchReplica], run: int) -> dict:
     leader, before = wait(lambda: leader_acting(replicas), 30, "a leader acting")
     time.sleep(0.3 + (run * 0.37) % 1.0)  # kill at varied points of the leader's renewal cycle
     expires_at = datetime.fromisoformat(leader.cluster()["lease"]["expires_at"])
@@ -125,7 +97,7 @@ def one_failover(replicas: list[Replica], run: int) -> dict:
 def measure(runs: int = 5) -> dict:
     with PostgresServer() as pg, tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         url = pg.create_database("remediator")
-        replicas = [Replica(Path(tmp), f"r{i}", url) for i in range(3)]
+        replicas = [BenchReplica(Path(tmp), i, url) for i in range(3)]
         try:
             for r in replicas:
                 r.start()
