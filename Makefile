@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-failover abuse clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-failover abuse soak clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -58,6 +58,11 @@ bench-failover: bootstrap
 # Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
 abuse: bootstrap
 	$(PY) -m bench.network_abuse $(ARGS)
+
+# 30 minutes of the whole stack under injected faults; every fence/restart/migration counts as false
+# (bench/soak.py): results in bench/results/soak.json. ARGS="--duration 300" for a short run.
+soak: bootstrap
+	$(PY) -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

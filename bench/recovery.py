@@ -9,6 +9,8 @@ rules/hypervisor.rules.yml, rules/alertmanager.yml, the remediator's config defa
                      so it must be fenced before any guest starts elsewhere.
     host_damaged     the same host's boot files are removed: it still answers, so it is cordoned and
                      its guests live-migrate away (each migration's downtime is recorded).
+    host_reprovision the same, then the host is reinstalled over PXE by its policy and activated:
+                     damage -> back in the pool (bench/reprovision.py).
 
 "Runs" is the hosts' word, not the remediator's: libvirt on the host lists the guest as running,
 asked every 50 ms through the host's own socket. Each run's time is split at the moments the
@@ -47,10 +49,11 @@ from lab.guests import ha_metadata
 from lab.sampler import DuplicateSampler
 from lab.stack import RULES, Stack, wait_for
 from lab.timeline import moments
+from bench.reprovision import run_host_reprovision
 from remediator.config import Policy
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("vm_crash", "host_power_loss", "host_partition", "host_damaged")
+SCENARIOS = ("vm_crash", "host_power_loss", "host_partition", "host_damaged", "host_reprovision")
 # The same with the fast path off (policy.fast_path: false): detection by the alert path only.
 ALERT_ONLY = "_alert_only"
 
@@ -94,11 +97,12 @@ def percentile(values: list[float], q: float) -> float:
 def shipped_timings() -> dict:
     """The defaults this bench runs with, read from the files it runs (so the record cannot drift)."""
     prom = yaml.safe_load((RULES / "prometheus.yml").read_text())["global"]
-    rules = {r["alert"]: r.get("for", "0s") for g in yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())["groups"]
-             for r in g["rules"] if "alert" in r}
+    groups = yaml.safe_load((RULES / "hypervisor.rules.yml").read_text())["groups"]
+    rules = {r["alert"]: r.get("for", "0s") for g in groups for r in g["rules"] if "alert" in r}
     routes = yaml.safe_load((RULES / "alertmanager.yml").read_text())["route"]["routes"]
     route = next(r for r in routes if r["receiver"] == "remediator")
     return {"scrape_interval": prom["scrape_interval"], "evaluation_interval": prom["evaluation_interval"],
+            "alert_rules_interval": groups[0].get("interval", prom["evaluation_interval"]),
             "for": rules, "group_wait": route["group_wait"], "group_interval": route["group_interval"], "remediator_policy": "config defaults"}
 
 
@@ -319,6 +323,11 @@ def table(summaries: list[dict]) -> str:
             f"{'act':>8}{'remed.':>8}{'dups':>6}{'target':>8}{'x 3RC':>8}")
     lines = [head, "-" * len(head)]
     for s in summaries:
+        if "detection_s" not in s:  # host_reprovision: its own figures
+            lines.append(f"{s['scenario']:<16}{s['runs']:>5}{s['p50_s']:>8.2f}{'':>8}{s['max_s']:>8.2f}  guests moved "
+                         f"{s['guests_moved_p50_s']:.2f} s, install {s['install_delay_s']:g} s, phases "
+                         f"{s['phases_p50_s']}, dups {s['duplicates_observed']}, x 3RC {s['ratio_to_3rc']:.3f}")
+            continue
         lines.append(f"{s['scenario']:<16}{s['runs']:>5}{s['p50_s']:>8.2f}{s['p95_s']:>8.2f}{s['max_s']:>8.2f}"
                      f"{s['detection_s']['p50']:>8.2f}{s['decision_s']['p50']:>8.3f}{s['action_s']['p50']:>8.2f}"
                      f"{s['remediator_s']['p50']:>8.2f}{s['duplicates_observed']:>6}"
@@ -349,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(s in ("host_power_loss", "host_partition") for s in scenarios):
             floor = run_start_floor(args.runs, args.guests, log)
         for scenario in scenarios:
+            if scenario == "host_reprovision":
+                summaries.append(run_host_reprovision(args.runs, args.guests, Path(tmp), wait_landed, log))
+                continue
             if base_of(scenario) == "vm_crash":
                 runs = run_vm_crash(args.runs, Path(tmp), log, scenario)
             else:
@@ -364,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(out.read_text())
         result["scenarios"] = {**previous.get("scenarios", {}), **result["scenarios"]}
         result["start_floor"] = floor or previous.get("start_floor")
+        result["date"] = previous.get("date", result["date"])  # of the others; a merged scenario has its own
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + table(summaries))
     if floor:

@@ -208,7 +208,8 @@ def etc_hosts(all_hosts: list[LabHost]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | None) -> None:
+def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | None, *,
+                 keep_figures: bool = False) -> None:
     for target in MOUNT_TARGETS:
         os.makedirs(target, exist_ok=True)
     if not SYSTEM_QEMU_CONF.is_file():
@@ -236,7 +237,25 @@ def prepare_dirs(host: LabHost, all_hosts: list[LabHost], cache_seed: Path | Non
     # waiting for a resolver that cannot be reached.
     (hdir / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     repair_boot(host)
-    figures.clear(host)
+    if not keep_figures:
+        figures.clear(host)
+
+
+# What a reinstall replaces: every directory the host's processes see as their own (prepare_dirs makes them
+# again from the clean template). The BMC's files (next-boot, power.log) are not the host's: they stay.
+# The simulated kernel figures (procfs) stay too: they stand for the machine's load, not its software.
+HOST_STATE = ("etc", "run", "lib", "log", "cache", "boot", "hosts", "resolv.conf")
+
+
+def wipe_state(host: LabHost) -> None:
+    """Everything the installed system had, gone (its libvirt config and domains, logs, boot files)."""
+    hdir = Path(host.dir)
+    for name in HOST_STATE:
+        path = hdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 # One libvirt qemu hook per host (argv: domain, operation, sub-operation; the domain XML on stdin).

@@ -121,7 +121,7 @@ class Lab(HostSimulation):
     """Also refuse_migration, set_host_load, ... (lab/simulate.py)."""
 
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
-                 detached: bool = False, boot_timeout: float = 30.0):
+                 detached: bool = False, boot_timeout: float = 30.0, install_delay_s: float = 3.0):
         if not 1 <= hosts <= 200:
             raise ValueError(f"hosts must be 1..200, not {hosts}")
         self.n_hosts = hosts
@@ -129,6 +129,7 @@ class Lab(HostSimulation):
         self.roots = roots
         self.detached = detached       # True: no owner pid; only `down` removes it
         self.boot_timeout = boot_timeout
+        self.install_delay_s = install_delay_s  # a PXE boot's simulated install (lab/power.py reinstall)
         self.domain_type = "kvm" if _kvm_usable() else "qemu"
         self.index: int | None = None
         self.name: str | None = name
@@ -154,6 +155,7 @@ class Lab(HostSimulation):
         lab._keeper_rec = data["keeper"]
         lab.daemons = data.get("daemons", [])
         lab.domain_type = data.get("domain_type", lab.domain_type)
+        lab.install_delay_s = data.get("install_delay_s", lab.install_delay_s)
         return lab
 
     def __enter__(self) -> "Lab":
@@ -185,7 +187,8 @@ class Lab(HostSimulation):
             "gateway": f"10.77.{self.index}.1",
             "data_dir": str(st.data_dir(self.roots, self.index)),
             "keeper": self._keeper_rec, "hosts": [h.to_dict() for h in self.hosts],
-            "daemons": self.daemons,
+            "daemons": self.daemons, "install_delay_s": self.install_delay_s,
+            "cache_seed": str(seed) if (seed := self._cache_seed()) else None,
         }
 
     def _save(self) -> None:

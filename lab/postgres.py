@@ -43,12 +43,13 @@ class PostgresServer:
         self.fast = fast
         self.port = port or free_tcp_port()
         self.password = secrets.token_urlsafe(12)
-        self.root = Path(tempfile.mkdtemp(prefix="remediator-pg-"))
+        self._run_as = None if os.geteuid() != 0 else pwd.getpwnam("postgres")
+        # as root the server runs as `postgres`, which must reach the directory: /tmp, whatever TMPDIR says
+        self.root = Path(tempfile.mkdtemp(prefix="remediator-pg-", dir="/tmp" if self._run_as else None))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.pid: int | None = None
         self.started: int | None = None
-        self._run_as = None if os.geteuid() != 0 else pwd.getpwnam("postgres")
 
     # ---- life
 
@@ -93,7 +94,11 @@ class PostgresServer:
         return time.monotonic() - started
 
     def __enter__(self) -> "PostgresServer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a half-started server (or its files) is not left behind
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

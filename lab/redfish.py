@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from flask import Flask, Response, jsonify, request
 
 from lab import bootdev, power
-from lab.bmc import _host_from_state, announce_port, arguments
+from lab.bmc import _host_from_state, announce_port, arguments, power_on_from_state
 from lab.certs import CA
 
 VIA = "redfish"
@@ -81,9 +81,7 @@ class HostPower:
     def _boot(self) -> None:
         with self._lock:
             try:
-                host, keeper_sock = self.host()
-                target = bootdev.take_for_boot(host.dir)
-                power.boot(host, keeper_sock)
+                target = power_on_from_state(self.state_file, self.host_name)  # pxe: a reinstall
                 print(f"redfish {self.host_name}: powered on (boot target {target})", flush=True)
             except (OSError, TimeoutError) as e:
                 print(f"redfish {self.host_name}: power on failed: {e}", flush=True)

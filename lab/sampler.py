@@ -125,17 +125,22 @@ class DuplicateSampler:
         return any(self._paused_for_migration(host, uuid) for host in hosts)
 
     def _paused_for_migration(self, host: str, uuid: str) -> bool:
-        try:
-            conn = self._conns.get(host)
-            if conn is None:
-                conn = self._conns[host] = libvirt.open(self.lab.host(host).unix_uri)
-            state, reason = conn.lookupByUUIDString(uuid).state()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # libvirt answered: it forgot this one
-                since = self._forgotten_since.setdefault((host, uuid), time.monotonic())
-                return time.monotonic() - since < FORGOTTEN_GRACE_S
-            self._conns.pop(host, None)
-            return False  # libvirt cannot tell: the QEMU counts as running
+        # A kept connection may be to a libvirtd that has since restarted (a reinstalled host, a
+        # libvirtd restart): its error says nothing of the guest, so ask once more on a new one.
+        for fresh in (host not in self._conns, True):
+            try:
+                conn = self._conns.get(host)
+                if conn is None:
+                    conn = self._conns[host] = libvirt.open(self.lab.host(host).unix_uri)
+                state, reason = conn.lookupByUUIDString(uuid).state()
+                break
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:  # libvirt answered: it forgot this one
+                    since = self._forgotten_since.setdefault((host, uuid), time.monotonic())
+                    return time.monotonic() - since < FORGOTTEN_GRACE_S
+                self._conns.pop(host, None)
+                if fresh:
+                    return False  # libvirt cannot tell: the QEMU counts as running
         # Measured on the lab: the destination is paused "starting up", then "migration", until it runs
         # ("migrated"); the source is paused "migration" from the switch-over until its QEMU exits.
         return state == libvirt.VIR_DOMAIN_PAUSED and reason in _MIGRATION_PAUSES

@@ -95,10 +95,12 @@ def alertmanager_config(webhook_url: str | list[str], token_file: Path) -> dict:
 
 
 def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url: str | None,
-                      vms: list[dict], policy: dict | None = None, settings: dict | None = None) -> dict:
+                      vms: list[dict], policy: dict | None = None, settings: dict | None = None,
+                      host_settings: dict[str, dict] | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
     `store` is a SQLite file or a store URL (postgresql://...); `settings` adds top-level keys
-    (e.g. {"dry_run": True}, {"cluster": {...}})."""
+    (e.g. {"dry_run": True}, {"cluster": {...}}), `host_settings` keys of named hosts' entries
+    (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}})."""
     return {**(settings or {}),
         "listen": {"host": "127.0.0.1", "port": port},
         "auth": {"alertmanager": {"bearer_token": ALERTMANAGER_TOKEN}, "operator": {"bearer_token": OPERATOR_TOKEN}},
@@ -107,7 +109,7 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
                 "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
-                "lanplus": True, "power_wait": 0}}}
+                "lanplus": True, "power_wait": 0}}, **(host_settings or {}).get(h.name, {})}
             for h in lab.hosts
         ],
         "vms": vms,
@@ -168,7 +170,8 @@ class Replica:
 class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
                  monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
-                 store_url: str | None = None, replicas: int = 1):
+                 host_settings: dict[str, dict] | None = None, store_url: str | None = None,
+                 replicas: int = 1):
         """`store_url`: e.g. postgresql://... (None: SQLite in the workdir); `replicas`: how many
         `remediator serve` processes share that store (more than one needs PostgreSQL)."""
         self.lab = lab
@@ -177,6 +180,7 @@ class Stack:
         self.vms = list(vms)
         self.policy = policy
         self.settings = settings
+        self.host_settings = host_settings
         self.rules = rules or RULES / "hypervisor.rules.yml"  # a test may load a variant (e.g. shorter `for:`)
         self.monitoring = monitoring
         if replicas > 1 and not store_url:
@@ -223,7 +227,7 @@ class Stack:
                 replica.config_path.write_text(yaml.safe_dump(remediator_config(
                     self.lab, port=replica.port, store=self.store_url or self.store_path,
                     prometheus_url=self.prometheus.url if self.prometheus else None,
-                    vms=self.vms, policy=self.policy, settings=settings)))
+                    vms=self.vms, policy=self.policy, settings=settings, host_settings=self.host_settings)))
             for replica in self.replicas:
                 self.start_remediator(replica=replica.index)
         except BaseException:

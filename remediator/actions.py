@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from remediator import placement, rebuild
 from remediator.edges.libvirt import DomainError, HostUnreachable
+from remediator.edges.libvirt_events import Link
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
 from remediator.hostfsm import HostEvent
@@ -43,11 +44,13 @@ def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 
 def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     host = p["host"]
-    answers = e.probe_hosts()
-    if answers[host] if host in answers else e.hv.is_reachable(host):
+    answers = e.probe_hosts()  # the held connections' evidence first (World.answers), then fresh probes
+    if answers[host] if host in answers else e.world.answers(host):
         return Outcome(E.HOST_REACHABLE, True, f"libvirt on {host} answers")
+    how = (": its kept-alive connection failed and has not reconnected since"
+           if e.world.link(host) is Link.LOST else "")
     e.hosts.set_condition(host, HostEvent.UNREACHABLE, "libvirt unreachable from the remediator")
-    return Outcome(E.HOST_UNREACHABLE, True, f"libvirt on {host} unreachable from the remediator")
+    return Outcome(E.HOST_UNREACHABLE, True, f"libvirt on {host} unreachable from the remediator{how}")
 
 
 def start_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
@@ -223,8 +226,10 @@ PERFORM: Mapping[A, Callable[["Engine", Mapping[str, Any]], Outcome]] = {
 
 
 def perform(e: "Engine", action: Action) -> Outcome:
+    from remediator.reprovision_actions import PERFORM as REPROVISION  # it builds on this module's Outcome
+
     try:
-        fn = PERFORM[A(action.kind)]
+        fn = PERFORM.get(A(action.kind)) or REPROVISION[A(action.kind)]
     except KeyError:
         raise ValueError(f"the engine does not perform {action.kind} here") from None
     return fn(e, action.params)

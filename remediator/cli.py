@@ -9,6 +9,7 @@
   remediator host activate NAME [--reason R] --api URL
                                                return a repaired host to service (exit 1 when refused)
   remediator host maintenance NAME on|off [--reason R] --api URL
+  remediator host reprovision NAME [--reason R] --api URL
                                                drain a host by live migration, or return it
 
 --config defaults to $REMEDIATOR_CONFIG, else /etc/remediator/config.yml.
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     hosts = p.add_subparsers(dest="host_command", required=True)
     hosts.add_parser("activate", parents=[host_options],
                      help="return a fenced, cordoned or down host to service").add_argument("name")
+    hosts.add_parser("reprovision", parents=[host_options],
+                     help="reinstall a damaged (drained) or fenced host over PXE and/or its provisioning hook, "
+                          "then activate it").add_argument("name")
     m = hosts.add_parser("maintenance", parents=[host_options],
                          help="on: drain by live migration; off: schedulable again")
     m.add_argument("name")
@@ -156,8 +160,8 @@ def host_request(config: Config, args: argparse.Namespace, *, out) -> int:
     from remediator.client import Client
 
     client = Client(config, args.api, command=f"remediator host {args.host_command}", tls=tls_options(args))
-    if args.host_command == "activate":
-        ok, words = client.host_request(args.name, "activate", {"reason": args.reason})
+    if args.host_command in ("activate", "reprovision"):
+        ok, words = client.host_request(args.name, args.host_command, {"reason": args.reason})
     else:
         ok, words = client.host_request(args.name, "maintenance", {"on": args.state == "on", "reason": args.reason})
     out.write(f"{args.name}: {words}\n")

@@ -157,12 +157,48 @@ class FenceDevice:
     options: Mapping[str, str] = field(default_factory=dict)
 
 
+REPROVISION_POLICIES = ("automatic", "on_request", "never")
+
+
+@dataclass(frozen=True)
+class ProvisioningHook:
+    """What asks the installer (Foreman, MAAS, Cobbler, an in-house one) to reinstall the host: an HTTP
+    request whose body is a template (`$host`, `$address`, `$incident` are filled in; `$$` is a `$`), or
+    a command (argv, the same placeholders in each argument). A status >= 400 or a non-zero exit fails."""
+
+    url: str | None = None
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+    command: tuple[str, ...] = ()
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Reprovision:
+    """Whether a host out of service is reinstalled, per how it went out.
+
+    damaged: `on_request` by default: a reinstall wipes the host, and a damage check can fail for a
+    reason a reinstall does not cure (a full disk on shared storage, a check that is wrong): an operator
+    decides unless the host's entry says `automatic`. fenced: `never` by default: a host that lost power
+    is usually whole, and the cause (a PDU, a PSU) wants a person's look first."""
+
+    damaged: str = "on_request"
+    fenced: str = "never"
+    pxe: bool = True  # set the next boot to the network and power-cycle, through the host's power device
+    hook: ProvisioningHook | None = None
+
+
 @dataclass(frozen=True)
 class HostConfig:
     name: str
     uri: str
-    fence: FenceDevice | None = None
+    fence: FenceDevice | None = None  # the first power device (level 1)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Every power device in order (Pacemaker's fencing levels): fencing tries each until one proves the
+    # host off; boot control uses the first whose kind can set a boot device. `fence` is the first.
+    power: tuple[FenceDevice, ...] = ()
+    reprovision: Reprovision = field(default_factory=Reprovision)
 
 
 @dataclass(frozen=True)
@@ -207,8 +243,10 @@ class ActionTimeouts:
     fence_s: float = 60.0
     migrate_s: float = 300.0
 
-    def for_action(self, kind: str) -> float:
+    def for_action(self, kind: str, reprovision: "ReprovisionTimeouts | None" = None) -> float:
         """The timeout of an action kind (fsm.ActionKind values), by family."""
+        if reprovision is not None and kind in reprovision.BY_ACTION:
+            return getattr(reprovision, reprovision.BY_ACTION[kind])
         if kind.startswith("verify"):
             return self.verify_s
         if kind in ("start_vm", "start_vm_elsewhere", "rebuild_vm", "evacuate_host"):
@@ -218,6 +256,21 @@ class ActionTimeouts:
         if kind in ("migrate_away", "rebalance_host"):
             return self.migrate_s
         return self.default_s
+
+
+@dataclass(frozen=True)
+class ReprovisionTimeouts:
+    """A timeout per reprovision phase: past it the incident fails and the host stays out, with the reason."""
+
+    boot_device_s: float = 30.0  # the BMC takes the next boot device (network, once)
+    power_cycle_s: float = 60.0
+    hook_s: float = 120.0  # the provisioning hook answers
+    ready_s: float = 1800.0  # from the power cycle (or hook) until libvirt answers, every check is ok, no stale domains
+    activate_s: float = 60.0
+    ready_poll_s: float = 5.0  # how often readiness is looked at
+
+    BY_ACTION = {"set_boot_pxe": "boot_device_s", "power_cycle": "power_cycle_s", "call_hook": "hook_s",
+                 "check_ready": "ready_poll_s", "activate_reinstalled": "activate_s"}
 
 
 @dataclass(frozen=True)
@@ -257,6 +310,10 @@ class Policy:
     fast_path: bool = True  # libvirt's lifecycle events open a crashed VM's incident before its alert
     timings: Timings = field(default_factory=Timings)
     overcommit: Overcommit = field(default_factory=Overcommit)
+    reprovision: ReprovisionTimeouts = field(default_factory=ReprovisionTimeouts)
+
+    def timeout_for(self, kind: str) -> float:
+        return self.action_timeouts.for_action(kind, self.reprovision)
 
 
 @dataclass(frozen=True)
@@ -291,8 +348,13 @@ class Config:
 
     @property
     def fence_devices(self) -> dict[str, FenceDevice]:
-        """name -> fence device, for the hosts that have one (edges.fencing.Fencer takes this)."""
+        """name -> its first power device, for the hosts that have one."""
         return {h.name: h.fence for h in self.hosts if h.fence is not None}
+
+    @property
+    def power_devices(self) -> dict[str, tuple[FenceDevice, ...]]:
+        """name -> its power devices in order (fencing levels), what edges.fencing.Fencer and edges.power take."""
+        return {h.name: h.power for h in self.hosts if h.power}
 
     def vm(self, *, uuid: str | None = None, name: str | None = None) -> VMConfig | None:
         """The HA declaration of a VM: by uuid first, then by name for declarations without uuid."""
@@ -567,7 +629,7 @@ class _Parser:
         seen: dict[str, int] = {}
         for i, item in enumerate(value):
             key = f"hosts[{i}]"
-            raw = self.mapping(item, key, ["name", "uri", "fence", "labels"])
+            raw = self.mapping(item, key, ["name", "uri", "fence", "labels", "reprovision"])
             name = self.string(raw.get("name"), f"{key}.name", pattern=HOST_NAME, what="not a valid host name")
             if name in seen:
                 raise self.fail(f"{key}.name", f"duplicate host {name!r} (also hosts[{seen[name]}])")
@@ -576,9 +638,53 @@ class _Parser:
             scheme = urlparse(uri).scheme
             if not LIBVIRT_URI_SCHEMES.match(scheme):
                 raise self.fail(f"{key}.uri", f"not a libvirt URI: {uri!r}")
-            fence = self.fence(raw["fence"], f"{key}.fence") if raw.get("fence") is not None else None
-            hosts.append(HostConfig(name=name, uri=uri, fence=fence, labels=self.labels(raw.get("labels"), f"{key}.labels")))
+            fence = raw.get("fence")
+            # One device, or several tried in order (fencing levels).
+            power = tuple(self.fence(d, f"{key}.fence[{n}]") for n, d in enumerate(fence)) \
+                if isinstance(fence, list) else (self.fence(fence, f"{key}.fence"),) if fence is not None else ()
+            if isinstance(fence, list) and not fence:
+                raise self.fail(f"{key}.fence", "an empty list: give at least one device, or leave fence out")
+            reprovision = self.reprovision(raw.get("reprovision"), f"{key}.reprovision")
+            if reprovision.pxe and not power and (reprovision.damaged != "never" or reprovision.fenced != "never"):
+                reprovision = Reprovision(reprovision.damaged, reprovision.fenced, False, reprovision.hook)
+            hosts.append(HostConfig(name=name, uri=uri, fence=power[0] if power else None, power=power,
+                                    labels=self.labels(raw.get("labels"), f"{key}.labels"), reprovision=reprovision))
         return tuple(hosts)
+
+    def reprovision(self, value: Any, key: str) -> Reprovision:
+        raw = self.mapping(value, key, ["damaged", "fenced", "pxe", "hook"])
+        d = Reprovision()
+        policies = {}
+        for name in ("damaged", "fenced"):
+            policies[name] = self.string(raw.get(name, getattr(d, name)), f"{key}.{name}")
+            if policies[name] not in REPROVISION_POLICIES:
+                raise self.fail(f"{key}.{name}", f"one of {', '.join(REPROVISION_POLICIES)}, got {policies[name]!r}")
+        pxe = self.boolean(raw.get("pxe", d.pxe), f"{key}.pxe")
+        hook = self.hook(raw["hook"], f"{key}.hook") if raw.get("hook") is not None else None
+        if not pxe and hook is None and any(p != "never" for p in policies.values()):
+            raise self.fail(key, "with pxe: false, a hook must do the install (give reprovision.hook)")
+        return Reprovision(policies["damaged"], policies["fenced"], pxe, hook)
+
+    def hook(self, value: Any, key: str) -> ProvisioningHook:
+        raw = self.mapping(value, key, ["url", "method", "headers", "body", "command", "timeout_s"])
+        if (raw.get("url") is None) == (raw.get("command") is None):
+            raise self.fail(key, "give either url (an HTTP request) or command (argv), not both")
+        timeout = self.number(raw.get("timeout_s", ProvisioningHook.timeout_s), f"{key}.timeout_s", above=True)
+        if raw.get("command") is not None:
+            command = raw["command"]
+            if not (isinstance(command, list) and command and all(isinstance(a, str) for a in command)):
+                raise self.fail(f"{key}.command", f"expected a list of strings (argv), got {_kind(command)}")
+            return ProvisioningHook(command=tuple(command), timeout_s=timeout)
+        url = self.string(raw["url"], f"{key}.url")
+        if urlparse(url).scheme not in ("http", "https"):
+            raise self.fail(f"{key}.url", f"expected an http(s) URL, got {url!r}")
+        method = self.string(raw.get("method", "POST"), f"{key}.method").upper()
+        if method not in ("GET", "POST", "PUT", "PATCH"):
+            raise self.fail(f"{key}.method", f"one of GET, POST, PUT, PATCH, got {method!r}")
+        headers = {k: self.string(v, f"{key}.headers.{k}") for k, v in
+                   self.mapping(raw.get("headers"), f"{key}.headers", _AnyKey()).items()}
+        return ProvisioningHook(url=url, method=method, headers=headers, timeout_s=timeout,
+                                body=self.string(raw.get("body", ""), f"{key}.body") if raw.get("body") else "")
 
     def fence(self, value: Any, key: str) -> FenceDevice:
         raw = self.mapping(value, key, ["agent", "options"])
@@ -654,7 +760,7 @@ class _Parser:
             value,
             "policy",
             ["attempts", "backoff", "action_timeouts", "storm", "max_concurrent_actions", "max_concurrent_migrations",
-             "fast_path", "timings", "overcommit", "overload"],
+             "fast_path", "timings", "overcommit", "overload", "reprovision"],
         )
         if "overload" in raw:
             # One source of truth: the rule says when a host is overloaded, and its alert carries the figure.
@@ -684,6 +790,7 @@ class _Parser:
             ),
             timings=self.numbers(Timings, raw.get("timings"), "policy.timings"),
             overcommit=self.numbers(Overcommit, raw.get("overcommit"), "policy.overcommit", above=True),
+            reprovision=self.numbers(ReprovisionTimeouts, raw.get("reprovision"), "policy.reprovision", above=True),
         )
 
     def cluster(self, value: Any) -> Cluster:

@@ -37,6 +37,8 @@ from remediator.hostlife import Answer, HostLife
 from remediator.fastpath import FastPath
 from remediator.migrations import Migrations
 from remediator.operator import OperatorRequests
+from remediator.edges.power import PowerDevices
+from remediator.reprovision_actions import Reprovisions
 from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
                               Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
@@ -60,20 +62,24 @@ def opened_by(alert: Alert) -> str:
 
 class Engine:
     def __init__(self, config, store: Store, hypervisors, fencer, load_source, metrics, *,
-                 clock: Callable[[], datetime] = utcnow, events=None):
+                 clock: Callable[[], datetime] = utcnow, events=None, power=None):
         self.config = config
         self.store = store
         self.hv = hypervisors
         self.fencer = fencer
+        self.power = power if power is not None else PowerDevices(config.power_devices)  # boot control
+        self.gate: Callable[[str], None] = lambda what: None  # leadership.check_dispatch under a lease
         self.load_source = load_source
         self.metrics = metrics
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
-        self.world = World(config, store, hypervisors, load_source, clock)
+        self.world = World(config, store, hypervisors, load_source, clock,
+                           links=events.link if events is not None else None)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)
         self.fast_path = FastPath(self)
+        self.reprovisions = Reprovisions(self)
         self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
                              on_result=self._feed_back, on_event=self.handle_event)
         self.decide_lock = threading.RLock()  # decisions one at a time (operator requests take it too)
@@ -114,8 +120,9 @@ class Engine:
             self.host_changed(incident.host, exclude=incident_id)  # lower-ranked incidents may go on now
         return decision
 
-    def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any]) -> int | None:
-        """An incident the engine opens itself (an operator's maintenance); None when not opened."""
+    def open_incident(self, kind: Remediation, subject: str, host: str, data: Mapping[str, Any],
+                      opened_by: str = "operator") -> int | None:
+        """An incident the engine opens itself (an operator's maintenance, a reprovision); None when not opened."""
         with self.decide_lock:
             decision = fsm.open_incident(kind, subject, host, self.context_for(None, host, kind=kind),
                                          at=self.clock(), data=data)
@@ -125,9 +132,9 @@ class Engine:
             with self.store.atomic():
                 incident = self.store.create_incident(subject, kind, host, None, None, decision.next_state,
                                                       decision.reason, self.clock(),
-                                                      data={**data, **decision.data, "opened_by": "operator"})
+                                                      data={**data, **decision.data, "opened_by": opened_by})
                 intents = self._persist(incident, event, decision, opening=True)
-        self.metrics.incident_opened_by("operator")
+        self.metrics.incident_opened_by(opened_by)
         self._dispatch(incident.id, intents)
         return incident.id
 
@@ -260,9 +267,14 @@ class Engine:
         if host and kind in HOST_KINDS:
             outranked = any(o.kind in HOST_KINDS and host_of_subject(o.subject) == host and fsm.outranks(o.kind, kind)
                             for o in self.store.list_incidents(open_only=True, limit=100000))
-        return fsm.Context(policy=self.policy, host_condition=self.world.conditions().get(host) if host else None,
+        state = self.world.host_states().get(host) if host else None
+        reprovisioning = bool(host) and self.store.open_incident_for(
+            host_subject(host, Remediation.HOST_REPROVISION)) is not None
+        return fsm.Context(policy=self.policy, host_condition=state.condition if state else None,
                            storm_hold=self.storm_active(), host_incident_open=host_incident_open,
-                           has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run)
+                           has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run,
+                           reprovisioning=reprovisioning,
+                           host_up_since=state.since if state and state.condition is HostCondition.UP else None)
 
     def _handle_alert(self, alert_id: int, alert: Alert, received_at: datetime) -> None:
         # One unit of work per alert: claim it (a row lock where the database has one), decide, mark it
@@ -358,6 +370,12 @@ class Engine:
         self._dispatch(incident_id, intents)
         if decision.closes and incident.kind in HOST_KINDS:
             self.host_changed(incident.host, exclude=incident_id)  # incidents waiting on this host look again
+        if incident.kind is Remediation.HOST_REPROVISION and not decision.ignored \
+                and decision.next_state != incident.state:
+            self.reprovisions.phase_ended(incident, "ok" if outcome.ok else "failed", event.at)
+        if decision.next_state is fsm.State.RECOVERED and incident.kind in (Remediation.HOST_DAMAGED,
+                                                                           Remediation.HOST_DOWN):
+            self.reprovisions.after_recovered(incident)  # reinstalled when the host's policy is automatic
 
     def vm_lock(self, uuid: str) -> threading.Lock:
         with self._vm_locks_guard:

@@ -27,6 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping
 
+from remediator import reprovision
 from remediator.fsm_vocabulary import (RANK, STEP_ACTION, TERMINAL_STATES, WAITING_FOR_OFF, ActionKind,  # noqa: F401
                                        Context, Decision, EventKind, Guard, Policy, State, Transition,
                                        _FIRST, _KEEP, _NEXT, _RESULT_EVENTS, failed_hosts, outranks)
@@ -130,6 +131,7 @@ def lower_kind_outranked(i: Incident, e: Event, c: Context) -> bool:
 
 A, S, E = ActionKind, State, EventKind
 T = Transition
+REPROVISION = Remediation.HOST_REPROVISION
 RETRY = A.SCHEDULE_RETRY
 
 
@@ -264,6 +266,8 @@ TRANSITIONS[(S.OUTRANKED, E.HOST_CHANGED)] = (
 TRANSITIONS[(S.OUTRANKED, E.ALERT_RESOLVED)] = (
     T(is_overload, S.RECOVERED, (), "alert resolved: no longer overloaded"),)
 
+TRANSITIONS.update(reprovision.TRANSITIONS)  # the reprovision flow's phases: its own table
+
 # For every state that retries its step with a timer, the timer re-issues the step action; the
 # steps that fence or move VMs off a host first look at the storm hold again.
 _HOLD_BEFORE_RETRY = frozenset({S.HOST_FENCING, S.HOST_EVACUATING, S.HOST_DRAINING})
@@ -293,6 +297,8 @@ def start(alert: Alert, ctx: Context) -> Decision:
     if ctx.host_in_maintenance:
         return Decision(S.DISMISSED, (), f"host {alert.host} is in maintenance: its alerts start no action",
                         closes=True)
+    if (why := reprovision.expected_alert(alert, ctx)) is not None:
+        return Decision(S.DISMISSED, (), why, closes=True)
     data: dict[str, Any] = {}
     if alert.remediation is Remediation.HOST_OVERLOADED:
         # The rule's own figure is the one source of truth: rules/ says what overloaded means.
@@ -306,7 +312,9 @@ def open_incident(kind: Remediation, subject: str, host: str, ctx: Context, *, a
                   vm_uuid: str | None = None, vm_name: str | None = None,
                   data: Mapping[str, Any] | None = None) -> Decision:
     """The opening decision of a new incident of `kind` (from an alert, or an operator's maintenance)."""
-    state, kinds, reason = _FIRST_STEP[kind]
+    state, kinds, reason = reprovision.first_step(data or {}) if kind is REPROVISION else _FIRST_STEP[kind]
+    if kind is REPROVISION:
+        data = {**(data or {}), "phases": {state.value: at.isoformat()}}
     condition = ctx.host_condition
     if kind is Remediation.HOST_DAMAGED and condition is HostCondition.FENCED:
         return Decision(S.DISMISSED, (), f"host {host} is fenced (off): nothing to drain", closes=True)
@@ -339,13 +347,17 @@ def decide(incident: Incident, event: Event, ctx: Context) -> Decision:
     def ignore(why: str) -> Decision:
         return Decision(state, (), why, attempts=incident.attempts, ignored=True)
 
+    def _phase(d: Decision) -> Decision:
+        return reprovision.with_phase_start(incident, d, event.at) if incident.kind is REPROVISION else d
+
     if not incident.is_open or state in TERMINAL_STATES:
         return ignore(f"incident is closed ({state}): {kind} ignored")
     if kind is E.OPERATOR_CLOSE:
         return _apply(_OPERATOR_CLOSE[0], incident, event, ctx)
     if kind is E.OPERATOR_RETRY and state in (S.FAILED, S.HOST_FENCE_WAITING, S.VM_AWAITING_HOST):
-        target, kinds, _ = _FIRST_STEP[incident.kind]
-        return _apply(T(always, target, kinds, "an operator asked to start over"), incident, event, ctx)
+        target, kinds, _ = (reprovision.first_step(incident.data) if incident.kind is REPROVISION
+                            else _FIRST_STEP[incident.kind])
+        return _phase(_apply(T(always, target, kinds, "an operator asked to start over"), incident, event, ctx))
     if kind is E.ALERT_FIRING:
         return ignore("alert repeated: already handled by this incident")
     if kind in _RESULT_EVENTS and event.detail.get("action") != STEP_ACTION.get(state):
@@ -354,7 +366,7 @@ def decide(incident: Incident, event: Event, ctx: Context) -> Decision:
         return ignore(f"stale timer set in {event.detail.get('state')} ignored in {state}")
     for transition in TRANSITIONS.get((state, kind), ()):
         if transition.guard(incident, event, ctx):
-            return _apply(transition, incident, event, ctx)
+            return _phase(_apply(transition, incident, event, ctx))
     return ignore(f"{kind} changes nothing in {state}")
 
 
@@ -384,7 +396,8 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
     if incident.vm_uuid:
         params["uuid"] = incident.vm_uuid
     if kind is A.SCHEDULE_RETRY:
-        after = ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.backoff(max(1, attempts))
+        after = (ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.reprovision_poll_s
+                 if state is S.REPROVISION_WAITING else ctx.policy.backoff(max(1, attempts)))
         params = {"after_s": after, "event": E.RETRY.value, "state": state.value}
     elif kind is A.START_VM_ELSEWHERE:
         params["exclude"] = [incident.host]  # relocation: the placed host may be tried again
@@ -392,6 +405,8 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
         params["exclude"] = sorted({incident.host, *((incident.data or {}).get("failed_hosts") or ())})
     elif kind is A.RAISE_FAILED:
         params["reason"] = reason
+    elif incident.kind is REPROVISION:
+        params["incident"] = incident.id  # its phases' start times, in the incident's data
     elif kind is A.REBALANCE_HOST:
         params.update(incident.data.get("overload") or {})
     elif kind is A.MIGRATE_AWAY:

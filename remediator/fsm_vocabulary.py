@@ -29,6 +29,12 @@ class State(StrEnum):
     HOST_DRAINING = "host_draining"  # cordoned or in maintenance, its VMs live-migrating away
     HOST_REBALANCING = "host_rebalancing"  # its lowest-priority VMs live-migrating to lighter hosts
     OUTRANKED = "outranked"  # a higher-ranked incident of the same host acts first (down > damaged > overloaded)
+    # A host out of service is reinstalled (remediator/reprovision.py): its phases, in order.
+    REPROVISION_BOOT_DEVICE = "reprovision_boot_device"  # next boot: the network, once
+    REPROVISION_POWER_CYCLE = "reprovision_power_cycle"  # cycled (or powered on when off)
+    REPROVISION_HOOK = "reprovision_hook"  # the provisioning hook asked the installer
+    REPROVISION_WAITING = "reprovision_waiting"  # until libvirt answers, checks ok, no stale domains
+    REPROVISION_ACTIVATING = "reprovision_activating"  # activated exactly as an operator would
     # Shared.
     HELD = "held"  # storm hold: too many hosts out at once, nothing automatic happens
     FAILED = "failed"  # gave up; open until an operator retries or closes, or the alert resolves
@@ -76,6 +82,11 @@ class ActionKind(StrEnum):
     REBALANCE_HOST = "rebalance_host"
     SCHEDULE_RETRY = "schedule_retry"  # params: after_s, event, state
     RAISE_FAILED = "raise_failed"  # the give-up metric and log
+    SET_BOOT_PXE = "set_boot_pxe"  # next boot from the network, once, through the host's power device
+    POWER_CYCLE = "power_cycle"  # unless the once-override is already consumed (it booted): never twice
+    CALL_HOOK = "call_hook"  # the provisioning hook (HTTP request or command)
+    CHECK_READY = "check_ready"  # libvirt answers, every check ok since the cycle, no stale domains
+    ACTIVATE_REINSTALLED = "activate_reinstalled"  # hostlife.activate, as an operator's request
 
 
 # The action whose result moves each working state on. States absent here wait for a timer or
@@ -90,6 +101,11 @@ STEP_ACTION: Mapping[State, ActionKind] = {
     State.HOST_EVACUATING: ActionKind.EVACUATE_HOST,
     State.HOST_DRAINING: ActionKind.MIGRATE_AWAY,
     State.HOST_REBALANCING: ActionKind.REBALANCE_HOST,
+    State.REPROVISION_BOOT_DEVICE: ActionKind.SET_BOOT_PXE,
+    State.REPROVISION_POWER_CYCLE: ActionKind.POWER_CYCLE,
+    State.REPROVISION_HOOK: ActionKind.CALL_HOOK,
+    State.REPROVISION_WAITING: ActionKind.CHECK_READY,
+    State.REPROVISION_ACTIVATING: ActionKind.ACTIVATE_REINSTALLED,
 }
 
 # Host incidents meet by precedence: a higher rank acts, a lower one waits (OUTRANKED) or is not
@@ -143,6 +159,8 @@ class Policy:
     backoff_factor: float = 2.0
     backoff_max_s: float = 60.0
     recheck_s: float = 10.0  # how often a VM waiting for its host's incident is looked at again
+    reprovision_ready_s: float = 1800.0  # the waiting phase's timeout (config policy.reprovision.ready_s)
+    reprovision_poll_s: float = 5.0  # how often readiness is looked at
 
     @classmethod
     def from_config(cls, policy: Any) -> "Policy":
@@ -151,7 +169,8 @@ class Policy:
         return cls(verify_attempts=a.verify, restart_attempts=a.restart_in_place,
                    relocate_attempts=a.restart_elsewhere, rebuild_attempts=a.rebuild, fence_attempts=a.fence,
                    migrate_attempts=a.migrate, backoff_s=b.initial_s, backoff_factor=b.factor,
-                   backoff_max_s=b.max_s, recheck_s=policy.timings.verify_retry_s * 5)
+                   backoff_max_s=b.max_s, recheck_s=policy.timings.verify_retry_s * 5,
+                   reprovision_ready_s=policy.reprovision.ready_s, reprovision_poll_s=policy.reprovision.ready_poll_s)
 
     def attempts_for(self, state: State) -> int:
         return {
@@ -160,6 +179,8 @@ class Policy:
             State.HOST_EVACUATING: self.relocate_attempts, State.VM_REBUILDING: self.rebuild_attempts,
             State.HOST_FENCING: self.fence_attempts, State.HOST_FENCE_WAITING: self.fence_attempts,
             State.HOST_DRAINING: self.migrate_attempts, State.HOST_REBALANCING: self.migrate_attempts,
+            # A BMC may drop one request; a power cycle is never repeated by a retry (see POWER_CYCLE).
+            State.REPROVISION_BOOT_DEVICE: 2, State.REPROVISION_HOOK: 2, State.REPROVISION_ACTIVATING: 3,
         }.get(state, 1)
 
     def backoff(self, attempt: int) -> float:
@@ -178,6 +199,8 @@ class Context:
     has_definition: bool = False  # a stored XML exists to rebuild the VM from
     outranked: bool = False  # a host incident of higher rank is open for the same host
     dry_run: bool = False  # the engine decides and records, and performs nothing
+    reprovisioning: bool = False  # the host has an open reprovision incident: its host alerts are expected
+    host_up_since: Any = None  # datetime the host last became up (activated), None when never out
 
     @property
     def host_fenced(self) -> bool:

@@ -29,7 +29,9 @@ _RECOVERY_BUCKETS = (1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800)
 
 
 # Which path reported an incident first (Incident.data["opened_by"]).
-OPENED_BY = ("alert", "libvirt_event", "reconcile", "operator")
+OPENED_BY = ("alert", "libvirt_event", "reconcile", "operator", "policy")
+# A reprovision's phases run from seconds (boot device) to the length of an install.
+_PHASE_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
 
 class Metrics:
@@ -98,6 +100,17 @@ class Metrics:
             "remediator_leader_epoch", "The lease's epoch (fencing token) this replica leads at, or last saw",
             ["replica"], registry=r,
         )
+        self.reprovision_phase = Histogram(
+            "remediator_reprovision_phase_seconds",
+            "Time a reprovision spent in each phase (boot_device, power_cycle, hook, waiting, activating), by "
+            "how the phase ended (ok, failed)", ["phase", "outcome"], buckets=_PHASE_BUCKETS, registry=r,
+        )
+        self.power_cycles = Counter(
+            "remediator_power_cycles", "Power cycles (or power-ons of an off host) a reprovision asked a power device "
+            "for, and those it skipped because the host had already booted from the network", ["result"], registry=r,
+        )
+        for result in ("cycled", "powered_on", "skipped"):
+            self.power_cycles.labels(result=result)
         # Series that exist from the start at 0: a rate over a counter born at its first event misses
         # that event, so the dashboards' first recovery, fence and webhook call would not show.
         for kind in Remediation:
@@ -114,6 +127,12 @@ class Metrics:
             self.fencing.labels(outcome=outcome)
 
     # ---- one call per fact, so callers do not need to know label names
+
+    def reprovision_phase_finished(self, phase: str, outcome: str, seconds: float) -> None:
+        self.reprovision_phase.labels(phase=phase.removeprefix("reprovision_"), outcome=outcome).observe(seconds)
+
+    def power_cycle(self, result: str) -> None:
+        self.power_cycles.labels(result=result).inc()
 
     def incident_opened_by(self, path: str) -> None:
         self.opened_by.labels(path=path).inc()

@@ -20,6 +20,8 @@ class Remediation(StrEnum):
     HOST_OVERLOADED = "host_overloaded"
     # Not an alert's: an operator's `maintenance on` opens an incident of this kind to drain the host.
     HOST_MAINTENANCE = "host_maintenance"
+    # Not an alert's: a damaged or fenced host reinstalled (its policy, or an operator's request).
+    HOST_REPROVISION = "host_reprovision"
 
 
 # What an alert's `remediation` label may say (rules/ -> remediator); the other kinds come from operators.
@@ -93,6 +95,7 @@ class OperatorRequest(StrEnum):
 
     ACTIVATE = "activate_host"
     MAINTENANCE = "maintenance"  # detail: on (bool), reason
+    REPROVISION = "reprovision_host"  # detail: reason
 
 
 @dataclass(frozen=True)

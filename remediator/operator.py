@@ -1,5 +1,5 @@
 """Operator requests, queued by the API like alerts and carried out by the engine's loop (the one
-consumer): activate and maintenance of a host, confirm-off, and retry or close of a named incident.
+consumer): activate, maintenance and reprovision of a host, confirm-off, and retry or close of a named incident.
 Each ends applied or refused, with the reason the API and the CLI show.
 """
 
@@ -29,6 +29,8 @@ class OperatorRequests:
         by = detail.get("by", "operator")
         if kind == OperatorRequest.ACTIVATE:
             answer = e.hosts.activate(host, by, detail.get("reason", ""))
+        elif kind == OperatorRequest.REPROVISION:
+            answer = e.reprovisions.request(host, by, detail.get("reason", ""))
         elif kind == OperatorRequest.MAINTENANCE:
             answer = e.hosts.maintenance(host, bool(detail.get("on")), by, detail.get("reason", ""))
         elif kind == E.OPERATOR_CONFIRM_OFF:

@@ -164,10 +164,9 @@ class Runner:
 
     def check_timeouts(self) -> None:
         """An action past its timeout counts as failed; its late result, if any, is dropped."""
-        limits = self.config.policy.action_timeouts
         now = time.monotonic()
         for intent_id, (started, incident_id, action) in list(self._running.items()):
-            limit = limits.for_action(action.kind)
+            limit = self.config.policy.timeout_for(action.kind)
             if now - started > limit and self.finish_intent(intent_id, False, f"timed out after {limit:g}s"):
                 self._running.pop(intent_id, None)
                 self.metrics.action_finished(action.kind, "timeout", now - started)

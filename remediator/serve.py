@@ -28,6 +28,7 @@ def build_engine(config: Config, store: Any, metrics: Any, leadership: Any = Non
         return None
     from remediator.edges.fencing import Fencer
     from remediator.edges.libvirt import Hypervisors
+    from remediator.edges.power import PowerDevices
     from remediator.edges.prometheus import LoadSource
     from remediator.engine import Engine
 
@@ -35,7 +36,8 @@ def build_engine(config: Config, store: Any, metrics: Any, leadership: Any = Non
     # right before it is sent, and every engine write carries the epoch (store/fenced.py).
     gate = leadership.check_dispatch if leadership is not None else None
     hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s, gate=gate)
-    fencer = Fencer(config.fence_devices, timeout=config.policy.action_timeouts.fence_s, gate=gate)
+    fencer = Fencer(config.power_devices, timeout=config.policy.action_timeouts.fence_s, gate=gate)
+    power = PowerDevices(config.power_devices, timeout=config.policy.reprovision.boot_device_s, gate=gate)
     if leadership is not None:
         from remediator.store.fenced import FencedStore
 
@@ -48,7 +50,10 @@ def build_engine(config: Config, store: Any, metrics: Any, leadership: Any = Non
         from remediator.edges.libvirt_events import DomainEvents
 
         events = DomainEvents(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    return Engine(config, store, hypervisors, fencer, load, metrics, events=events)
+    engine = Engine(config, store, hypervisors, fencer, load, metrics, events=events, power=power)
+    if gate is not None:
+        engine.gate = gate  # the provisioning hook's call checks it too
+    return engine
 
 
 # Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from remediator import placement
 from remediator.edges.libvirt import HostUnreachable
+from remediator.edges.libvirt_events import Link
 from remediator.edges.prometheus import PrometheusUnavailable
 from remediator.model import HostCapacity, HostCondition, ProtectedVM
 from remediator.store.base import HostState, Store
@@ -27,12 +28,15 @@ class Capacities:
 
 
 class World:
-    def __init__(self, config, store: Store, hypervisors, load_source, clock: Callable[[], datetime]):
+    def __init__(self, config, store: Store, hypervisors, load_source, clock: Callable[[], datetime],
+                 links: Callable[[str], Link] | None = None):
         self.config = config
         self.store = store
         self.hv = hypervisors
         self.load_source = load_source
         self.clock = clock
+        # What each host's long-lived watcher connection says (edges.libvirt_events), None without one.
+        self.links = links
 
     # ---- host conditions -------------------------------------------------------------------------
 
@@ -82,12 +86,28 @@ class World:
     # ---- reachability ----------------------------------------------------------------------------
 
     def probe_hosts(self) -> dict[str, bool]:
-        """Ask every host that is not fenced or in maintenance whether libvirt answers, in parallel."""
+        """Whether libvirt answers on every host that is not fenced or in maintenance, in parallel."""
         conditions = self.conditions()
         names = [h.name for h in self.config.hosts
                  if conditions.get(h.name) not in (HostCondition.FENCED, HostCondition.MAINTENANCE)]
         with ThreadPoolExecutor(max_workers=min(32, max(1, len(names))), thread_name_prefix="probe") as pool:
-            return dict(zip(names, pool.map(self.hv.is_reachable, names)))
+            return dict(zip(names, pool.map(self.answers, names)))
+
+    def link(self, host: str) -> Link:
+        return self.links(host) if self.links is not None else Link.UNKNOWN
+
+    def answers(self, host: str) -> bool:
+        """Whether libvirt on the host answers the remediator. The evidence it already holds comes
+        first: a watcher connection kept alive says yes (a slow or lossy link whose scrapes time out
+        is not a dead host); one whose keepalive failed, with no reconnect since, says no at once
+        (a cut-off host never answers, so a fresh probe would only cost its connect timeout).
+        Without such evidence, a fresh probe decides."""
+        link = self.link(host)
+        if link is Link.ANSWERS:
+            return True
+        if link is Link.LOST:
+            return False
+        return self.hv.is_reachable(host)
 
     def note_reachability(self, asked: set[str], unreachable: set[str]) -> bool:
         """Remember which of the hosts just asked did not answer (since when); True when that changed."""

@@ -11,7 +11,7 @@ PACKAGES=(
   prometheus prometheus-alertmanager prometheus-libvirt-exporter
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils
-  fence-agents ipmitool iproute2 procps nftables
+  fence-agents ipmitool iproute2 procps nftables stress-ng
   pacemaker pacemaker-cli-utils corosync resource-agents
   postgresql
   docker-compose openssl systemd

@@ -46,6 +46,16 @@ def no_lab_leftovers():
 @pytest.fixture
 def lab_factory():
     """make(hosts=3, **Lab kwargs) -> a Lab that is up; every one is torn down after the test."""
+    yield from _labs()
+
+
+@pytest.fixture(scope="module")
+def module_lab_factory():
+    """make(hosts=3, **Lab kwargs) -> a Lab shared by one test module; torn down after the module."""
+    yield from _labs()
+
+
+def _labs():
     made: list[Lab] = []
 
     def make(hosts: int = 3, **kw) -> Lab:

@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 # Agents print "Status: ON" / "Status: OFF"; the exit code says the same (0 on, 2 off).
 _STATUS_LINE = re.compile(r"^Status:\s*(ON|OFF)\s*$", re.MULTILINE | re.IGNORECASE)
@@ -105,21 +105,24 @@ def parse_status(exit_code: int | None, output: str) -> PowerState:
 
 
 class Fencer:
-    """Runs fence agents for the hosts of the inventory."""
+    """Runs fence agents for the hosts of the inventory. A host may have several devices, tried in order
+    (Pacemaker's fencing levels): the host is fenced when one of them proves it off."""
 
-    def __init__(self, devices: Mapping[str, FenceDeviceSpec], timeout: float = 30.0,
+    def __init__(self, devices: Mapping[str, FenceDeviceSpec | Sequence[FenceDeviceSpec]], timeout: float = 30.0,
                  gate: Callable[[str], None] | None = None):
         """`gate(what)` runs right before each agent is started (leadership.LeaseLost: not started)."""
-        self._devices = dict(devices)
+        self._devices = {host: tuple(d) if isinstance(d, (list, tuple)) else (d,) for host, d in devices.items()}
         self._timeout = timeout
         self._gate = gate or (lambda what: None)
 
-    def _run(self, host: str, action: str) -> AgentRun:
+    def devices(self, host: str) -> tuple[FenceDeviceSpec, ...]:
         try:
-            device = self._devices[host]
+            return self._devices[host]
         except KeyError:
             raise UnknownHost(f"no fence device configured for host {host!r}") from None
-        self._gate(f"{device.agent} {action} {host}")
+
+    def run_agent(self, device: FenceDeviceSpec, action: str) -> AgentRun:
+        self._gate(f"{device.agent} {action}")
         started = time.monotonic()
         try:
             proc = subprocess.run(
@@ -137,22 +140,37 @@ class Fencer:
         return AgentRun(action, proc.returncode, output, time.monotonic() - started)
 
     def status(self, host: str) -> tuple[PowerState, AgentRun]:
-        run = self._run(host, "status")
-        return parse_status(run.exit_code, run.output), run
+        """The first device's definite answer (on or off); unknown when none gives one."""
+        run = None
+        for device in self.devices(host):
+            run = self.run_agent(device, "status")
+            state = parse_status(run.exit_code, run.output)
+            if state is not PowerState.UNKNOWN:
+                return state, run
+        return PowerState.UNKNOWN, run
 
     def off(self, host: str) -> FenceResult:
-        """Power the host off and prove it: `off`, then `status` must say off."""
-        off_run = self._run(host, "off")
-        state, status_run = self.status(host)
-        runs = (off_run, status_run)
-        if state is PowerState.OFF:
-            return FenceResult(True, state, "power off confirmed by status", runs)
-        why = _summary(off_run) if off_run.exit_code != 0 else "off reported success"
-        return FenceResult(False, state, f"{why}; status says {state.value}: {_summary(status_run)}", runs)
+        """Power the host off and prove it: `off`, then `status` must say off; each device in turn."""
+        runs: list[AgentRun] = []
+        whys = []
+        state = PowerState.UNKNOWN
+        for level, device in enumerate(self.devices(host), start=1):
+            off_run = self.run_agent(device, "off")
+            status_run = self.run_agent(device, "status")
+            runs += (off_run, status_run)
+            state = parse_status(status_run.exit_code, status_run.output)
+            if state is PowerState.OFF:
+                via = f" ({device.agent}, level {level})" if len(self.devices(host)) > 1 else ""
+                return FenceResult(True, state, f"power off confirmed by status{via}", tuple(runs))
+            why = _summary(off_run) if off_run.exit_code != 0 else "off reported success"
+            whys.append(f"{device.agent}: {why}; status says {state.value}: {_summary(status_run)}")
+        return FenceResult(False, state, " | ".join(whys), tuple(runs))
 
     def on(self, host: str) -> FenceResult:
-        on_run = self._run(host, "on")
-        state, status_run = self.status(host)
+        device = self.devices(host)[0]
+        on_run = self.run_agent(device, "on")
+        status_run = self.run_agent(device, "status")
+        state = parse_status(status_run.exit_code, status_run.output)
         return FenceResult(state is PowerState.ON, state, _summary(on_run), (on_run, status_run))
 
 

@@ -99,3 +99,17 @@ class LoadSource:
             raise PrometheusUnavailable(f"query failed: {payload.get('errorType')}: {payload.get('error')}")
         return {s["metric"].get("check", "?"): s["value"][1] == "1"
                 for s in (payload.get("data") or {}).get("result", [])}
+
+    def host_check_samples(self, host: str) -> dict[str, tuple[bool, float]]:
+        """{check: (ok, unix time of the sample)} of `host`'s damage checks as Prometheus has them now
+        (a reprovision trusts only samples taken after its power cycle). Empty when there are none."""
+        selector = 'hypervisor_host_check{host="%s"}' % host.replace("\\", "\\\\").replace('"', '\\"')
+        values = self._vector(selector)
+        stamps = self._vector(f"timestamp({selector})")
+        return {check: (value == 1.0, stamps.get(check, 0.0)) for check, value in values.items()}
+
+    def _vector(self, query: str) -> dict[str, float]:
+        payload = self._query(query)
+        if payload.get("status") != "success":
+            raise PrometheusUnavailable(f"query failed: {payload.get('errorType')}: {payload.get('error')}")
+        return {s["metric"].get("check", "?"): float(s["value"][1]) for s in (payload.get("data") or {}).get("result", [])}

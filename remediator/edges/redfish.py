@@ -139,6 +139,13 @@ class RedfishPower:
             raise RedfishUnavailable(self.host, "boot override", f"not applied: the BMC says target "
                                      f"{boot.target}, enabled {boot.enabled}")
 
+    def next_boot(self) -> tuple[str, str]:
+        """The boot override the BMC reports now: (BootSourceOverrideTarget, BootSourceOverrideEnabled),
+        e.g. ("pxe", "once"); ("none", "disabled") when there is none."""
+        boot = self._system("boot override").boot
+        return (str(getattr(boot.target, "value", boot.target) or "none").lower(),
+                str(getattr(boot.enabled, "value", boot.enabled) or "disabled").lower())
+
     # ---- sushy ----------------------------------------------------------------------------------
 
     def _system(self, what: str):

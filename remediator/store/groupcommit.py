@@ -29,7 +29,8 @@ class _Waiter(Generic[T, R]):
 
 class GroupCommit(Generic[T, R]):
     def __init__(self, write: Callable[[Sequence[T]], Sequence[R]], max_group: int = 256):
-        """`write(items)` does every item's work in one transaction and returns one result per item."""
+        """`write(items)` does every item's work in one transaction and returns one result per item; a
+        result that is an exception is raised to that item's caller alone."""
         self._write = write
         self._max = max_group
         self._lock = threading.Lock()
@@ -59,7 +60,10 @@ class GroupCommit(Generic[T, R]):
         try:
             results: Sequence[Any] = self._write([w.item for w in group])
             for w, r in zip(group, results):
-                w.result = r
+                if isinstance(r, BaseException):
+                    w.error = r
+                else:
+                    w.result = r
         except BaseException as e:  # every caller of the group gets the transaction's failure
             for w in group:
                 w.error = e

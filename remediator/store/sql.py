@@ -86,13 +86,13 @@ class SQLStore(LeaseRows, HostRows):
                 return self._insert_alerts(conn, batch)
         return self._alert_groups.submit(batch)
 
-    def _record_alert_groups(self, batches: Sequence[_AlertBatch]) -> list[list[StoredAlert]]:
+    def _record_alert_groups(self, batches: Sequence[_AlertBatch]) -> list[list[StoredAlert] | Exception]:
         try:
             with self.db.tx() as conn:
                 return [self._insert_alerts(conn, b) for b in batches]
-        except Exception:
+        except Exception as e:
             if len(batches) == 1:
-                raise
+                return [e]
         # one batch spoiled the group (e.g. a refused value): each alone, so only its own caller fails
         return [self._record_alert_groups([b])[0] for b in batches]
 

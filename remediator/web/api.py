@@ -86,6 +86,18 @@ def activate(name: str) -> ResponseReturnValue:
     return _host_request(name, OperatorRequest.ACTIVATE, {"reason": body.get("reason", "")})
 
 
+@bp.post("/hosts/<name>/reprovision")
+def reprovision(name: str) -> ResponseReturnValue:
+    """Reinstall a damaged (cordoned, drained) or fenced host: next boot from the network and a power cycle
+    and/or its provisioning hook, then, once it is ready, activate it. Opens an incident of kind
+    host_reprovision (200 with its id), or 409 with the reason (its policy says never, it is not out of
+    service, it has open incidents, it has no way to be reinstalled)."""
+    body, problem = _json_body({"reason": str}, required=())
+    if problem:
+        return error(400, problem)
+    return _host_request(name, OperatorRequest.REPROVISION, {"reason": body.get("reason", "")})
+
+
 def _host_request(name: str, kind: OperatorRequest, detail: dict[str, Any]) -> ResponseReturnValue:
     """Queue a request about a host for the engine (the one consumer) and wait a while for its answer:
     200 applied, 409 refused with the reason, 202 still queued (the engine will carry it out)."""

@@ -36,6 +36,8 @@ def hosts_view(config: Config, store: Store) -> dict[str, Any]:
                 "since": state.since.isoformat() if state else None,
                 "schedulable": condition is HostCondition.UP,
                 "fence_agent": h.fence.agent if h.fence else None,
+                "power_devices": [d.agent for d in h.power],  # in order: fencing levels
+                "reprovision": {"damaged": h.reprovision.damaged, "fenced": h.reprovision.fenced},
                 "labels": dict(h.labels),
                 "load": plain(load.get(h.name)),
                 "vms": [

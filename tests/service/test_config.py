@@ -203,6 +203,14 @@ def test_unknown_fence_agent_names_file_and_key(tmp_path):
             "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {ip: [1]}}}\n",
             "hosts[0].fence.options.ip: expected a string, number or boolean, got a list",
         ),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {damaged: sometimes}}\n", "hosts[0].reprovision.damaged: one of automatic, on_request, never, got 'sometimes'"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {fenced: automatic, pxe: false}}\n", "hosts[0].reprovision: with pxe: false, a hook must do the install"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {url: 'http://x', command: [a]}}}\n", "hosts[0].reprovision.hook: give either url"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {command: 'reinstall h1'}}}\n", "hosts[0].reprovision.hook.command: expected a list of strings"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', reprovision: {hook: {url: 'http://x', method: DELETE}}}\n", "hosts[0].reprovision.hook.method: one of GET, POST"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: []}\n", "hosts[0].fence: an empty list"),
+        ("auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: [{agent: fence_ipmilan}, {agent: fence_nope}]}\n", "hosts[0].fence[1].agent: unknown agent"),
+        ("auth: none\npolicy: {reprovision: {ready_s: 0}}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "policy.reprovision.ready_s: must be > 0"),
         ("auth: none\nhosts: [\n", "not valid YAML: line"),
         ("- just\n- a list\n", "(top level): expected a mapping, got a list"),
         ("auth: none\ncolour: red\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "colour: unknown key"),
@@ -259,3 +267,22 @@ def test_cluster_defaults_keep_patronis_rule_and_bad_timings_name_their_key():
                       ("cluster: {ttl: 5}", "cluster.ttl: unknown key")]:
         with pytest.raises(ConfigError, match=key.replace("*", r"\*").replace("+", r"\+")):
             parse_config(MINIMAL + text + "\n", env={})
+
+
+def test_reprovision_defaults_levels_and_hook():
+    """Damaged hosts on request and fenced hosts never, unless the host's entry says otherwise; several
+    fence devices are levels, tried in order; a hook is an HTTP request or a command."""
+    text = ("auth: none\nhosts:\n"
+            "  - {name: h1, uri: 'test:///default', fence: [{agent: fence_ipmilan, options: {ip: a}}, "
+            "{agent: fence_redfish, options: {ip: b}}]}\n"
+            "  - {name: h2, uri: 'test:///default', reprovision: {damaged: automatic, fenced: on_request, pxe: false, "
+            "hook: {url: 'https://foreman/api/hosts/$host/rebuild', method: put, body: '{\"host\": \"$host\"}'}}}\n")
+    config = parse_config(text, env={})
+    h1, h2 = config.hosts
+    assert (h1.reprovision.damaged, h1.reprovision.fenced, h1.reprovision.pxe) == ("on_request", "never", True)
+    assert [d.agent for d in config.power_devices["h1"]] == ["fence_ipmilan", "fence_redfish"]
+    assert h1.fence == h1.power[0] and config.fence_devices["h1"].options == {"ip": "a"}
+    assert (h2.reprovision.damaged, h2.reprovision.fenced, h2.reprovision.pxe) == ("automatic", "on_request", False)
+    assert h2.reprovision.hook.method == "PUT" and "$host" in h2.reprovision.hook.url
+    assert config.policy.timeout_for("power_cycle") == config.policy.reprovision.power_cycle_s
+    assert config.policy.timeout_for("fence_host") == config.policy.action_timeouts.fence_s

@@ -187,3 +187,34 @@ def test_postgres_errors_never_show_the_password(postgres_db):
     with pytest.raises(StoreError) as e:
         open_store(url.replace(password, password + "x"))
     assert password not in str(e.value) and "remediator:***@127.0.0.1" in str(e.value)
+
+
+def test_concurrent_webhook_writes_share_commits_and_a_bad_one_fails_alone(store):
+    """record_alerts from many threads goes through group commit: every caller gets its own rows, and a
+    caller whose batch the store refuses (a naive time) gets the error without spoiling the others'."""
+    from datetime import datetime as naive_clock
+    from remediator.model import Alert, AlertStatus
+
+    def batch(n):
+        at = naive_clock(2026, 1, 1) if n == 5 else T0
+        return [Alert(fingerprint=f"f{n}", status=AlertStatus.FIRING, remediation=Remediation.HOST_DOWN,
+                      alertname="HostDown", host="h1", starts_at=at)]
+
+    results, errors = {}, {}
+    start = threading.Barrier(12)
+
+    def post(n):
+        start.wait()
+        try:
+            results[n] = store.record_alerts(batch(n), T0)
+        except ValueError as e:
+            errors[n] = e
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert list(errors) == [5] and "naive datetime" in str(errors[5])
+    assert {n: [s.alert.fingerprint for s in r] for n, r in results.items()} == {n: [f"f{n}"] for n in range(12) if n != 5}
+    assert len(store.pending_alerts()) == 11

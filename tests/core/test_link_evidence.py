@@ -1,0 +1,106 @@
+"""Verification from the evidence the remediator already holds: each host's long-lived watcher
+connection (edges.libvirt_events). A failed keepalive, with no reconnect since, is unreachability
+at once (no fresh connect timeout); a connection keepalive holds up vetoes a false HostDown."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remediator.edges.libvirt_events import Link, _LinkState, link_evidence
+from remediator.engine import Engine
+from remediator.fsm import ActionKind as A
+from remediator.fsm import State as S
+from remediator.model import HostCondition
+
+from .test_engine import FOUR, assert_never_twice, deliver, host_alert
+
+FRESH_S = 3.0
+times = st.one_of(st.none(), st.floats(min_value=0, max_value=100, allow_nan=False))
+
+
+@given(connected=st.booleans(), lost_at=times, failed_at=times, now=st.floats(min_value=0, max_value=200))
+def test_link_evidence_rule(connected, lost_at, failed_at, now):
+    link = link_evidence(_LinkState(connected, lost_at, failed_at), now, FRESH_S)
+    if connected:
+        assert link is Link.ANSWERS
+    elif lost_at is None:  # never held a connection that failed: no evidence either way
+        assert link is Link.UNKNOWN
+    else:
+        latest = max(lost_at, failed_at if failed_at is not None else lost_at)
+        assert link is (Link.LOST if now - latest <= FRESH_S else Link.UNKNOWN)
+
+
+def test_link_evidence_goes_stale_without_a_fresh_failure():
+    state = _LinkState(connected=False, lost_at=10.0)
+    assert link_evidence(state, 12.0, FRESH_S) is Link.LOST
+    assert link_evidence(state, 14.0, FRESH_S) is Link.UNKNOWN  # too old: a fresh probe decides
+    state.failed_at = 13.5  # the watcher's latest reconnect failed too
+    assert link_evidence(state, 14.0, FRESH_S) is Link.LOST
+
+
+class HeldLinks:
+    """Stand-in for DomainEvents: the test driver has no network, so no keepalive to fail; the
+    test says what each host's watcher connection would say."""
+
+    def __init__(self, **links: Link):
+        self.links = links
+
+    def link(self, host: str) -> Link:
+        return self.links.get(host, Link.UNKNOWN)
+
+    def stop(self) -> None:
+        pass  # no watcher threads to end
+
+
+def engine_with(dc, links: HeldLinks) -> Engine:
+    return Engine(dc.config, dc.store, dc.hv, dc.fencer, dc.load, dc.metrics, events=links)
+
+
+def probes_of(dc, monkeypatch) -> list[str]:
+    asked: list[str] = []
+    real = dc.hv.is_reachable
+    monkeypatch.setattr(dc.hv, "is_reachable", lambda host: asked.append(host) or real(host))
+    return asked
+
+
+def test_failed_keepalive_counts_as_unreachable_without_a_fresh_probe(make_dc, monkeypatch):
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    dc.engine = engine_with(dc, HeldLinks(h1=Link.LOST, h2=Link.ANSWERS, h3=Link.ANSWERS))
+    asked = probes_of(dc, monkeypatch)
+    dc.switch.cut.add("h1")  # the partition: its libvirt would not answer a fresh connect either
+    deliver(dc, host_alert("h1"))
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.RECOVERED, inc.reason
+    [verify] = [i for i in dc.store.intents(inc.id) if i.action.kind == A.VERIFY_HOST]
+    assert "kept-alive connection failed" in verify.detail
+    assert "h1" not in asked  # the held connection's evidence decided; no connect timeout was paid
+    # Safety unchanged: the VMs moved only after the fence device said off.
+    assert dc.switch.agent_calls() == ["off h1", "status h1"]
+    assert dc.store.host_states()["h1"].condition is HostCondition.FENCED
+    assert_never_twice(dc)
+
+
+def test_connection_kept_alive_vetoes_a_false_host_down(make_dc):
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    dc.engine = engine_with(dc, HeldLinks(h1=Link.ANSWERS, h2=Link.ANSWERS, h3=Link.ANSWERS))
+    # The alert says down (scrapes time out on a slow link) and even a fresh probe would fail, but
+    # keepalive holds the remediator's own connection up: the host answers; nothing is fenced.
+    dc.switch.cut.add("h1")
+    deliver(dc, host_alert("h1"))
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.DISMISSED, inc.reason
+    assert dc.switch.agent_calls() == []
+
+
+def test_without_evidence_a_fresh_probe_decides(make_dc, monkeypatch):
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    dc.engine = engine_with(dc, HeldLinks())  # every host UNKNOWN (stale, or never connected)
+    asked = probes_of(dc, monkeypatch)
+    deliver(dc, host_alert("h1"))  # h1 answers a fresh probe
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.DISMISSED, inc.reason
+    assert "h1" in asked and dc.switch.agent_calls() == []

@@ -1,0 +1,39 @@
+"""The watchers' connections as verification's evidence, on a real libvirtd: kept alive while the
+host answers, LOST once a cut-off host's keepalive fails (no reconnect since), back when it heals."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from remediator.edges.libvirt_events import DomainEvents, Link
+
+pytestmark = pytest.mark.lab
+
+
+def wait_link(events: DomainEvents, host: str, want: Link, timeout: float) -> float:
+    started = time.monotonic()
+    while events.link(host) is not want:
+        assert time.monotonic() - started < timeout, f"{host} not {want} within {timeout} s: {events.link(host)}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_cut_off_host_is_lost_after_its_keepalive_and_answers_again_after_heal(lab_factory):
+    lab = lab_factory(1)
+    h = lab.host("h1")
+    events = DomainEvents({"h1": h.uri}, connect_timeout=2.0)
+    events.start()
+    try:
+        wait_link(events, "h1", Link.ANSWERS, 15)
+        lab.partition(h)
+        # keepalive 1 s x 3: the held connection fails ~4 s after the cut (plus the watcher's check)
+        lost_after = wait_link(events, "h1", Link.LOST, 10)
+        assert 2.5 < lost_after < 8.0
+        # every reconnect attempt times out; the evidence stays fresh (each failure renews it)
+        time.sleep(events.fresh_s + 1.0)
+        assert events.link("h1") is Link.LOST
+        lab.heal(h)
+        wait_link(events, "h1", Link.ANSWERS, 10)
+    finally:
+        events.stop()
