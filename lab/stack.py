@@ -254,6 +254,11 @@ class Stack:
             if daemon is not None:
                 daemon.stop()
 
+    def _ready(self) -> bool:
+        """The first running replica answers /readyz (lab/abuse.py waits on it)."""
+        live = [r for r in self.replicas if r.proc is not None] or self.replicas[:1]
+        return live[0].ready(self._session)
+
     # ---- replicas --------------------------------------------------------------------------
     def cluster(self, replica: int = 0) -> dict:
         """GET /api/v1/cluster of one replica: who it is, who leads, at which epoch."""

@@ -133,7 +133,9 @@ class Leadership:
             if was != view.epoch:
                 self._elect(view.epoch)
             self._publish()
-            return c.renew_s
+            # every renew_s from when this one was sent, not from when it came back: a slow renewal must
+            # not push the next one past the dispatch deadline
+            return max(0.0, c.renew_s - (self._monotonic() - sent))
         if self.leading:
             self._step_down(f"the lease is held by {view.holder} at epoch {view.epoch}")
         self._publish()
