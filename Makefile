@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-failover abuse soak clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-scale bench-failover abuse soak clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -54,6 +54,11 @@ bench-peer: bootstrap
 # bench/results/failover.json (failover_s, lease_s; docs/tuning.md "Replicas").
 bench-failover: bootstrap
 	$(PY) -m bench.failover $(ARGS)
+
+# 1,000 simulated hosts and 20,000 VMs through placement, webhook + store and the engine (~11 min):
+# bench/results/scale.json (docs in bench/scale.py; ARGS="--ingest-seconds 60 --connections 8").
+bench-scale: bootstrap
+	$(PY) -m bench.scale $(ARGS)
 
 # Long network abuse of the whole stack (~20 min): results in bench/results/network-abuse.json.
 abuse: bootstrap

@@ -26,6 +26,7 @@ import yaml
 
 from lab.lab import Lab
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
+from remediator.config.environment import env_name
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "rules"
@@ -98,9 +99,10 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
                       vms: list[dict], policy: dict | None = None, settings: dict | None = None,
                       host_settings: dict[str, dict] | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
-    `store` is a SQLite file or a store URL (postgresql://...); `settings` adds top-level keys
-    (e.g. {"dry_run": True}, {"cluster": {...}}), `host_settings` keys of named hosts' entries
-    (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}})."""
+    `store` is a SQLite file or a store URL (postgresql://...); `settings` adds top-level keys (e.g.
+    {"dry_run": True}, {"cluster": {...}}), `host_settings` keys of named hosts' entries
+    (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}}). The BMC passwords are not in it: they come
+    from the environment (fence_environment), as docs/config.md advises for secrets."""
     return {**(settings or {}),
         "listen": {"host": "127.0.0.1", "port": port},
         "auth": {"alertmanager": {"bearer_token": ALERTMANAGER_TOKEN}, "operator": {"bearer_token": OPERATOR_TOKEN}},
@@ -108,13 +110,18 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
         "store": {"url": store if isinstance(store, str) else f"sqlite:///{store}"},
         "hosts": [
             {"name": h.name, "uri": h.uri, "fence": {"agent": "fence_ipmilan", "options": {
-                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "password": h.bmc_password,
-                "lanplus": True, "power_wait": 0}}, **(host_settings or {}).get(h.name, {})}
+                "ip": "127.0.0.1", "ipport": h.bmc_port, "username": h.bmc_user, "lanplus": True, "power_wait": 0}},
+             **(host_settings or {}).get(h.name, {})}
             for h in lab.hosts
         ],
         "vms": vms,
         "policy": policy or {},
     }
+
+
+def fence_environment(lab: Lab) -> dict[str, str]:
+    """REMEDIATOR_FENCE_<HOST>_PASSWORD for each host: its BMC's password, kept out of the config file."""
+    return {f"REMEDIATOR_FENCE_{env_name(h.name)}_PASSWORD": h.bmc_password for h in lab.hosts}
 
 
 class Replica:
@@ -129,11 +136,11 @@ class Replica:
         self.log_path = workdir / ("remediator.log" if index == 0 else f"remediator-{self.name}.log")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
         log.close()
 
     def ready(self, session: requests.Session) -> bool:
@@ -237,7 +244,7 @@ class Stack:
 
     def start_remediator(self, timeout: float = 20.0, replica: int = 0) -> None:
         r = self.replicas[replica]
-        r.start()
+        r.start(env=fence_environment(self.lab))
         wait_for(lambda: r.ready(self._session), timeout, f"remediator {r.name} /readyz", on_timeout=r.log_tail)
 
     def kill_remediator(self, replica: int = 0) -> None:

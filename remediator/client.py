@@ -26,9 +26,9 @@ class Client:
         self.session = requests.Session()
         operator = config.auth.operator  # the API refuses Alertmanager's credential (403)
         if operator is not None and operator.bearer_token:
-            self.session.headers["Authorization"] = f"Bearer {operator.bearer_token}"
+            self.session.headers["Authorization"] = f"Bearer {operator.bearer_token.get_secret_value()}"
         elif operator is not None and operator.basic:
-            self.session.auth = (operator.basic.username, operator.basic.password)
+            self.session.auth = (operator.basic.username, operator.basic.password.get_secret_value())
 
     def get(self, path: str) -> Any:
         response = self._send("GET", path)

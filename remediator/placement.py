@@ -15,7 +15,10 @@ A VM no host can take gets a reason naming why each host refused it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field, replace
+from heapq import heapify, heappop
+from operator import itemgetter
 from typing import Collection, Iterable, Mapping, Sequence
 
 from remediator.model import HostCapacity, HostCondition, ProtectedVM
@@ -100,28 +103,57 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
 
     `group_of` maps the uuid of every VM known to be on the hosts to its anti-affinity group (VMs of
     the batch are added as they are placed). `exclude` names hosts that must take none of them.
+
+    The hosts stay ranked by (load score, name) between VMs: a placement changes one host's estimate,
+    so only that host moves in the ranking (a bisect), and `by_preference`'s order is walked band by
+    band only as far as the first host that takes the VM. The decisions are exactly those of sorting
+    every host for every VM (tests/core/test_placement.py checks it against that reference); a
+    1,000-VM evacuation over 1,000 hosts takes a fraction of a second instead of seconds.
     """
     groups = dict(group_of or {})
     state = {h.name: h for h in hosts}
+    ranked = sorted((load_score(h), h.name) for h in state.values())
+    within_band = {h.name: _band_key(h) for h in state.values()}
     assignments: dict[str, str] = {}
     unplaced: dict[str, str] = {}
     for vm in placement_order(vms):
         groups.setdefault(vm.uuid, vm.group)
-        refusals = {}
-        best: HostCapacity | None = None
-        for host in by_preference(state.values()):
-            why = refusal(host, vm, ratios, groups, exclude)
-            if why is None:
-                best = host
-                break
-            refusals[host.name] = why
+        best = _first_taker(ranked, within_band, state, vm, ratios, groups, exclude)
         if best is None:
+            refusals = {h.name: refusal(h, vm, ratios, groups, exclude) for h in state.values()}
             listed = "; ".join(f"{name}: {why}" for name, why in sorted(refusals.items())) or "no hosts"
             unplaced[vm.uuid] = f"no host can take {vm.name}: {listed}"
             continue
         assignments[vm.uuid] = best.name
-        state[best.name] = with_vm(best, vm)
+        placed = state[best.name] = with_vm(best, vm)
+        within_band[best.name] = _band_key(placed)
+        del ranked[bisect_left(ranked, (load_score(best), best.name))]
+        insort(ranked, (load_score(placed), placed.name))
     return Plan(assignments, unplaced, state)
+
+
+def _band_key(host: HostCapacity) -> tuple[float, float, str]:
+    """The order within a band of near-equal load (by_preference's second sort)."""
+    return allocated_share(host), load_score(host), host.name
+
+
+def _first_taker(ranked: list[tuple[float, str]], within_band: Mapping[str, tuple[float, float, str]],
+                 state: Mapping[str, HostCapacity], vm: ProtectedVM, ratios: Overcommit,
+                 groups: Mapping[str, str | None], exclude: Collection[str]) -> HostCapacity | None:
+    """The first host in `by_preference` order that may take `vm`: bands of hosts within LOAD_TOLERANCE
+    of the least loaded of those left (a prefix of `ranked`), each ordered by allocated share. A band
+    is a heap, popped only until a host takes the VM (usually the first): no full sort per VM."""
+    start = 0
+    while start < len(ranked):
+        end = bisect_right(ranked, ranked[start][0] + LOAD_TOLERANCE, lo=start, key=itemgetter(0))
+        band = [within_band[name] for _, name in ranked[start:end]]
+        heapify(band)
+        while band:
+            host = state[heappop(band)[2]]
+            if refusal(host, vm, ratios, groups, exclude) is None:
+                return host
+        start = end
+    return None
 
 
 def with_vm(host: HostCapacity, vm: ProtectedVM) -> HostCapacity:

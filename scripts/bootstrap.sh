@@ -15,6 +15,7 @@ PACKAGES=(
   pacemaker pacemaker-cli-utils corosync resource-agents
   postgresql
   docker-compose openssl systemd
+  wrk  # make bench-scale's load generator for the webhook
 )
 
 missing=()

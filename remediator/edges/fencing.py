@@ -35,11 +35,22 @@ class PowerState(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Secret(Protocol):
+    """pydantic's SecretStr, as the config keeps passwords: shown as ********** until revealed."""
+
+    def get_secret_value(self) -> str: ...
+
+
 class FenceDeviceSpec(Protocol):
     """What the config gives for each host (config.FenceDevice): an agent name and its options."""
 
     agent: str
-    options: Mapping[str, str]
+    options: Mapping[str, str | Secret]
+
+
+def revealed(options: Mapping[str, str | Secret]) -> dict[str, str]:
+    """The options with their secrets in the clear: only for the agent (its stdin, ipmitool's environment)."""
+    return {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in options.items()}
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,10 @@ def agent_path(agent: str) -> str:
     return found
 
 
-def agent_stdin(options: Mapping[str, str], action: str) -> str:
+def agent_stdin(options: Mapping[str, str | Secret], action: str) -> str:
     """The agent's stdin: one `key=value` line per option, `action` last so config cannot override it."""
     lines = []
-    for key, value in options.items():
+    for key, value in revealed(options).items():
         if key == "action":
             continue
         if "\n" in str(key) or "\n" in str(value):

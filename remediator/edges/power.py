@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from remediator.edges.fencing import FenceDeviceSpec, PowerState, UnknownHost
+from remediator.edges.fencing import FenceDeviceSpec, PowerState, UnknownHost, revealed
 
 
 class BootControlError(RuntimeError):
@@ -195,7 +195,7 @@ class PowerDevices:
             raise UnknownHost(f"no power device configured for host {host!r}")
         for device in self._devices[host]:
             if device.agent in BOOT_CONTROLS:
-                control = BOOT_CONTROLS[device.agent](device.options, self._timeout)
+                control = BOOT_CONTROLS[device.agent](revealed(device.options), self._timeout)
                 return control if self._gate is None else _Gated(control, self._gate, host)
         kinds = ", ".join(d.agent for d in self._devices[host])
         raise NoBootControl(f"no power device of {host} can set a boot device ({kinds}; "

@@ -16,6 +16,7 @@ from remediator.config import Config
 from remediator.metrics import Metrics
 from remediator.store import Store, open_store
 from remediator.web import alerts, api, ops
+from remediator.web.ingest import WebhookCommits
 from remediator.web.context import Engine, Services, error, utcnow
 
 
@@ -41,6 +42,7 @@ def create_app(
     app.extensions["remediator"] = Services(config=config, store=store, metrics=metrics, engine=engine, clock=clock,
                                                 request_wait_s=request_wait_s, leadership=leadership)
     app.extensions["remediator_owns_store"] = owns_store
+    app.extensions["remediator_ingest"] = WebhookCommits(alerts.committer(config, store, clock))
 
     app.register_blueprint(alerts.bp)
     app.register_blueprint(api.bp)

@@ -1,23 +1,27 @@
 """POST /api/v1/alerts: Alertmanager's webhook. Validate, store, answer; never act here.
 
 The answer comes as soon as the store has committed (Alertmanager retries on 5xx, so a store
-failure is a 503). Alerts outside the inventory, or for a VM not declared HA, are stored as
-ignored with the reason, so an operator can see why nothing happened.
+failure is a 503); concurrent posts share one commit (web/ingest.py: group commit). Alerts outside
+the inventory, or for a VM not declared HA, are stored as ignored with the reason, so an operator
+can see why nothing happened.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
+from typing import Callable, Sequence
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from remediator.alerts import PayloadError, parse_body
 from remediator.config import Config
 from remediator.model import Alert, Remediation
-from remediator.store.base import Store, StoreError
+from remediator.store.base import Store, StoredAlert, StoreError
 from remediator.web.auth import require
 from remediator.web.context import error, log, services
+from remediator.web.ingest import Commit
 
 bp = Blueprint("alerts", __name__)
 bp.before_request(require("alertmanager"))
@@ -43,6 +47,19 @@ def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str |
     return (alert if alert.uuid == uuid else replace(alert, uuid=uuid)), None
 
 
+def committer(config: Config, store: Store, clock: Callable[[], datetime]) -> Commit:
+    """What one group commit does with the alerts of its posts: check each against the inventory and
+    store them all (ignored ones with their reason), in one unit of work: the checks share its
+    connection instead of opening a read transaction each (a third of a post's CPU, py-spy)."""
+
+    def commit(alerts: Sequence[Alert]) -> list[StoredAlert]:
+        with store.atomic():
+            checked = [protection(a, config, store) for a in alerts]
+            return store.record_alerts([a for a, _ in checked], clock(), [why for _, why in checked])
+
+    return commit
+
+
 @bp.post("/api/v1/alerts")
 def receive() -> ResponseReturnValue:
     s = services()
@@ -53,8 +70,7 @@ def receive() -> ResponseReturnValue:
         log.warning("webhook refused: %s", e)
         return error(400, f"malformed payload: {e}")
     try:
-        checked = [protection(a, s.config, s.store) for a in notification.alerts]
-        stored = s.store.record_alerts([a for a, _ in checked], s.clock(), [why for _, why in checked])
+        stored = current_app.extensions["remediator_ingest"].submit(notification.alerts)
     except StoreError as e:
         log.error("webhook: store failed, Alertmanager will retry: %s", e)
         return error(503, f"store unavailable: {e}")

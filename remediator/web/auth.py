@@ -3,7 +3,7 @@
 A request's credential (bearer token or basic auth, compared in constant time) is matched against every
 role's: no match is a 401, a match of another role a 403 naming the role needed. So the webhook's
 credential posts alerts and nothing else. Only an explicit `auth: none` in the config turns this off
-(config.py refuses a config without auth, or with a secret both roles share).
+(the config refuses a file without auth, or with a secret both roles share: config/service.py).
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ def _matches(credentials: Credentials, req: Request) -> str | None:
     """The caller's name when the request carries this credential ("token" or the basic username)."""
     header = req.headers.get("Authorization", "")
     if credentials.bearer_token is not None and header[:7].lower() == "bearer ":
-        if hmac.compare_digest(header[7:].strip().encode(), credentials.bearer_token.encode()):
+        if hmac.compare_digest(header[7:].strip().encode(), credentials.bearer_token.get_secret_value().encode()):
             return "token"
         return None
     creds = req.authorization
     if credentials.basic is not None and creds is not None and creds.type == "basic":
         user_ok = hmac.compare_digest((creds.username or "").encode(), credentials.basic.username.encode())
-        password_ok = hmac.compare_digest((creds.password or "").encode(), credentials.basic.password.encode())
+        password_ok = hmac.compare_digest((creds.password or "").encode(),
+                                          credentials.basic.password.get_secret_value().encode())
         if user_ok and password_ok:
             return credentials.basic.username
     return None

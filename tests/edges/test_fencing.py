@@ -65,8 +65,8 @@ def _free_udp_port() -> int:
 
 def test_a_dead_bmc_is_never_reported_as_fenced():
     device = FenceDevice(
-        "fence_ipmilan",
-        {"ip": "127.0.0.1", "ipport": str(_free_udp_port()), "username": "admin",
+        agent="fence_ipmilan",
+        options={"ip": "127.0.0.1", "ipport": str(_free_udp_port()), "username": "admin",
          "password": "password", "lanplus": "1", "power_timeout": "2", "login_timeout": "2"},
     )
     result = Fencer({"h1": device}, timeout=20).off("h1")

@@ -36,7 +36,7 @@ def test_bootparam_says_pxe_once_disk_persistent_or_no_override():
 
 
 def test_a_host_whose_devices_cannot_set_a_boot_device_says_which_kinds_can():
-    power = PowerDevices({"h1": (FenceDevice("fence_virsh", {}),)})
+    power = PowerDevices({"h1": (FenceDevice(agent="fence_virsh", options={}),)})
     assert not power.can_boot("h1")
     with pytest.raises(NoBootControl, match="fence_virsh.*fence_ipmilan"):
         power.boot_control("h1")
@@ -61,8 +61,8 @@ def test_fencing_levels_are_tried_in_order_until_one_proves_the_host_off(tmp_pat
     agent.chmod(agent.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
     log = tmp_path / "calls"
-    levels = (FenceDevice("fence_leveltest", {"name": "ipmi", "works": "0", "log": str(log)}),
-              FenceDevice("fence_leveltest", {"name": "pdu", "works": "1", "log": str(log)}))
+    levels = (FenceDevice(agent="fence_leveltest", options={"name": "ipmi", "works": "0", "log": str(log)}),
+              FenceDevice(agent="fence_leveltest", options={"name": "pdu", "works": "1", "log": str(log)}))
     result = Fencer({"h1": levels}, timeout=10).off("h1")
     assert result.ok and result.state is PowerState.OFF and "level 2" in result.detail
     assert log.read_text().split("\n")[:-1] == ["ipmi off", "ipmi status", "pdu off", "pdu status"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from remediator.config import ConfigError, FenceDevice, load_config, parse_config
+from remediator.edges.fencing import revealed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
 
@@ -41,7 +42,7 @@ def test_defaults():
 def test_example_has_both_roles_with_their_own_tokens():
     auth = load_config(EXAMPLE, env={}).auth
     assert auth.alertmanager.bearer_token and auth.operator.bearer_token
-    assert auth.alertmanager.bearer_token != auth.operator.bearer_token
+    assert auth.alertmanager.bearer_token.get_secret_value() != auth.operator.bearer_token.get_secret_value()
 
 
 def test_readme_config_example_shows_both_roles_and_loads():
@@ -61,19 +62,20 @@ def test_env_overrides_secrets():
         "REMEDIATOR_FENCE_H1_PASSWORD": "s3cret",
     }
     config = load_config(EXAMPLE, env=env)
-    assert config.auth.alertmanager.bearer_token == "from-the-environment-webhook"
-    assert config.auth.operator.bearer_token == "from-the-environment-operator"
-    assert (config.auth.operator.basic.username, config.auth.operator.basic.password) == ("alice", "alice-secret")
+    assert config.auth.alertmanager.bearer_token.get_secret_value() == "from-the-environment-webhook"
+    assert config.auth.operator.bearer_token.get_secret_value() == "from-the-environment-operator"
+    basic = config.auth.operator.basic
+    assert (basic.username, basic.password.get_secret_value()) == ("alice", "alice-secret")
     assert config.store.sqlite_path == "/tmp/x.db"
-    assert config.fence_devices["h1"].options["password"] == "s3cret"
-    assert config.fence_devices["h2"].options["password"] == "password"
+    assert revealed(config.fence_devices["h1"].options)["password"] == "s3cret"
+    assert revealed(config.fence_devices["h2"].options)["password"] == "password"
 
 
 def test_env_tokens_satisfy_missing_auth_section():
     text = MINIMAL.replace(AUTH, "")
     config = parse_config(text, env={"REMEDIATOR_AUTH_ALERTMANAGER_TOKEN": "alertmanager-token-0123456789",
                                      "REMEDIATOR_AUTH_OPERATOR_TOKEN": "abcdefghijklmnopqrstuvwxyz"})
-    assert config.auth.operator.bearer_token == "abcdefghijklmnopqrstuvwxyz"
+    assert config.auth.operator.bearer_token.get_secret_value() == "abcdefghijklmnopqrstuvwxyz"
 
 
 def test_auth_none_must_be_explicit():
@@ -214,6 +216,8 @@ def test_unknown_fence_agent_names_file_and_key(tmp_path):
         ("auth: none\nhosts: [\n", "not valid YAML: line"),
         ("- just\n- a list\n", "(top level): expected a mapping, got a list"),
         ("auth: none\ncolour: red\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "colour: unknown key"),
+        ("auth: none\nlisten: {1: x}\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "listen: keys must be strings, got 1"),
+        ("auth: none\n5: x\nhosts:\n  - {name: h1, uri: 'test:///default'}\n", "(top level): keys must be strings, got 5"),
     ],
 )
 def test_mistakes_name_the_key(text, message):
@@ -230,7 +234,7 @@ def test_unreadable_file_names_it(tmp_path):
 
 def test_fence_booleans_and_numbers_become_agent_strings():
     text = "auth: none\nhosts:\n  - {name: h1, uri: 'test:///default', fence: {agent: fence_ipmilan, options: {lanplus: true, verbose: false, ipport: 623}}}\n"
-    assert parse_config(text, env={}).hosts[0].fence == FenceDevice("fence_ipmilan", {"lanplus": "1", "ipport": "623"})
+    assert parse_config(text, env={}).hosts[0].fence == FenceDevice(agent="fence_ipmilan", options={"lanplus": "1", "ipport": "623"})
 
 
 def test_vm_lookup_by_uuid_then_name():
