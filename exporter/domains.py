@@ -93,15 +93,17 @@ def reason_name(state: str, code: int) -> str:
 
 @dataclass(frozen=True)
 class HADeclaration:
-    """What `<rem:ha protected=".." priority=".." group=".." base-image=".." base-format=".."/>` declares;
-    absent means not protected. `base_image` (a path on every host) is what the rebuild rung recreates the
-    VM's qcow2 disk from (remediator/rebuild.py); empty means its disks are left as they are."""
+    """What `<rem:ha protected=".." priority=".." group=".." base-image=".." base-format=".." on-io-error=".."/>`
+    declares; absent means not protected. `base_image` (a path on every host) is what the rebuild rung recreates
+    the VM's qcow2 disk from (remediator/rebuild.py); empty means its disks are left as they are. `on_io_error`:
+    wait, resume or restart_elsewhere when it pauses on a storage I/O error (empty: policy.on_io_error)."""
 
     protected: bool = False
     priority: int = 0
     group: str = ""
     base_image: str = ""
     base_format: str = "qcow2"
+    on_io_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def parse_ha(metadata: ET.Element | None) -> HADeclaration:
         priority = 0
     return HADeclaration(protected=protected, priority=priority, group=element.get("group", "").strip(),
                          base_image=element.get("base-image", "").strip(),
-                         base_format=element.get("base-format", "qcow2").strip() or "qcow2")
+                         base_format=element.get("base-format", "qcow2").strip() or "qcow2",
+                         on_io_error=element.get("on-io-error", "").strip())
 
 
 def vm_state_from_stats(stats: dict) -> DomainState:

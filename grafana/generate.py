@@ -137,8 +137,8 @@ def fleet() -> db.Dashboard:
                                 q("max by (host, condition) (remediator_host_condition == 1)", instant=True,
                                   fmt=PromQueryFormat.TABLE)))
             .with_panel(graph("Exporter and libvirt answering", "up: Prometheus scraped the host's exporter; "
-                              "hypervisor_up: the exporter reached libvirtd. Either at 0 for 5 s fires "
-                              "HypervisorHostDown.",
+                              "hypervisor_up: the exporter reached libvirtd. up at 0 for 2 s fires "
+                              "HypervisorHostDown; hypervisor_up at 0 for 5 s (up at 1) fires HypervisorLibvirtDown.",
                               q('up{job="hypervisor"}', "{{host}} scraped"),
                               q("hypervisor_up", "{{host}} libvirt", ref="B")))
             .with_panel(states("Damage checks (1 ok, 0 failed)", "Each host's checks over time "

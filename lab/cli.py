@@ -33,7 +33,7 @@ def _print_lab(lab: Lab) -> None:
 
 def cmd_up(args) -> int:
     t0 = time.monotonic()
-    lab = Lab(args.hosts, args.name, detached=True)
+    lab = Lab(args.hosts, args.name, detached=True, storage=args.storage)
     lab.up()
     t_up = time.monotonic() - t0
     try:
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--guests", type=int, default=4, help="guests per host (h1-g1...)")
     up.add_argument("--name")
+    up.add_argument("--storage", action="store_true",
+                    help="shared and host-local storage, virtlockd on every host (docs/lab.md, Storage)")
     up.add_argument("--pacemaker", choices=("defaults", "tuned"),
                     help="a Pacemaker + Corosync cluster over the hosts runs --guests guests (preferring h1) "
                          "instead of libvirt-defined guests on every host (docs/peer-bench.md)")

@@ -21,7 +21,7 @@ SYSTEM_QEMU_CONF = Path("/etc/libvirt/qemu.conf")   # written by scripts/bootstr
 SYSTEM_CACHE = Path("/var/cache/libvirt")
 # The bind-mount targets must exist in the root filesystem.
 MOUNT_TARGETS = ("/etc/libvirt", "/run/libvirt", "/var/lib/libvirt", "/var/log/libvirt",
-                 "/var/cache/libvirt")
+                 "/var/cache/libvirt", "/srv/remediator-lab/shared", "/srv/remediator-lab/local")
 LIBVIRTD_PORT = 16509
 BOOT_FILES = ("vmlinuz-lab", "initrd.img-lab")
 
@@ -43,6 +43,7 @@ class LabHost:
     bmc_pid: int | None = None
     bmc_start: int | None = None
     services: list[dict] = field(default_factory=list)   # [{"name":..., "argv": [...]}]
+    storage: bool = False  # shared + host-local storage mounted, virtlockd guarding disks (lab/storage.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -322,6 +323,10 @@ mount --bind "$H/log" /var/log/libvirt
 mount --bind "$H/cache" /var/cache/libvirt
 mount --bind "$H/hosts" /etc/hosts
 mount --bind "$H/resolv.conf" /etc/resolv.conf
+# lab/storage.py: the lab's shared storage (the same directory on every host, as NFS would be) and
+# this host's own pool, each at one fixed path on every host
+if [ -e "$H/shared" ]; then mount --bind "$H/shared" /srv/remediator-lab/shared; fi
+if [ -e "$H/local" ]; then mount --bind "$H/local" /srv/remediator-lab/local; fi
 hostname "$HOSTNAME_"
 exec "$@"
 """
@@ -334,10 +339,16 @@ def in_host(host: LabHost, argv: list[str]) -> list[str]:
             "sh", "-c", _VIEW_SCRIPT, "lab-host", host.dir, host.netns, *argv]
 
 
-def libvirtd_argv() -> list[str]:
+def libvirtd_argv(storage: bool = False) -> list[str]:
     # Own pid file inside the host's run dir: the default /run/libvirtd.pid is shared and
     # the second host would die with "Failed to acquire pid file".
-    return ["libvirtd", "--listen", "--pid-file", "/run/libvirt/libvirtd.pid"]
+    argv = ["libvirtd", "--listen", "--pid-file", "/run/libvirt/libvirtd.pid"]
+    if not storage:
+        return argv
+    # The lock manager's daemon first, in the same namespaces (its socket in the host's own
+    # /run/libvirt), with its own pid file for the same reason; when it already runs (a libvirtd
+    # restart) the second one exits and the first keeps the leases.
+    return ["sh", "-c", 'virtlockd --daemon --pid-file /run/libvirt/virtlockd.pid; exec "$@"', "boot", *argv]
 
 
 def libvirtd_pid(host: LabHost) -> int | None:

@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from lab import guests, host as hostmod, keeper, power, procs, state as st, virt
+from lab import guests, host as hostmod, keeper, power, procs, state as st, storage as storagemod, virt
 from lab.host import LabHost
 from lab.simulate import HostSimulation
+from lab.storage import LabStorage
 from lab.virt import HostUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ def teardown(state_file: Path, keeper_proc: subprocess.Popen | None = None) -> N
         if procs.kill(kp.get("pid"), kp.get("start")):
             procs.wait_gone(kp["pid"], kp.get("start"), 5.0)
         if data.get("data_dir"):
+            if data.get("storage"):
+                storagemod.unmount_shared(Path(data["data_dir"]) / "shared")
             shutil.rmtree(data["data_dir"], ignore_errors=True)
     if keeper_proc is not None:
         keeper_proc.wait(timeout=5)  # our child: reap it, or it stays a zombie
@@ -117,11 +120,13 @@ def leftovers(resources: dict) -> list[str]:
     return left
 
 
-class Lab(HostSimulation):
-    """Also refuse_migration, set_host_load, ... (lab/simulate.py)."""
+class Lab(HostSimulation, LabStorage):
+    """Also refuse_migration, set_host_load, ... (lab/simulate.py); with storage=True, shared and
+    host-local disks guarded by virtlockd (lab/storage.py)."""
 
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
-                 detached: bool = False, boot_timeout: float = 30.0, install_delay_s: float = 3.0):
+                 detached: bool = False, boot_timeout: float = 30.0, install_delay_s: float = 3.0,
+                 storage: bool = False):
         if not 1 <= hosts <= 200:
             raise ValueError(f"hosts must be 1..200, not {hosts}")
         self.n_hosts = hosts
@@ -129,6 +134,7 @@ class Lab(HostSimulation):
         self.roots = roots
         self.detached = detached       # True: no owner pid; only `down` removes it
         self.boot_timeout = boot_timeout
+        self.storage = storage
         self.install_delay_s = install_delay_s  # a PXE boot's simulated install (lab/power.py reinstall)
         self.domain_type = "kvm" if _kvm_usable() else "qemu"
         self.index: int | None = None
@@ -155,6 +161,7 @@ class Lab(HostSimulation):
         lab._keeper_rec = data["keeper"]
         lab.daemons = data.get("daemons", [])
         lab.domain_type = data.get("domain_type", lab.domain_type)
+        lab.storage = bool(data.get("storage"))
         lab.install_delay_s = data.get("install_delay_s", lab.install_delay_s)
         return lab
 
@@ -187,7 +194,7 @@ class Lab(HostSimulation):
             "gateway": f"10.77.{self.index}.1",
             "data_dir": str(st.data_dir(self.roots, self.index)),
             "keeper": self._keeper_rec, "hosts": [h.to_dict() for h in self.hosts],
-            "daemons": self.daemons, "install_delay_s": self.install_delay_s,
+            "daemons": self.daemons, "install_delay_s": self.install_delay_s, "storage": self.storage,
             "cache_seed": str(seed) if (seed := self._cache_seed()) else None,
         }
 
@@ -218,6 +225,9 @@ class Lab(HostSimulation):
         for h in self.hosts:
             hostmod.prepare_dirs(h, self.hosts, seed)
             hostmod.create_host_net(h, self.bridge)
+        if self.storage:
+            self._setup_storage()
+            self._save()
         first, rest = (self.hosts, []) if seed else (self.hosts[:1], self.hosts[1:])
         self._boot_all(first)
         if not seed:
@@ -225,6 +235,8 @@ class Lab(HostSimulation):
             for h in rest:
                 shutil.copytree(seed, Path(h.dir) / "cache", symlinks=True, dirs_exist_ok=True)
             self._boot_all(rest)
+        if self.storage:
+            self._define_pools()
         for h in self.hosts:
             self.start_bmc(h)
         if self.detached:
@@ -307,16 +319,20 @@ class Lab(HostSimulation):
     ha_metadata = staticmethod(guests.ha_metadata)
 
     def guest_xml(self, name: str, *, uuid: str | None = None, memory_mib: int = 32,
-                  vcpus: int = 1, metadata: str | None = None, disk: str | None = None) -> str:
-        return guests.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus,
-                                metadata=metadata, domain_type=self.domain_type, disk=disk)
+                  vcpus: int = 1, metadata: str | None = None, disk: str | None = None,
+                  disk_element: str | None = None, kernel: str | None = None) -> str:
+        return guests.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata,
+                                domain_type=self.domain_type, disk=disk, disk_element=disk_element, kernel=kernel)
 
     def define_guest(self, host: str | LabHost, name: str, *, start: bool = True,
                      uuid: str | None = None, metadata: str | None = None,
-                     memory_mib: int = 32, vcpus: int = 1, disk: str | None = None) -> str:
+                     memory_mib: int = 32, vcpus: int = 1, disk: str | None = None,
+                     disk_element: str | None = None, kernel: str | None = None) -> str:
         """Define (and start) a tiny guest on host over qemu+tcp; returns its UUID. `disk`: a qcow2
-        path as the host sees it (lab/images.py makes them)."""
-        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata, disk=disk)
+        path as the host sees it (lab/images.py, lab.make_disk make them); `disk_element`: a whole
+        <disk> element instead (guests.disk_xml); `kernel`: lab/firmware.py's writer."""
+        xml = self.guest_xml(name, uuid=uuid, memory_mib=memory_mib, vcpus=vcpus, metadata=metadata, disk=disk,
+                             disk_element=disk_element, kernel=kernel)
         return virt.define(self.host(host).uri, xml, start)
 
     def running(self, host: str | LabHost, *, inside: bool = False) -> dict[str, str]:

@@ -25,7 +25,7 @@ def power_loss(host: LabHost) -> int:
 
 
 def start_libvirtd(host: LabHost, keeper_sock: str) -> int:
-    return keeper.spawn(keeper_sock, in_host(host, libvirtd_argv()),
+    return keeper.spawn(keeper_sock, in_host(host, libvirtd_argv(host.storage)),
                         str(host.log_dir / "libvirtd.console.log"))
 
 

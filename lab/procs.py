@@ -52,23 +52,32 @@ def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
     return True
 
 
+def pids_where(test) -> list[int]:
+    """Pids whose /proc directory passes test(path); a process that ends (or is a zombie, its namespaces
+    and files released) while it is looked at does not."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if test(entry.path):
+                pids.append(int(entry.name))
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            continue
+    return pids
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def netns_pids(netns: str) -> list[int]:
     """Pids whose network namespace is the named one: what `ip netns pids NAME` prints."""
     try:
         target = os.stat(f"/run/netns/{netns}")
     except FileNotFoundError:
         return []
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            ns = os.stat(f"/proc/{entry.name}/ns/net")
-        except (FileNotFoundError, PermissionError, ProcessLookupError):
-            continue  # gone meanwhile, or a zombie (its namespaces are released)
-        if (ns.st_dev, ns.st_ino) == (target.st_dev, target.st_ino):
-            pids.append(int(entry.name))
-    return pids
+    return pids_where(lambda path: same_file(os.stat(f"{path}/ns/net"), target))
 
 
 def kill_netns(netns: str, timeout: float = 5.0) -> int:

@@ -15,8 +15,10 @@ from pathlib import Path
 COMMANDS = ("ip", "unshare", "nsenter", "libvirtd", "virsh", "qemu-system-x86_64", "prometheus",
             "prometheus-alertmanager", "promtool", "amtool", "fence_ipmilan", "ipmitool",
             "prometheus-libvirt-exporter", "corosync", "corosync-cfgtool", "pacemakerd", "cibadmin",
-            "crm_mon", "docker-compose", "systemd-analyze", "openssl")
-FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf", "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain")
+            "crm_mon", "docker-compose", "systemd-analyze", "openssl", "virtlockd", "qemu-img", "as", "ld",
+            "mount", "umount")
+FILES = ("/usr/share/qemu/qboot.rom", "/etc/libvirt/qemu.conf", "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain",
+         "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/lockd.so")
 MODULES = ("libvirt", "pyghmi", "grafana_foundation_sdk", "cheroot", "bcrypt", "sqlalchemy", "alembic", "psycopg")
 # Debian packages giving each command, to say how to fix it.
 PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux",
@@ -29,6 +31,9 @@ PACKAGE_OF = {"ip": "iproute2", "unshare": "util-linux", "nsenter": "util-linux"
               "cibadmin": "pacemaker-cli-utils", "crm_mon": "pacemaker-cli-utils",
               "/usr/lib/ocf/resource.d/heartbeat/VirtualDomain": "resource-agents",
               "docker-compose": "docker-compose", "systemd-analyze": "systemd", "openssl": "openssl",
+              "virtlockd": "libvirt-daemon", "qemu-img": "qemu-utils", "as": "binutils", "ld": "binutils",
+              "mount": "mount", "umount": "mount",
+              "/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/lockd.so": "libvirt-daemon",
               "/usr/share/qemu/qboot.rom": "qemu-system-data",
               "/etc/libvirt/qemu.conf": "make bootstrap (writes it)",
               "libvirt": "pip libvirt-python", "pyghmi": "pip pyghmi",

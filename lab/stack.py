@@ -25,6 +25,7 @@ import requests
 import yaml
 
 from lab.lab import Lab
+from lab.storage import SHARED_PATH
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
 from remediator.config.environment import env_name
 
@@ -40,9 +41,14 @@ OPERATOR_TOKEN = "lab-operator-token-0123456789abcdef"
 
 def exporter_config(host) -> dict:
     """The exporter's view of a lab host: its private libvirt dirs, its own boot directory, and its
-    own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py)."""
+    own kernel figures (loadavg, meminfo: real until a test simulates them, lab/figures.py). On a lab
+    with storage, the storage check watches the shared storage's mount (as an operator points it at
+    the NFS mount: docs/operations.md)."""
+    # (checked every second there: a full shared storage is seen before a guest paused on it is moved)
+    storage = ({"storage_path": SHARED_PATH, "storage_require_mountpoint": True, "interval_seconds": 1}
+               if host.storage else {"storage_path": "/var/lib/libvirt"})
     return {"procfs": str(host.procfs_dir),
-            "checks": {"boot_dir": str(host.boot_dir), "storage_path": "/var/lib/libvirt",
+            "checks": {"boot_dir": str(host.boot_dir), **storage,
                        "disk_space_paths": ["/", "/var/lib/libvirt"]}}
 
 
@@ -116,6 +122,7 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
         ],
         "vms": vms,
         "policy": policy or {},
+        **({"storage": {"shared_paths": [SHARED_PATH]}} if lab.storage else {}),
     }
 
 
@@ -178,7 +185,7 @@ class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
                  monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
                  host_settings: dict[str, dict] | None = None, store_url: str | None = None,
-                 replicas: int = 1):
+                 replicas: int = 1, env: dict[str, str] | None = None):
         """`store_url`: e.g. postgresql://... (None: SQLite in the workdir); `replicas`: how many
         `remediator serve` processes share that store (more than one needs PostgreSQL)."""
         self.lab = lab
@@ -194,6 +201,7 @@ class Stack:
             raise ValueError("replicas share one PostgreSQL: give store_url")
         self.replicas = [Replica(self.workdir, i) for i in range(replicas)]
         self.port = self.replicas[0].port
+        self.env = dict(env or {})  # added to the remediator processes' environment (a test's opt-in)
         self.prometheus: Prometheus | None = None
         self.alertmanager: Alertmanager | None = None
         self.config_path = self.replicas[0].config_path
@@ -244,7 +252,7 @@ class Stack:
 
     def start_remediator(self, timeout: float = 20.0, replica: int = 0) -> None:
         r = self.replicas[replica]
-        r.start(env=fence_environment(self.lab))
+        r.start(env={**fence_environment(self.lab), **self.env})
         wait_for(lambda: r.ready(self._session), timeout, f"remediator {r.name} /readyz", on_timeout=r.log_tail)
 
     def kill_remediator(self, replica: int = 0) -> None:

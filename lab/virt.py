@@ -63,12 +63,17 @@ def wait_ready(uri: str, timeout: float) -> None:
 
 def define(uri: str, xml: str, start: bool) -> str:
     conn = connect(uri)
+    dom = None
     try:
         dom = conn.defineXML(xml)
         if start:
             dom.create()
         return dom.UUIDString()
     finally:
+        # A failed start's traceback keeps this frame alive: the domain, and through it the connection,
+        # would be freed whenever the exception is, possibly after the lab is gone, and then the free
+        # blocks on a dead daemon (seen: pytest hung at exit). Free it now, while the daemon answers.
+        dom = None
         conn.close()
 
 

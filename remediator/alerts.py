@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from remediator.model import ALERT_REMEDIATIONS, Alert, AlertStatus, Remediation
+from remediator.model import ALERT_REMEDIATIONS, VM_KINDS, Alert, AlertStatus, Remediation
 
 SUPPORTED_VERSION = "4"
 # Alertmanager's "zero time" for an alert that has not ended.
@@ -138,8 +138,8 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         if not _UUID.match(uuid):
             raise PayloadError(f"{where}.labels.uuid", f"not a UUID: {uuid!r}")
         uuid = uuid.lower()
-    if remediation is Remediation.VM_DOWN and vm is None and uuid is None:
-        raise PayloadError(f"{where}.labels", "a vm_down alert needs the label `uuid` or `vm` (or `domain`)")
+    if remediation in VM_KINDS and vm is None and uuid is None:
+        raise PayloadError(f"{where}.labels", f"a {remediation.value} alert needs the label `uuid` or `vm` (or `domain`)")
     if remediation is Remediation.HOST_OVERLOADED:
         _overload_labels(labels, where)
     return Alert(

@@ -24,7 +24,8 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from remediator import __version__
-from remediator.config import Config, ConfigError, load_config
+from remediator.config import IO_ERROR_POLICIES, Config, ConfigError, load_config
+from remediator.protect import set_protection
 from remediator.store import StoreError, open_store
 
 log = logging.getLogger("remediator")
@@ -87,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("name")
     m.add_argument("state", choices=["on", "off"])
 
+    p = sub.add_parser("protect", help="write a VM's protection metadata on its host (through libvirt)")
+    p.add_argument("vm", help="the domain's name or UUID")
+    p.add_argument("--config", default=config_default)
+    p.add_argument("--priority", type=int, default=0, help="higher is placed first (default 0)")
+    p.add_argument("--group", help="anti-affinity group: members are kept on different hosts")
+    p.add_argument("--base-image", help="what a host-local disk is recreated from when its host is lost")
+    p.add_argument("--on-io-error", choices=IO_ERROR_POLICIES,
+                   help="when paused on a storage I/O error (default: the service's policy.on_io_error)")
+    p = sub.add_parser("unprotect", help="remove a VM's protection metadata on its host")
+    p.add_argument("vm", help="the domain's name or UUID")
+    p.add_argument("--config", default=config_default)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -105,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             return status(config, api=args.api, out=sys.stdout, tls=tls_options(args))
         if args.command == "host":
             return host_request(config, args, out=sys.stdout)
+        if args.command in ("protect", "unprotect"):
+            return set_protection(config, args.vm, protect=args.command == "protect", out=sys.stdout,
+                                  **({"priority": args.priority, "group": args.group, "base_image": args.base_image,
+                                      "on_io_error": args.on_io_error} if args.command == "protect" else {}))
         return plan_evacuation(config, args.evacuate, out=sys.stdout)
     except StoreError as e:
         print(f"remediator: store: {e}", file=sys.stderr)

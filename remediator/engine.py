@@ -39,7 +39,7 @@ from remediator.migrations import Migrations
 from remediator.operator import OperatorRequests
 from remediator.edges.power import PowerDevices
 from remediator.reprovision_actions import Reprovisions
-from remediator.model import (HOST_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
+from remediator.model import (HOST_KINDS, VM_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
                               Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
 from remediator.store.base import Intent, Store, StoreError
@@ -74,7 +74,7 @@ class Engine:
         self.clock = clock
         self.policy = fsm.Policy.from_config(config.policy)
         self.world = World(config, store, hypervisors, load_source, clock,
-                           links=events.link if events is not None else None)
+                           watchers=events)
         self.hosts = HostLife(self)
         self.migrations = Migrations(self)
         self.requests = OperatorRequests(self)
@@ -387,7 +387,7 @@ class Engine:
         for incident in self.store.list_incidents(open_only=True, limit=100000):
             if incident.id == exclude or (fsm.State(incident.state), E.HOST_CHANGED) not in fsm.TRANSITIONS:
                 continue
-            if incident.kind is Remediation.VM_DOWN:
+            if incident.kind in VM_KINDS:
                 relevant = incident.host == host or host in self.store.hosts_defining(incident.vm_uuid or "")
             else:
                 relevant = host_of_subject(incident.subject) == host

@@ -31,102 +31,13 @@ from remediator import reprovision
 from remediator.fsm_vocabulary import (RANK, STEP_ACTION, TERMINAL_STATES, WAITING_FOR_OFF, ActionKind,  # noqa: F401
                                        Context, Decision, EventKind, Guard, Policy, State, Transition,
                                        _FIRST, _KEEP, _NEXT, _RESULT_EVENTS, failed_hosts, outranks)
+from remediator.fsm_guards import (  # noqa: F401 (the table's vocabulary)
+    always, dry_run, storm_hold, host_in_maintenance, host_fenced, host_fenced_and_no_host_incident,
+    attempts_left, blocked_by_other_hosts, host_may_still_run_it, only_fenced_host_unreachable,
+    outranked, attempts_left_and_host_usable, has_definition, disk_locked, host_local_disk,
+    left_waiting, is_vm, is_host_down, is_host_damaged, is_overload, is_maintenance,
+    lower_kind_and_host_fenced, lower_kind_outranked, alert_resolved, ALERT_RESOLVED_KEY)
 from remediator.model import Action, Alert, AlertStatus, Event, HostCondition, Incident, Remediation
-
-
-# ---- guards: named so that the table reads as the specification ---------------------------------
-
-def always(i: Incident, e: Event, c: Context) -> bool:
-    return True
-
-
-def dry_run(i: Incident, e: Event, c: Context) -> bool:
-    return c.dry_run
-
-
-def storm_hold(i: Incident, e: Event, c: Context) -> bool:
-    return c.storm_hold
-
-
-def host_in_maintenance(i: Incident, e: Event, c: Context) -> bool:
-    return c.host_in_maintenance
-
-
-def host_fenced(i: Incident, e: Event, c: Context) -> bool:
-    return c.host_fenced
-
-
-def host_fenced_and_no_host_incident(i: Incident, e: Event, c: Context) -> bool:
-    return c.host_fenced and not c.host_incident_open
-
-
-def attempts_left(i: Incident, e: Event, c: Context) -> bool:
-    return i.attempts < c.policy.attempts_for(State(i.state))
-
-
-def blocked_by_other_hosts(i: Incident, e: Event, c: Context) -> bool:
-    """Another host where the VM is or was defined does not answer and is not fenced (`blocked_by`,
-    found by the action): it may run the VM there."""
-    return bool(set(e.detail.get("blocked_by") or ()) - {i.host})
-
-
-def host_may_still_run_it(i: Incident, e: Event, c: Context) -> bool:
-    """The VM's host was found unreachable or is believed down, and it is not fenced (or its own
-    incident is still evacuating it), or another host that had it does not answer: starting the VM
-    elsewhere could make it run twice."""
-    if blocked_by_other_hosts(i, e, c):
-        return True
-    unreachable = bool(e.detail.get("host_unreachable")) or c.host_condition is HostCondition.DOWN
-    return unreachable and not host_fenced_and_no_host_incident(i, e, c)
-
-
-def only_fenced_host_unreachable(i: Incident, e: Event, c: Context) -> bool:
-    return host_fenced_and_no_host_incident(i, e, c) and not blocked_by_other_hosts(i, e, c)
-
-
-def outranked(i: Incident, e: Event, c: Context) -> bool:
-    return c.outranked
-
-
-def attempts_left_and_host_usable(i: Incident, e: Event, c: Context) -> bool:
-    return attempts_left(i, e, c) and not e.detail.get("host_unusable") and not e.detail.get("host_unreachable")
-
-
-def has_definition(i: Incident, e: Event, c: Context) -> bool:
-    return c.has_definition
-
-
-def is_vm(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind is Remediation.VM_DOWN
-
-
-def is_host_down(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind is Remediation.HOST_DOWN
-
-
-def is_host_damaged(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind is Remediation.HOST_DAMAGED
-
-
-def is_overload(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind is Remediation.HOST_OVERLOADED
-
-
-def is_maintenance(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind is Remediation.HOST_MAINTENANCE
-
-
-# A host incident of lower rank waits while a higher one acts, and ends when its host is fenced
-# (the host-down incident evacuated it); when the higher one ends otherwise, it goes on.
-_LOWER_HOST_KINDS = (Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED, Remediation.HOST_MAINTENANCE)
-
-
-def lower_kind_and_host_fenced(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind in _LOWER_HOST_KINDS and c.host_fenced
-
-
-def lower_kind_outranked(i: Incident, e: Event, c: Context) -> bool:
-    return i.kind in _LOWER_HOST_KINDS and c.outranked
 
 
 A, S, E = ActionKind, State, EventKind
@@ -145,6 +56,8 @@ _GIVE_UP = T(always, S.FAILED, (A.RAISE_FAILED,), "gave up after {attempts} trie
 _EVACUATE = T(always, S.HOST_EVACUATING, (A.EVACUATE_HOST,),
               "host is off: starting its protected VMs on other hosts")
 _HOLD = T(storm_hold, S.HELD, (), "storm hold: too many hosts out at once; nothing automatic until it clears")
+_DISK_LOCKED = T(disk_locked, S.DISMISSED, (),
+                 "{detail}: its disk is in use by another QEMU, so it runs somewhere; not started twice")
 _AWAIT_HOST = T(host_may_still_run_it, S.VM_AWAITING_HOST, (RETRY,),
                 "{detail}: a host that may still run it is unreachable and not fenced; its incident acts first")
 
@@ -162,6 +75,7 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
           "{detail}: the unreachable host's incident acts first"),),
     (S.VM_VERIFYING, E.ACTION_FAILED): _retry_or((_GIVE_UP,), "verification"),
     (S.VM_RESTARTING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
         T(always, S.RECOVERED, (), "running again on {host}"),),
     (S.VM_RESTARTING, E.ACTION_FAILED): (
@@ -171,24 +85,49 @@ TRANSITIONS: dict[tuple[State, EventKind], tuple[Transition, ...]] = {
         T(always, S.VM_RELOCATING, (A.START_VM_ELSEWHERE,),
           "restart in place failed: {detail}; starting it on another host"),),
     (S.VM_RELOCATING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
         T(always, S.RECOVERED, (), "running on {where}"),),
-    (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((
+    (S.VM_RELOCATING, E.ACTION_FAILED): (_AWAIT_HOST, T(
+        host_local_disk, S.VM_REBUILDING, (A.REBUILD_VM,),
+        "{detail}: rebuilding it on another host from its base image")) + _retry_or((
         T(has_definition, S.VM_REBUILDING, (A.REBUILD_VM,),
           "start elsewhere failed: {detail}; rebuilding it from its stored definition"),
         _GIVE_UP,), "start elsewhere"),
     (S.VM_REBUILDING, E.ACTION_OK): (
+        _DISK_LOCKED,
         T(dry_run, S.RECOVERED, (), "dry run: nothing was started; it would have: {detail}"),
-        T(always, S.RECOVERED, (), "rebuilt and running on {where}"),),
+        T(always, S.RECOVERED, (), "rebuilt and running on {where}: {detail}"),),
     (S.VM_REBUILDING, E.ACTION_FAILED): (_AWAIT_HOST,) + _retry_or((_GIVE_UP,), "rebuild"),
     (S.VM_AWAITING_HOST, E.RETRY): (
         T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "looking at it again"),),
     (S.VM_AWAITING_HOST, E.HOST_CHANGED): (
         T(always, S.VM_VERIFYING, (A.VERIFY_VM,), "its host changed: looking at it again"),),
 
+    # ---- VM paused on a storage I/O error: its policy (wait, resume, restart elsewhere) -------------
+    # No retry limit: storage comes back when it comes back. The step's result ends it (the handler sees
+    # the VM no longer paused); a waiting one ends when its alert resolves; an operator can close either.
+    (S.VM_IO_HANDLING, E.ACTION_OK): (
+        T(dry_run, S.RECOVERED, (), "dry run: nothing was done; it would have: {detail}"),
+        T(left_waiting, S.VM_IO_WAITING, (), "{detail}"),
+        T(always, S.RECOVERED, (), "{detail}"),),
+    (S.VM_IO_HANDLING, E.ACTION_FAILED): (
+        T(always, None, (RETRY,), "{detail} (try {attempts}); trying again", _KEEP),),
+    (S.VM_IO_WAITING, E.ALERT_RESOLVED): (
+        T(always, S.RECOVERED, (), "no longer paused on an I/O error (an operator resumed or stopped it)"),),
+
     # ---- host down: verify -> fence (status must say off) or operator confirm-off -> evacuate -------
+    # A host that answers is not down, but its alert may have come before a cut link failed the
+    # keepalive, or the link may be cut later while the alert still fires: so the incident stays
+    # open and checks again on a timer (policy.recheck_s) until the alert resolves. A dismissal that forgot a still-firing alert would never check it again.
     (S.HOST_VERIFYING, E.HOST_REACHABLE): (
-        T(always, S.DISMISSED, (), "libvirt on {host} answers the remediator: not down"),),
+        T(alert_resolved, S.DISMISSED, (), "libvirt on {host} answers the remediator and the alert resolved: not down"),
+        T(always, S.HOST_RECHECKING, (RETRY,),
+          "libvirt on {host} answers the remediator: not down; checking again while the alert fires"),),
+    (S.HOST_RECHECKING, E.RETRY): (
+        T(always, S.HOST_VERIFYING, (A.VERIFY_HOST,), "the alert still fires: checking {host} again"),),
+    (S.HOST_RECHECKING, E.ALERT_RESOLVED): (
+        T(always, S.DISMISSED, (), "alert resolved; libvirt on {host} answered the remediator: not down"),),
     (S.HOST_VERIFYING, E.HOST_UNREACHABLE): (
         _HOLD,
         T(host_in_maintenance, S.DISMISSED, (), "host {host} is in maintenance: no action"),
@@ -280,6 +219,8 @@ for _state, _action in STEP_ACTION.items():
 _OPERATOR_CLOSE = (T(always, S.CLOSED_BY_OPERATOR, (), "closed by an operator: {detail}"),)
 _FIRST_STEP: Mapping[Remediation, tuple[State, tuple[ActionKind, ...], str]] = {
     Remediation.VM_DOWN: (S.VM_VERIFYING, (A.VERIFY_VM,), "VM down alert: checking it with libvirt"),
+    Remediation.VM_IO_ERROR: (S.VM_IO_HANDLING, (A.HANDLE_IO_ERROR,),
+                              "paused on a storage I/O error: acting by its policy"),
     Remediation.HOST_DOWN: (S.HOST_VERIFYING, (A.VERIFY_HOST,), "host down alert: checking libvirt on it"),
     Remediation.HOST_DAMAGED: (S.HOST_DRAINING, (A.CORDON_HOST, A.MIGRATE_AWAY),
                                "host damaged: cordoning it and migrating its VMs away"),
@@ -359,7 +300,19 @@ def decide(incident: Incident, event: Event, ctx: Context) -> Decision:
                             else _FIRST_STEP[incident.kind])
         return _phase(_apply(T(always, target, kinds, "an operator asked to start over"), incident, event, ctx))
     if kind is E.ALERT_FIRING:
-        return ignore("alert repeated: already handled by this incident")
+        return _alert_status(ignore("alert repeated: already handled by this incident"), False)
+    if kind is E.ALERT_RESOLVED:
+        return _alert_status(_decide_by_table(incident, event, ctx, ignore, _phase), True)
+    return _decide_by_table(incident, event, ctx, ignore, _phase)
+
+
+def _alert_status(decision: Decision, resolved: bool) -> Decision:
+    """Whether the incident's alert is resolved, kept in its data for the guards (`alert_resolved`)."""
+    return replace(decision, data={**decision.data, ALERT_RESOLVED_KEY: resolved})
+
+
+def _decide_by_table(incident: Incident, event: Event, ctx: Context, ignore, _phase) -> Decision:
+    state, kind = State(incident.state), EventKind(event.kind)
     if kind in _RESULT_EVENTS and event.detail.get("action") != STEP_ACTION.get(state):
         return ignore(f"stale result of {event.detail.get('action')} ignored in {state}")
     if kind is E.RETRY and event.detail.get("state") != state:
@@ -396,7 +349,7 @@ def _action(kind: ActionKind, incident: Incident, state: State, attempts: int, c
     if incident.vm_uuid:
         params["uuid"] = incident.vm_uuid
     if kind is A.SCHEDULE_RETRY:
-        after = (ctx.policy.recheck_s if state is S.VM_AWAITING_HOST else ctx.policy.reprovision_poll_s
+        after = (ctx.policy.recheck_s if state in (S.VM_AWAITING_HOST, S.HOST_RECHECKING) else ctx.policy.reprovision_poll_s
                  if state is S.REPROVISION_WAITING else ctx.policy.backoff(max(1, attempts)))
         params = {"after_s": after, "event": E.RETRY.value, "state": state.value}
     elif kind is A.START_VM_ELSEWHERE:

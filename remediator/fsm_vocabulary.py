@@ -20,8 +20,12 @@ class State(StrEnum):
     VM_RELOCATING = "vm_relocating"  # starting it on another host chosen by placement
     VM_REBUILDING = "vm_rebuilding"  # recreating it from its stored XML on a host that did not fail it
     VM_AWAITING_HOST = "vm_awaiting_host"  # its host is unreachable: the host's incident acts first
+    # A VM is paused on a storage I/O error.
+    VM_IO_HANDLING = "vm_io_handling"  # its policy acts: resume once storage takes writes, or restart elsewhere
+    VM_IO_WAITING = "vm_io_waiting"  # policy wait: left paused for an operator, open until it runs or stops
     # A host is down.
     HOST_VERIFYING = "host_verifying"  # is libvirt on it unreachable from the remediator too?
+    HOST_RECHECKING = "host_rechecking"  # it answered while its alert fires: checked again until the alert resolves
     HOST_FENCING = "host_fencing"  # fence agent off, then status must say off
     HOST_FENCE_WAITING = "host_fence_waiting"  # fence failed: retrying, or waiting for confirm-off
     HOST_EVACUATING = "host_evacuating"  # its protected VMs are being started elsewhere
@@ -74,6 +78,7 @@ class ActionKind(StrEnum):
     START_VM_ELSEWHERE = "start_vm_elsewhere"  # placement picks, the origin excluded
     REBUILD_VM = "rebuild_vm"  # stale definitions removed, defined anew from the stored XML (disk from its
     # base image) on a placed host that did not fail it, then started (remediator/rebuild.py); params: exclude
+    HANDLE_IO_ERROR = "handle_io_error"  # a VM paused on an I/O error: wait, resume, or restart elsewhere
     VERIFY_HOST = "verify_host"
     FENCE_HOST = "fence_host"
     EVACUATE_HOST = "evacuate_host"
@@ -96,6 +101,7 @@ STEP_ACTION: Mapping[State, ActionKind] = {
     State.VM_RESTARTING: ActionKind.START_VM,
     State.VM_RELOCATING: ActionKind.START_VM_ELSEWHERE,
     State.VM_REBUILDING: ActionKind.REBUILD_VM,
+    State.VM_IO_HANDLING: ActionKind.HANDLE_IO_ERROR,
     State.HOST_VERIFYING: ActionKind.VERIFY_HOST,
     State.HOST_FENCING: ActionKind.FENCE_HOST,
     State.HOST_EVACUATING: ActionKind.EVACUATE_HOST,
@@ -158,7 +164,8 @@ class Policy:
     backoff_s: float = 2.0  # wait after the first failed try
     backoff_factor: float = 2.0
     backoff_max_s: float = 60.0
-    recheck_s: float = 10.0  # how often a VM waiting for its host's incident is looked at again
+    recheck_s: float = 10.0  # how often a VM waiting for its host's incident, or a host that answered
+    # while its alert still fires, is looked at again
     reprovision_ready_s: float = 1800.0  # the waiting phase's timeout (config policy.reprovision.ready_s)
     reprovision_poll_s: float = 5.0  # how often readiness is looked at
 

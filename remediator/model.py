@@ -15,6 +15,7 @@ class Remediation(StrEnum):
     """The `remediation` label of an alert: the contract between rules/ and the remediator."""
 
     VM_DOWN = "vm_down"
+    VM_IO_ERROR = "vm_io_error"  # paused on a storage I/O error (libvirt's paused/ioerror)
     HOST_DOWN = "host_down"
     HOST_DAMAGED = "host_damaged"
     HOST_OVERLOADED = "host_overloaded"
@@ -25,8 +26,9 @@ class Remediation(StrEnum):
 
 
 # What an alert's `remediation` label may say (rules/ -> remediator); the other kinds come from operators.
-ALERT_REMEDIATIONS = frozenset({Remediation.VM_DOWN, Remediation.HOST_DOWN, Remediation.HOST_DAMAGED,
-                                Remediation.HOST_OVERLOADED})
+ALERT_REMEDIATIONS = frozenset({Remediation.VM_DOWN, Remediation.VM_IO_ERROR, Remediation.HOST_DOWN,
+                                Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED})
+VM_KINDS = frozenset({Remediation.VM_DOWN, Remediation.VM_IO_ERROR})
 HOST_KINDS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED, Remediation.HOST_OVERLOADED,
                         Remediation.HOST_MAINTENANCE})
 
@@ -55,6 +57,8 @@ class Alert:
     @property
     def subject(self) -> str:
         """What an incident is about: one open incident per subject."""
+        if self.remediation is Remediation.VM_IO_ERROR:
+            return f"{vm_subject(self.uuid)}:io_error"
         return vm_subject(self.uuid) if self.remediation is Remediation.VM_DOWN else host_subject(self.host,
                                                                                                  self.remediation)
 
@@ -112,6 +116,7 @@ class HostCapacity:
     condition: HostCondition = HostCondition.UP
     labels: Mapping[str, str] = field(default_factory=dict)
     vms: frozenset[str] = frozenset()  # UUIDs of the VMs defined there (for anti-affinity)
+    shared_storage_ok: bool | None = None  # its shared-storage check (exporter `storage`); None: not known
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,23 @@
 """How an action ends (the event it feeds back), and the never-twice check every start goes through.
 
 Shared by the actions (remediator/actions.py), the rebuild rung (remediator/rebuild.py) and the
-migrations, so that no module that starts a VM has its own idea of "safe to start".
+migrations, so that no module that starts a VM has its own idea of "safe to start", nor of what a start
+refused by the disk lease means (`locked_outcome`: it runs somewhere).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
+from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.fsm import EventKind as E
 
 if TYPE_CHECKING:
     from remediator.engine import Engine
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,14 @@ def refuse_or_place(e: "Engine", vm: Any, origin: str, exclude: set[str]) -> tup
     dst = plan.assignments.get(vm.uuid)
     return None, Placement(dst, unknown, plan.unplaced.get(vm.uuid, ""), caps.note,
                            {"placement": {vm.uuid: dst} if dst else {}, "load_source": caps.load_source})
+
+
+def locked_outcome(e: "Engine", dst: str, uuid: str, err: DiskLocked, *, undefine: bool) -> Outcome:
+    """A start refused by the disk lease: the VM runs somewhere. A copy just defined on another host
+    (undefine) never ran: it goes. No retry, no rebuild: the FSM ends the incident on disk_locked."""
+    if undefine:
+        try:
+            e.hv.undefine(dst, uuid)
+        except (HostUnreachable, DomainError) as undefine_err:
+            log.warning("could not undefine the refused copy of %s on %s: %s", uuid, dst, undefine_err)
+    return Outcome(E.ACTION_OK, True, f"not started on {dst}, its disk is locked ({err})", {"disk_locked": True})

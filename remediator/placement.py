@@ -5,6 +5,8 @@ Rules, in the order they are applied to each VM (highest priority first, then by
 2. Never beyond the overcommit ratios: allocated vCPUs <= cpus * cpu ratio, allocated memory <=
    memory * memory ratio; and never more memory than the host reports available, when it does.
 3. Anti-affinity: a VM never joins a host that holds another member of its group.
+   Storage: a VM whose disks are on shared storage never goes to a host whose shared-storage check
+   fails (a host-local VM is not placed here at all: it is rebuilt, remediator/storage.py).
 4. Least loaded first: load1 per CPU when Prometheus gave it, else the share of CPUs allocated.
    Loads within LOAD_TOLERANCE per CPU of the least loaded count as equal (load1 is a one-minute
    average: such differences are noise), and among those the smaller allocated share goes first.
@@ -75,12 +77,15 @@ def placement_order(vms: Iterable[ProtectedVM]) -> list[ProtectedVM]:
 
 
 def refusal(host: HostCapacity, vm: ProtectedVM, ratios: Overcommit, group_of: Mapping[str, str | None],
-            exclude: Collection[str]) -> str | None:
-    """Why `host` cannot take `vm` now, or None when it can."""
+            exclude: Collection[str], storage: str = "none") -> str | None:
+    """Why `host` cannot take `vm` now, or None when it can. `storage`: where its disks are
+    (remediator.storage: shared, local, none)."""
     if host.name in exclude:
         return "excluded (its origin)"
     if host.condition is not HostCondition.UP:
         return f"{host.condition}"
+    if storage == "shared" and host.shared_storage_ok is False:
+        return "its shared-storage check fails (the VM's disks are there)"
     cpu_limit = host.cpus * ratios.cpu
     if host.vcpus_allocated + vm.vcpus > cpu_limit:
         return f"vCPUs {host.vcpus_allocated}+{vm.vcpus} over {cpu_limit:g} (ratio {ratios.cpu:g})"
@@ -98,11 +103,13 @@ def refusal(host: HostCapacity, vm: ProtectedVM, ratios: Overcommit, group_of: M
 
 
 def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Overcommit = Overcommit(), *,
-          group_of: Mapping[str, str | None] | None = None, exclude: Collection[str] = ()) -> Plan:
+          group_of: Mapping[str, str | None] | None = None, exclude: Collection[str] = (),
+          storage_of: Mapping[str, str] | None = None) -> Plan:
     """Assign each VM to the least-loaded host that may take it, updating estimates as it goes.
 
     `group_of` maps the uuid of every VM known to be on the hosts to its anti-affinity group (VMs of
     the batch are added as they are placed). `exclude` names hosts that must take none of them.
+    `storage_of` maps a VM's uuid to where its disks are (shared, local, none; absent: none).
 
     The hosts stay ranked by (load score, name) between VMs: a placement changes one host's estimate,
     so only that host moves in the ranking (a bisect), and `by_preference`'s order is walked band by
@@ -110,6 +117,7 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
     every host for every VM (tests/core/test_placement.py checks it against that reference); a
     1,000-VM evacuation over 1,000 hosts takes a fraction of a second instead of seconds.
     """
+    storage_of = storage_of or {}
     groups = dict(group_of or {})
     state = {h.name: h for h in hosts}
     ranked = sorted((load_score(h), h.name) for h in state.values())
@@ -118,9 +126,10 @@ def place(hosts: Sequence[HostCapacity], vms: Iterable[ProtectedVM], ratios: Ove
     unplaced: dict[str, str] = {}
     for vm in placement_order(vms):
         groups.setdefault(vm.uuid, vm.group)
-        best = _first_taker(ranked, within_band, state, vm, ratios, groups, exclude)
+        storage = storage_of.get(vm.uuid, "none")
+        best = _first_taker(ranked, within_band, state, vm, ratios, groups, exclude, storage)
         if best is None:
-            refusals = {h.name: refusal(h, vm, ratios, groups, exclude) for h in state.values()}
+            refusals = {h.name: refusal(h, vm, ratios, groups, exclude, storage) for h in state.values()}
             listed = "; ".join(f"{name}: {why}" for name, why in sorted(refusals.items())) or "no hosts"
             unplaced[vm.uuid] = f"no host can take {vm.name}: {listed}"
             continue
@@ -139,7 +148,7 @@ def _band_key(host: HostCapacity) -> tuple[float, float, str]:
 
 def _first_taker(ranked: list[tuple[float, str]], within_band: Mapping[str, tuple[float, float, str]],
                  state: Mapping[str, HostCapacity], vm: ProtectedVM, ratios: Overcommit,
-                 groups: Mapping[str, str | None], exclude: Collection[str]) -> HostCapacity | None:
+                 groups: Mapping[str, str | None], exclude: Collection[str], storage: str) -> HostCapacity | None:
     """The first host in `by_preference` order that may take `vm`: bands of hosts within LOAD_TOLERANCE
     of the least loaded of those left (a prefix of `ranked`), each ordered by allocated share. A band
     is a heap, popped only until a host takes the VM (usually the first): no full sort per VM."""
@@ -150,7 +159,7 @@ def _first_taker(ranked: list[tuple[float, str]], within_band: Mapping[str, tupl
         heapify(band)
         while band:
             host = state[heappop(band)[2]]
-            if refusal(host, vm, ratios, groups, exclude) is None:
+            if refusal(host, vm, ratios, groups, exclude, storage) is None:
                 return host
         start = end
     return None

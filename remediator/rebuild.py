@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from exporter.domains import parse_ha
-from remediator.edges.libvirt import DomainError, HostUnreachable
+from remediator.edges.libvirt import DiskLocked, DomainError, HostUnreachable
 from remediator.edges.libvirt_storage import BASE_FORMATS
 from remediator.fsm import EventKind as E
 from remediator.model import HostCondition
-from remediator.outcome import Outcome, refuse_or_place
+from remediator.outcome import Outcome, locked_outcome, refuse_or_place
 
 if TYPE_CHECKING:
     from remediator.engine import Engine
@@ -114,6 +114,8 @@ def rebuild_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
                                                  f"(host-local; not deleted)")
             _remove_stale_definitions(e, uuid, set(placed.unknown), record)
             e.hv.define_and_start(dst, vm.xml)
+        except DiskLocked as err:  # it runs somewhere, holding its disk: never retried, never rebuilt over
+            return locked_outcome(e, dst, uuid, err, undefine=True)
         except (HostUnreachable, DomainError) as err:
             record["left_behind"].append(f"the rebuild on {dst} failed: {err}")
             return Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",

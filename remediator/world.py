@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Iterable
 
-from remediator import placement
+from remediator import placement, storage
 from remediator.edges.libvirt import HostUnreachable
 from remediator.edges.libvirt_events import Link
 from remediator.edges.prometheus import PrometheusUnavailable
@@ -18,6 +18,10 @@ from remediator.model import HostCapacity, HostCondition, ProtectedVM
 from remediator.store.base import HostState, Store
 
 log = logging.getLogger(__name__)
+
+
+class Inconclusive(Exception):
+    """A reachability question that got no answer either way: ask again later, act on nothing."""
 
 
 @dataclass(frozen=True)
@@ -29,14 +33,15 @@ class Capacities:
 
 class World:
     def __init__(self, config, store: Store, hypervisors, load_source, clock: Callable[[], datetime],
-                 links: Callable[[str], Link] | None = None):
+                 watchers=None):
         self.config = config
         self.store = store
         self.hv = hypervisors
         self.load_source = load_source
         self.clock = clock
-        # What each host's long-lived watcher connection says (edges.libvirt_events), None without one.
-        self.links = links
+        # Each host's long-lived watcher connection (edges.libvirt_events.DomainEvents: `link`,
+        # `round_trip`), None without one.
+        self.watchers = watchers
 
     # ---- host conditions -------------------------------------------------------------------------
 
@@ -94,15 +99,23 @@ class World:
             return dict(zip(names, pool.map(self.answers, names)))
 
     def link(self, host: str) -> Link:
-        return self.links(host) if self.links is not None else Link.UNKNOWN
+        return self.watchers.link(host) if self.watchers is not None else Link.UNKNOWN
 
     def answers(self, host: str) -> bool:
-        """Whether libvirt on the host answers the remediator. The evidence it already holds comes
-        first: a watcher connection kept alive says yes (a slow or lossy link whose scrapes time out
-        is not a dead host); one whose keepalive failed, with no reconnect since, says no at once
-        (a cut-off host never answers, so a fresh probe would only cost its connect timeout).
-        Without such evidence, a fresh probe decides."""
+        """Whether libvirt on the host answers the remediator. The connection it already holds comes
+        first: one whose keepalive failed, with no reconnect since, says no at once (a cut-off host
+        never answers, so a fresh probe would only cost its connect timeout); one still up is asked
+        a real round trip, because an alert can arrive before the keepalive has noticed a cut: a
+        living host answers it even through a slow link (whose scrapes time out), a cut-off one fails
+        it when the keepalive closes the connection. Never a fresh connect while that connection
+        exists (through a slow link it would not finish in time: a false "unreachable"). Without a
+        watcher, or with evidence too old, a fresh probe decides.
+        Raises Inconclusive when the watcher did not answer within its bound: neither yes nor no."""
         link = self.link(host)
+        if link is Link.ANSWERS:
+            link = self.watchers.round_trip(host)
+            if link is Link.UNKNOWN:
+                raise Inconclusive(f"the kept-alive connection to {host} gave no answer within its bound")
         if link is Link.ANSWERS:
             return True
         if link is Link.LOST:
@@ -150,7 +163,8 @@ class World:
                 name=name, cpus=cpus, memory_bytes=memory,
                 vcpus_allocated=sum(d.vcpus for d in alive), memory_allocated_bytes=sum(d.memory_bytes for d in alive),
                 load1=hl.load1 if hl else None, memory_available_bytes=hl.memory_available_bytes if hl else None,
-                condition=condition, vms=frozenset(d.uuid for d in domains)))
+                condition=condition, vms=frozenset(d.uuid for d in domains),
+                shared_storage_ok=hl.storage_ok if hl else None))
         self.store.set_host_loads({h.name: (h.load1, h.memory_available_bytes) for h in hosts}, self.clock(), source)
         return Capacities(hosts, source, note)
 
@@ -161,7 +175,15 @@ class World:
     def groups(self) -> dict[str, str | None]:
         return {vm.uuid: vm.group for vm in self.store.list_vms()}
 
+    def storage_kind(self, vm: ProtectedVM) -> str:
+        """Where the VM's disks are: storage.SHARED, LOCAL or NONE (from its last known definition). Without
+        `storage.shared_paths` the remediator knows nothing of storage: NONE, every disk taken as reachable."""
+        if not self.config.storage.shared_paths:
+            return storage.NONE
+        return storage.kind_of(vm.xml, self.config.storage.shared_paths)
+
     def place(self, vms: Iterable[ProtectedVM], exclude: Iterable[str]) -> tuple[placement.Plan, Capacities]:
         caps = self.capacities()
-        return placement.place(caps.hosts, list(vms), self.overcommit(), group_of=self.groups(),
-                               exclude=set(exclude)), caps
+        vms = list(vms)
+        return placement.place(caps.hosts, vms, self.overcommit(), group_of=self.groups(), exclude=set(exclude),
+                               storage_of={vm.uuid: self.storage_kind(vm) for vm in vms}), caps

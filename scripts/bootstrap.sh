@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   prometheus prometheus-alertmanager prometheus-libvirt-exporter
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-  qemu-system-x86 qemu-utils
+  qemu-system-x86 qemu-utils binutils
   fence-agents ipmitool iproute2 procps nftables stress-ng
   pacemaker pacemaker-cli-utils corosync resource-agents
   postgresql

@@ -72,7 +72,16 @@ def _labs():
 @pytest.fixture(scope="module")
 def lab():
     """A 3-host lab shared by one test module (tests must leave its hosts on, linked, BMCs up)."""
-    lab = Lab(3)
+    yield from _module_lab(Lab(3))
+
+
+@pytest.fixture(scope="module")
+def storage_lab():
+    """A 3-host lab with shared and host-local storage and virtlockd (lab/storage.py), per module."""
+    yield from _module_lab(Lab(3, storage=True))
+
+
+def _module_lab(lab: Lab):
     try:
         lab.up()
         _track(lab)

@@ -13,11 +13,11 @@ Secrets (tokens, passwords, fence passwords) are SecretStr: `.get_secret_value()
 
 from remediator.config.environment import Environment
 from remediator.config.errors import ConfigError
-from remediator.config.inventory import DEFAULT_FENCE_AGENT_DIRS, FenceDevice, HostConfig, VMConfig
+from remediator.config.inventory import DEFAULT_FENCE_AGENT_DIRS, FenceDevice, HostConfig, Storage, VMConfig
 from remediator.config.loading import load_config, parse_config
 from remediator.config.model import Config
-from remediator.config.policy import (ActionTimeouts, Attempts, Backoff, Overcommit, Policy, Storm,
-                                      Timings)
+from remediator.config.policy import (IO_ERROR_POLICIES, UNSAFE_OPT_IN, ActionTimeouts, Attempts, Backoff,
+                                      Overcommit, Policy, Storm, Timings)
 from remediator.config.reprovision import (REPROVISION_POLICIES, ProvisioningHook, Reprovision,
                                            ReprovisionTimeouts)
 from remediator.config.service import (DEFAULT_STORE_URL, ROLES, TLS, Auth, BasicAuth, Cluster, Credentials,
@@ -27,6 +27,7 @@ __all__ = [
     "ActionTimeouts", "Attempts", "Auth", "Backoff", "BasicAuth", "Cluster", "Config", "ConfigError", "Credentials",
     "DEFAULT_FENCE_AGENT_DIRS", "DEFAULT_STORE_URL", "Environment", "FenceDevice", "HostConfig", "Libvirt",
     "Limits", "Listen", "Overcommit", "Policy", "Prometheus", "ProvisioningHook", "REPROVISION_POLICIES", "ROLES",
-    "Reprovision", "ReprovisionTimeouts", "Storm", "Store", "TLS", "Timings",
+    "Reprovision", "ReprovisionTimeouts", "Storm", "Store", "TLS", "Timings", "IO_ERROR_POLICIES", "UNSAFE_OPT_IN",
+    "Storage",
     "VMConfig", "load_config", "parse_config",
 ]

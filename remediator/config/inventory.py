@@ -159,6 +159,25 @@ class VMConfig(Record):
     group: Text | None = Field(None, description="Anti-affinity group: its VMs are kept on different hosts.")
 
 
+def _absolute_dirs(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        for path in value:
+            if isinstance(path, str) and not path.startswith("/"):
+                raise fail(f"an absolute directory, got {path!r}")
+        return tuple(p.rstrip("/") or "/" if isinstance(p, str) else p for p in value)
+    return value
+
+
+class Storage(Record):
+    """Where VM disks live (docs/operations.md "Disks")."""
+
+    shared_paths: Annotated[tuple[Text, ...], BeforeValidator(_absolute_dirs)] = Field(
+        (), description="Directories of shared storage, mounted at the same path on every host: a VM whose disks all "
+                        "are under one restarts anywhere that mounts it (never on a host whose exporter storage check "
+                        "fails); any other file disk is host-local (rebuilt from its base-image when its host is "
+                        "lost). Empty: disks are not told apart, every disk is taken as reachable everywhere.")
+
+
 def unique_hosts(hosts: tuple[HostConfig, ...]) -> tuple[HostConfig, ...]:
     if not hosts:
         raise fail("required: at least one host")

@@ -13,6 +13,7 @@ from remediator.config.environment import apply_environment
 from remediator.config.errors import ConfigError, kind, translate
 from remediator.config.inventory import DEFAULT_FENCE_AGENT_DIRS
 from remediator.config.model import Config
+from remediator.config.policy import UNSAFE_OPT_IN
 
 
 def load_config(
@@ -54,4 +55,8 @@ def parse_config(
         config = Config.model_validate(data, context={"fence_agent_dirs": fence_agent_dirs})
     except ValidationError as e:
         raise translate(e, source, Config) from None
+    if config.policy.unsafe_skip_fencing and (env or {}).get(UNSAFE_OPT_IN) != "1":
+        raise ConfigError(source, "policy.unsafe_skip_fencing", "refused: it takes a host for off without proof, so "
+                          "a VM could run twice; it exists for a lab test only (which opts in with "
+                          f"{UNSAFE_OPT_IN}=1 in its own environment): remove this key")
     return config.with_source(source)

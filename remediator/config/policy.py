@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, StrictFloat, model_validator
 
 from remediator.config.errors import fail
 from remediator.config.reprovision import ReprovisionTimeouts
-from remediator.config.types import AtLeastOne, Count, Flag, Positive, Seconds, Section
+from remediator.config.types import AtLeastOne, Count, Flag, Positive, Seconds, Section, Text
 
 
 class Attempts(Section):
@@ -90,6 +90,24 @@ OVERLOAD_MOVED = ("the overload thresholds live in rules/hypervisor.rules.yml (H
                   "`threshold` label); the remediator acts on the alert's own reason and threshold: remove this key")
 
 
+# What to do with a VM paused on a storage I/O error (libvirt's paused/ioerror), as oVirt's resume
+# behaviour offers. Per VM from its protection metadata (`on-io-error`), else policy.on_io_error.
+IO_ERROR_POLICIES = ("wait", "resume", "restart_elsewhere")
+# The one environment variable that lets policy.unsafe_skip_fencing load (loading.py): a lab test sets it
+# for its own remediator process, nothing else should.
+UNSAFE_OPT_IN = "REMEDIATOR_TEST_ALLOW_UNSAFE_POLICY"
+
+
+def _io_error_policy(value: str) -> str:
+    if value not in IO_ERROR_POLICIES:
+        raise fail(f"one of {', '.join(IO_ERROR_POLICIES)}, got {value!r}")
+    return value
+
+
+IoErrorPolicy = Annotated[Text, AfterValidator(_io_error_policy),
+                          Field(json_schema_extra={"doc_type": "wait, resume or restart_elsewhere"})]
+
+
 class Policy(Section):
     attempts: Attempts = Field(default_factory=Attempts, description="Tries of each step of the ladder.")
     backoff: Backoff = Field(default_factory=Backoff, description="Retry n waits min(initial_s * factor^(n-1), max_s).")
@@ -104,6 +122,13 @@ class Policy(Section):
     overcommit: Overcommit = Field(default_factory=Overcommit, description="Placement's allocation ratios.")
     reprovision: ReprovisionTimeouts = Field(default_factory=ReprovisionTimeouts,
                                              description="A timeout per reprovision phase, seconds.")
+    on_io_error: IoErrorPolicy = Field(
+        "resume", description="A VM paused on a storage I/O error whose metadata names no on-io-error: wait (for an "
+                              "operator), resume (once its storage takes writes), restart_elsewhere (destroy the "
+                              "paused copy, start it on a host whose storage check passes).")
+    unsafe_skip_fencing: Flag = Field(
+        False, description=f"NEVER. Takes a host for off without proof; refused unless the environment sets "
+                           f"{UNSAFE_OPT_IN}=1 (one lab test does, to show the disk lease).")
 
     def timeout_for(self, kind: str) -> float:
         return self.action_timeouts.for_action(kind, self.reprovision)

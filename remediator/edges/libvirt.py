@@ -21,9 +21,11 @@ import libvirt
 
 from remediator.edges import libvirt_storage
 from remediator.edges.libvirt_connect import HostUnreachable, is_unreachable
+from remediator.edges.libvirt_disks import DiskOps, is_disk_locked
 from remediator.edges.libvirt_pool import ConnectionPool
 
-__all__ = ["DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "MigrationResult", "STATE_NAMES"]
+__all__ = ["DiskLocked", "DomainError", "DomainInfo", "HostUnreachable", "Hypervisors", "MigrationResult",
+           "STATE_NAMES"]
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -52,6 +54,11 @@ class DomainError(RuntimeError):
         super().__init__(f"{host}: {what}: {message}")
         self.host = host
         self.code = code
+
+
+class DiskLocked(DomainError):
+    """A start refused because a disk is leased or locked by another QEMU: the VM runs somewhere else.
+    Never a reason to try harder or to rebuild (edges/libvirt_disks.py)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def uuid_of_xml(xml: str) -> str | None:
     return node.text.strip() if node is not None and node.text else None
 
 
-class Hypervisors:
+class Hypervisors(DiskOps):
     def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0,
                  gate: Callable[[str], None] | None = None):
         """`gate(what)` is called before every call to a host and again right before every call that
@@ -123,7 +130,8 @@ class Hypervisors:
                 if is_unreachable(err):
                     self._pool.failed(host)
                     raise HostUnreachable(self._uris[host], err.get_error_message()) from err
-                raise DomainError(host, what, err.get_error_message(), err.get_error_code()) from err
+                error = DiskLocked if is_disk_locked(err) else DomainError
+                raise error(host, what, err.get_error_message(), err.get_error_code()) from err
 
     def close(self) -> None:
         self._pool.close()

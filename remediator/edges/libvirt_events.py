@@ -9,12 +9,16 @@ no store, nothing that can block the loop. A connection that dies (the host is d
 is noticed by its watcher within CHECK_EVERY_S (HostLost), closed by it, and opened again with a
 backoff; the alert path keeps covering that host meanwhile.
 
-The watchers' connections are also evidence for verification (`link(host)`): a connection that
-keepalive holds up says the host answers; one whose keepalive failed, with every reconnect since
-failed too, says it does not, without paying a fresh connect timeout (a cut-off host's libvirt
-never answers, so a fresh probe costs exactly its timeout). That evidence is only as old as the
-watcher's latest failed attempt: the watcher retries at most every RECONNECT_FAST_S for
-FAST_RETRIES_FOR_S after a loss, and evidence older than `fresh_s` counts as none.
+The watchers' connections are also evidence for verification (`link(host)`, `round_trip(host)`):
+one whose keepalive failed, with every reconnect since failed too, says the host does not answer,
+without paying a fresh connect timeout (a cut-off host's libvirt never answers, so a fresh probe
+costs exactly its timeout). That evidence is only as old as the watcher's latest failed attempt:
+the watcher retries at most every RECONNECT_FAST_S for FAST_RETRIES_FOR_S after a loss, and
+evidence older than `fresh_s` counts as none. A connection still up is not yet proof that the host
+answers: an alert can arrive before the keepalive has noticed a cut (it needs ~4 s). So
+`round_trip(host)` asks the watcher to make one real call on its kept-alive connection: a living
+host answers it, even through a slow, lossy link that a fresh connect could not cross in time; a
+cut-off host fails it when the keepalive closes the connection.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ RECONNECT_MAX_S = 10.0
 # reconnect since failed" stays fresh while the alert path (for: 5s) and verification run.
 RECONNECT_FAST_S = 1.0
 FAST_RETRIES_FOR_S = 60.0
+# A round trip on a kept-alive connection ends within the keepalive's bound (1 s x 3: a cut link
+# fails the call after ~4 s); waiting longer than this means the watcher itself is stuck.
+ROUND_TRIP_BOUND_S = 10.0
 
 
 class Link(Enum):
@@ -71,6 +78,45 @@ def link_evidence(state: _LinkState, now: float, fresh_s: float) -> Link:
         return Link.UNKNOWN
     latest = max(state.lost_at, state.failed_at or state.lost_at)
     return Link.LOST if now - latest <= fresh_s else Link.UNKNOWN
+
+
+class _Probe:
+    """Round trips wanted from one host's watcher: generations asked and answered."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.wake = threading.Event()
+        self.wanted = 0
+        self.done = 0
+        self.ok = False
+
+    def ask(self) -> int:
+        with self.cond:
+            self.wanted += 1
+            self.wake.set()
+            return self.wanted
+
+    def take(self) -> int | None:
+        """The watcher's side: the latest generation asked, if any is not answered yet."""
+        with self.cond:
+            self.wake.clear()
+            return self.wanted if self.wanted > self.done else None
+
+    def answer(self, generation: int, ok: bool) -> None:
+        with self.cond:
+            if generation > self.done:
+                self.done, self.ok = generation, ok
+            self.cond.notify_all()
+
+    def fail_pending(self) -> None:
+        """The connection is gone: every round trip asked so far has failed."""
+        self.answer(self.wanted, False)
+
+    def wait(self, generation: int, timeout: float) -> bool | None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.done >= generation, timeout):
+                return None
+            return self.ok
 
 
 @dataclass(frozen=True)
@@ -101,6 +147,7 @@ class DomainEvents:
         self._threads: list[threading.Thread] = []
         self._links = {host: _LinkState() for host in self._uris}
         self._links_lock = threading.Lock()
+        self._probes = {host: _Probe() for host in self._uris}
         # A failed attempt's evidence lasts one attempt (timeout) plus one wait between attempts.
         self.fresh_s = connect_timeout + RECONNECT_FAST_S
 
@@ -111,6 +158,22 @@ class DomainEvents:
             if state is None:
                 return Link.UNKNOWN
             return link_evidence(state, time.monotonic(), self.fresh_s)
+
+    def round_trip(self, host: str, bound_s: float = ROUND_TRIP_BOUND_S) -> Link:
+        """A real call on the host's kept-alive connection, made by its watcher: ANSWERS when it
+        returned, LOST when it failed (the connection is gone: a cut-off host fails it once the
+        keepalive closes it, ~4 s after the cut). Without a live connection, the held evidence
+        (`link`). UNKNOWN when the watcher did not answer within `bound_s`: nothing is known."""
+        if self.link(host) is not Link.ANSWERS:
+            return self.link(host)
+        probe = self._probes[host]
+        generation, deadline = probe.ask(), time.monotonic() + bound_s
+        while (answered := probe.wait(generation, CHECK_EVERY_S)) is None:
+            if self.link(host) is not Link.ANSWERS:  # lost meanwhile, before the watcher took the ask
+                return self.link(host)
+            if time.monotonic() > deadline:
+                return Link.UNKNOWN
+        return Link.ANSWERS if answered else self.link(host)
 
     def _note(self, host: str, **change) -> None:
         with self._links_lock:
@@ -157,19 +220,29 @@ class DomainEvents:
             log.info("events %s: watching domain lifecycle events", host)
             self._note(host, connected=True, lost_at=None, failed_at=None)
             lost_at = None
-            while not self._stop.wait(CHECK_EVERY_S):
-                if not _alive(conn):
+            probe = self._probes[host]
+            while True:
+                probe.wake.wait(CHECK_EVERY_S)
+                if self._stop.is_set():
+                    break
+                asked = probe.take()
+                ok = _alive(conn) and (asked is None or _answers(conn))
+                if not ok:
                     lost_at = time.monotonic()
                     self._note(host, connected=False, lost_at=lost_at, failed_at=None)
+                    probe.fail_pending()
                     log.info("events %s: connection lost; the alert path covers the host until it is back", host)
                     self.crashes.put(HostLost(host, lost_at))
                     break
+                if asked is not None:
+                    probe.answer(asked, True)
             try:
                 conn.domainEventDeregisterAny(callback_id)
             except libvirt.libvirtError:
                 pass  # the connection is gone, and the callback with it
             _close(conn)
         self._note(host, connected=False)  # stopping: the watcher speaks for the host no more
+        self._probes[host].fail_pending()
 
     def _on_lifecycle(self, _conn, dom, event: int, detail: int, host: str) -> None:
         # On libvirt's event loop thread: read what the domain object holds already, queue, return.
@@ -183,6 +256,16 @@ class DomainEvents:
 def _alive(conn: libvirt.virConnect) -> bool:
     try:
         return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _answers(conn: libvirt.virConnect) -> bool:
+    """One cheap RPC to the daemon (its version): it returns from a living host however slow the
+    link, and fails when the keepalive closes the connection of a cut-off one."""
+    try:
+        conn.getLibVersion()
+        return True
     except libvirt.libvirtError:
         return False
 

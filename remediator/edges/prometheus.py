@@ -23,7 +23,10 @@ _GAUGES = {
     "hypervisor_host_vcpus_allocated": "vcpus_allocated",
     "hypervisor_host_memory_allocated_bytes": "memory_allocated_bytes",
 }
-LOAD_QUERY = '{__name__=~"%s"}' % "|".join(sorted(_GAUGES))
+# The exporter's storage check (pointed at the shared storage's mount) rides along in the same query:
+# placement keeps shared-storage VMs off a host whose check fails.
+_STORAGE_CHECK = "hypervisor_host_check"
+LOAD_QUERY = '{__name__=~"%s"}' % "|".join(sorted([*_GAUGES, _STORAGE_CHECK]))
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -39,6 +42,7 @@ class HostLoad:
     memory_available_bytes: int | None = None
     vcpus_allocated: int | None = None
     memory_allocated_bytes: int | None = None
+    storage_ok: bool | None = None  # the exporter's `storage` check; None without a series
 
 
 def parse_load_vector(payload: Mapping, hosts: Iterable[str] | None = None) -> dict[str, HostLoad]:
@@ -53,6 +57,8 @@ def parse_load_vector(payload: Mapping, hosts: Iterable[str] | None = None) -> d
     for sample in data.get("result", []):
         metric = sample.get("metric", {})
         host, field = metric.get("host"), _GAUGES.get(metric.get("__name__", ""))
+        if metric.get("__name__") == _STORAGE_CHECK and metric.get("check") == "storage":
+            field = "storage_ok"
         if host is None or field is None or (wanted is not None and host not in wanted):
             continue
         try:
@@ -65,7 +71,7 @@ def parse_load_vector(payload: Mapping, hosts: Iterable[str] | None = None) -> d
     return {
         host: HostLoad(
             host=host,
-            **{k: (v if k == "load1" else int(v)) for k, v in values.items()},
+            **{k: (v if k == "load1" else bool(v) if k == "storage_ok" else int(v)) for k, v in values.items()},
         )
         for host, values in fields.items()
     }

@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 
 from remediator.alerts import PayloadError, parse_body
 from remediator.config import Config
-from remediator.model import Alert, Remediation
+from remediator.model import VM_KINDS, Alert
 from remediator.store.base import Store, StoredAlert, StoreError
 from remediator.web.auth import require
 from remediator.web.context import error, log, services
@@ -32,7 +32,7 @@ def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str |
     ignored, or None when it may be acted on."""
     if config.host(alert.host) is None:
         return alert, f"host {alert.host!r} is not in the inventory"
-    if alert.remediation is not Remediation.VM_DOWN:
+    if alert.remediation not in VM_KINDS:
         return alert, None
     label = repr(alert.vm or alert.uuid) if not (alert.vm and alert.uuid) else f"{alert.vm!r} ({alert.uuid})"
     declared = config.vm(uuid=alert.uuid, name=alert.vm)

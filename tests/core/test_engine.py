@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from datetime import timedelta
 
 from remediator import actions
 from remediator.fsm import ActionKind as A
@@ -143,12 +144,37 @@ def test_vm_alert_from_a_dead_host_waits_for_the_host_incident(make_dc):
     assert_never_twice(dc)
 
 
-def test_reachable_host_is_not_fenced(make_dc):
+def resolved(alert):
+    return replace(alert, status=AlertStatus.RESOLVED, ends_at=alert.starts_at + timedelta(seconds=30))
+
+
+def test_reachable_host_is_not_fenced_and_is_dismissed_when_its_alert_resolves(make_dc):
     dc = make_dc({"h1": ["g1"], "h2": []})
     dc.sync()
     deliver(dc, host_alert("h1"))
     [inc] = dc.store.list_incidents()
+    assert inc.state == S.HOST_RECHECKING and dc.switch.agent_calls() == []
+    deliver(dc, resolved(host_alert("h1")))
+    [inc] = dc.store.list_incidents()
     assert inc.state == S.DISMISSED and dc.switch.agent_calls() == []
+
+
+def test_vetoed_host_down_whose_alert_still_fires_is_checked_again_and_fenced_once_cut(make_dc):
+    # Before: a host that answered dismissed its incident, and the same still-firing alert (repeats
+    # are idempotent) never started another check: a cut that came later was never acted on.
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    deliver(dc, host_alert("h1"))
+    assert dc.store.open_incident_for("host:h1").state == S.HOST_RECHECKING
+    dc.switch.cut.add("h1")
+    [(after_s, _, timer)] = dc.engine.pending_timers()
+    assert timer.detail["state"] == S.HOST_RECHECKING and after_s <= dc.engine.policy.recheck_s
+    dc.engine.fire_timers_now()
+    dc.settle()
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.RECOVERED, inc.reason
+    assert dc.switch.agent_calls() == ["off h1", "status h1"]
+    assert_never_twice(dc)
 
 
 def test_dead_bmc_waits_and_confirm_off_lets_recovery_go_on_once(make_dc):

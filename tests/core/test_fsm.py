@@ -153,10 +153,37 @@ def test_host_down_fences_then_evacuates():
     assert d.closes and sim.state is S.RECOVERED and "stays fenced" in d.reason
 
 
-def test_reachable_host_is_not_fenced():
+def test_reachable_host_is_not_fenced_and_is_checked_again_until_its_alert_resolves():
     sim = Sim.open(Remediation.HOST_DOWN)
     d = sim.result(E.HOST_REACHABLE)
-    assert d.closes and not d.actions
+    assert sim.state is S.HOST_RECHECKING and kinds(d) == [A.SCHEDULE_RETRY]
+    assert d.actions[0].params["after_s"] == POLICY.recheck_s
+    assert kinds(sim.retry()) == [A.VERIFY_HOST] and sim.state is S.HOST_VERIFYING
+    # Cut meanwhile (the alert came before the keepalive failed, or the link died later): fenced.
+    assert kinds(sim.result(E.HOST_UNREACHABLE)) == [A.FENCE_HOST]
+
+
+def test_rechecking_host_is_dismissed_when_its_alert_resolves():
+    sim = Sim.open(Remediation.HOST_DOWN)
+    sim.result(E.HOST_REACHABLE)
+    d = sim.send(E.ALERT_RESOLVED)
+    assert d.closes and not d.actions and sim.state is S.DISMISSED
+
+
+def test_alert_resolved_during_a_check_dismisses_on_the_answer_and_firing_again_keeps_watching():
+    sim = Sim.open(Remediation.HOST_DOWN)
+    d = sim.send(E.ALERT_RESOLVED)  # arrives while verify_host runs: remembered, nothing else
+    assert d.ignored and d.data["alert_resolved"] is True
+    sim.incident = replace(sim.incident, data={**sim.incident.data, **d.data})
+    d = sim.result(E.HOST_REACHABLE)
+    assert d.closes and sim.state is S.DISMISSED
+    sim = Sim.open(Remediation.HOST_DOWN)
+    sim.incident = replace(sim.incident, data={"alert_resolved": True})
+    d = sim.send(E.ALERT_FIRING)  # the alert fires again (a new startsAt joins the open incident)
+    assert d.data["alert_resolved"] is False
+    sim.incident = replace(sim.incident, data={**sim.incident.data, **d.data})
+    sim.result(E.HOST_REACHABLE)
+    assert sim.state is S.HOST_RECHECKING
 
 
 def test_failed_fence_waits_retries_then_only_operator_confirm_off_moves_on():

@@ -14,7 +14,7 @@ from remediator.fsm import State as S
 from remediator.model import Alert, AlertStatus, Event, HostCondition, Remediation, host_subject, vm_subject
 
 from .conftest import NOW, domain_xml, vm_uuid
-from .test_engine import FOUR, assert_never_twice, deliver, vm_alert
+from .test_engine import FOUR, assert_never_twice, deliver, resolved, vm_alert
 
 
 def host_alert(host, kind=Remediation.HOST_DOWN, at=NOW, labels=None):
@@ -117,6 +117,8 @@ def test_a_down_host_that_answers_again_is_up_and_the_storm_lifts_by_itself(make
     dc.settle()
     assert not dc.store.storm_hold()["active"]
     assert {h: condition(dc, h) for h in ("h1", "h2", "h3")} == dict.fromkeys(("h1", "h2", "h3"), HostCondition.UP)
+    assert {i.state for i in dc.store.list_incidents()} == {S.HOST_RECHECKING} and fences(dc) == []
+    deliver(dc, resolved(host_alert("h1")), resolved(host_alert("h2")))  # their alerts resolve
     assert {i.state for i in dc.store.list_incidents()} == {S.DISMISSED} and fences(dc) == []
     # A later single-host failure is handled without a hold.
     dc.switch.cut.add("h1")
@@ -129,7 +131,7 @@ def test_confirm_off_is_refused_and_sets_nothing_when_the_incident_no_longer_wai
     # Before: confirm-off set FENCED first and looked at the incident afterwards.
     dc = make_dc({"h1": ["g1"], "h2": []})
     dc.sync()
-    deliver(dc, host_alert("h1"))  # h1 answers: the incident is dismissed
+    deliver(dc, host_alert("h1"))  # h1 answers: the incident only watches it (rechecking)
     answer = dc.engine.operator_confirm_off("h1", by="alice")
     assert not answer.ok and "not waiting to be fenced" in answer.reason
     assert condition(dc, "h1") is HostCondition.UP

@@ -1,6 +1,8 @@
 """Verification from the evidence the remediator already holds: each host's long-lived watcher
 connection (edges.libvirt_events). A failed keepalive, with no reconnect since, is unreachability
-at once (no fresh connect timeout); a connection keepalive holds up vetoes a false HostDown."""
+at once (no fresh connect timeout); a connection still up is asked a round trip: answered, it
+vetoes a false HostDown; failed (the keepalive closed it: a cut that came just before the alert),
+it is unreachability; no answer within its bound decides nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from remediator.fsm import ActionKind as A
 from remediator.fsm import State as S
 from remediator.model import HostCondition
 
+from .conftest import NOW
 from .test_engine import FOUR, assert_never_twice, deliver, host_alert
 
 FRESH_S = 3.0
@@ -43,11 +46,17 @@ class HeldLinks:
     """Stand-in for DomainEvents: the test driver has no network, so no keepalive to fail; the
     test says what each host's watcher connection would say."""
 
-    def __init__(self, **links: Link):
+    def __init__(self, round_trips: dict[str, Link] | None = None, **links: Link):
         self.links = links
+        self.round_trips = round_trips or {}  # what a round trip on a connection still up ends with
+        self.asked: list[str] = []
 
     def link(self, host: str) -> Link:
         return self.links.get(host, Link.UNKNOWN)
+
+    def round_trip(self, host: str) -> Link:
+        self.asked.append(host)
+        return self.round_trips.get(host, self.link(host))
 
     def stop(self) -> None:
         pass  # no watcher threads to end
@@ -89,10 +98,41 @@ def test_connection_kept_alive_vetoes_a_false_host_down(make_dc):
     # The alert says down (scrapes time out on a slow link) and even a fresh probe would fail, but
     # keepalive holds the remediator's own connection up: the host answers; nothing is fenced.
     dc.switch.cut.add("h1")
+    links = HeldLinks(h1=Link.ANSWERS, h2=Link.ANSWERS, h3=Link.ANSWERS)
+    dc.engine = engine_with(dc, links)
     deliver(dc, host_alert("h1"))
     [inc] = dc.store.list_incidents()
-    assert inc.state == S.DISMISSED, inc.reason
-    assert dc.switch.agent_calls() == []
+    assert inc.state == S.HOST_RECHECKING, inc.reason
+    assert dc.switch.agent_calls() == [] and "h1" in links.asked  # a real round trip answered
+
+
+def test_connection_still_up_whose_round_trip_fails_is_unreachable_and_fenced(make_dc, monkeypatch):
+    # The alert came before the keepalive noticed the cut: the link still says up, but the round
+    # trip on it fails when the keepalive closes the connection, and the watcher then says LOST.
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    dc.engine = engine_with(dc, HeldLinks({"h1": Link.LOST}, h1=Link.ANSWERS, h2=Link.ANSWERS, h3=Link.ANSWERS))
+    asked = probes_of(dc, monkeypatch)
+    dc.switch.cut.add("h1")
+    deliver(dc, host_alert("h1"))
+    [inc] = dc.store.list_incidents()
+    assert inc.state == S.RECOVERED, inc.reason
+    assert "h1" not in asked  # never a fresh connect while the kept-alive connection exists
+    assert dc.switch.agent_calls() == ["off h1", "status h1"]
+    assert_never_twice(dc)
+
+
+def test_round_trip_without_an_answer_in_its_bound_decides_nothing_and_is_retried(make_dc, monkeypatch):
+    dc = make_dc({"h1": FOUR, "h2": [], "h3": []})
+    dc.sync()
+    dc.engine = engine_with(dc, HeldLinks({"h1": Link.UNKNOWN}, h1=Link.ANSWERS, h2=Link.ANSWERS, h3=Link.ANSWERS))
+    asked = probes_of(dc, monkeypatch)
+    dc.store.record_alerts([host_alert("h1")], NOW)
+    dc.engine.handle_pending_alerts()
+    assert dc.engine.wait_idle(30)
+    inc = dc.store.open_incident_for("host:h1")
+    assert inc.state == S.HOST_VERIFYING and "no answer within its bound" in inc.reason, inc.reason
+    assert "h1" not in asked and dc.switch.agent_calls() == []
 
 
 def test_without_evidence_a_fresh_probe_decides(make_dc, monkeypatch):
@@ -102,5 +142,5 @@ def test_without_evidence_a_fresh_probe_decides(make_dc, monkeypatch):
     asked = probes_of(dc, monkeypatch)
     deliver(dc, host_alert("h1"))  # h1 answers a fresh probe
     [inc] = dc.store.list_incidents()
-    assert inc.state == S.DISMISSED, inc.reason
+    assert inc.state == S.HOST_RECHECKING, inc.reason
     assert "h1" in asked and dc.switch.agent_calls() == []

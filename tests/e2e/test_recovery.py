@@ -227,7 +227,7 @@ def test_libvirtd_restart_starts_nothing(stack_factory):
     lab, stack, sampler, uuids = evacuation_setup(stack_factory, 2)
     time.sleep(1.5)  # the fast path's watchers are connected
     lab.restart_libvirtd("h1", down_s=2.0)
-    time.sleep(8)  # longer than HypervisorHostDown's for: 5s
+    time.sleep(8)  # longer than HypervisorLibvirtDown's for: 5s (the exporter answers: HostDown cannot fire)
     assert all(lab.where_running(u) == ["h1"] for u in uuids)
     acted = [i for i in stack.incidents() if i["subject"] == "host:h1"]
     for incident in acted:

@@ -1,5 +1,7 @@
 """The watchers' connections as verification's evidence, on a real libvirtd: kept alive while the
-host answers, LOST once a cut-off host's keepalive fails (no reconnect since), back when it heals."""
+host answers, LOST once a cut-off host's keepalive fails (no reconnect since), back when it heals;
+a round trip asked on a connection still up answers on a living host and fails on one cut just
+before (when the keepalive closes the connection)."""
 from __future__ import annotations
 
 import time
@@ -25,6 +27,17 @@ def test_cut_off_host_is_lost_after_its_keepalive_and_answers_again_after_heal(l
     events = DomainEvents({"h1": h.uri}, connect_timeout=2.0)
     events.start()
     try:
+        wait_link(events, "h1", Link.ANSWERS, 15)
+        started = time.monotonic()
+        assert events.round_trip("h1") is Link.ANSWERS
+        assert time.monotonic() - started < 2.0  # one RPC on a local link, on a loaded machine
+        lab.partition(h)
+        # Asked at once, while the link still says up (the keepalive has not noticed the cut yet):
+        # the round trip fails when the keepalive closes the connection, not at its bound (10 s).
+        cut = time.monotonic()
+        assert events.round_trip("h1") is Link.LOST
+        assert 2.5 < time.monotonic() - cut < 8.0
+        lab.heal(h)
         wait_link(events, "h1", Link.ANSWERS, 15)
         lab.partition(h)
         # keepalive 1 s x 3: the held connection fails ~4 s after the cut (plus the watcher's check)

@@ -41,3 +41,15 @@ def test_a_dead_prometheus_is_unavailable_quickly():
         port = s.getsockname()[1]  # bound, not listening: connection refused
         with pytest.raises(PrometheusUnavailable, match=str(port)):
             LoadSource(f"http://127.0.0.1:{port}", timeout=1).host_load()
+
+
+def test_the_storage_check_rides_along_with_the_load():
+    payload = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"__name__": "hypervisor_host_check", "host": "h1", "check": "storage"}, "value": [0, "0"]},
+        {"metric": {"__name__": "hypervisor_host_check", "host": "h1", "check": "boot"}, "value": [0, "1"]},
+        {"metric": {"__name__": "hypervisor_host_check", "host": "h2", "check": "storage"}, "value": [0, "1"]},
+        {"metric": {"__name__": "hypervisor_host_load1", "host": "h3"}, "value": [0, "0.5"]},
+    ]}}
+    load = parse_load_vector(payload)
+    assert (load["h1"].storage_ok, load["h2"].storage_ok, load["h3"].storage_ok) == (False, True, None)
+    assert "hypervisor_host_check" in LOAD_QUERY

@@ -78,6 +78,31 @@ def test_delay_proxy_holds_what_the_host_sends_and_stops_when_cleared(soaked):
     assert timed(lambda: scrape(h)) < DELAY_S
 
 
+def test_round_trip_on_the_kept_alive_connection_answers_through_1s_delay_and_5pct_loss(soaked):
+    # Verification's evidence on the soak's slow link: a fresh connect cannot finish in time (6 s
+    # above), but a call on the remediator's kept-alive connection returns, and vetoes a HostDown.
+    from remediator.edges.libvirt_events import DomainEvents, Link
+    lab, _, inject, _ = soaked
+    h = lab.host("h1")
+    events = DomainEvents({"h1": h.uri}, connect_timeout=2.0)
+    events.start()
+    try:
+        wait_for(lambda: events.link("h1") is Link.ANSWERS, 15, "the watcher's connection to h1")
+        inject.delay("h1", DELAY_S, loss_percent=5)
+        time.sleep(0.3)
+        try:
+            answers, took = [], []
+            for _ in range(3):
+                took.append(timed(lambda: answers.append(events.round_trip("h1"))))
+            assert answers == [Link.ANSWERS] * 3
+            # one RPC through the delay each, well inside the keepalive's bound (10 s)
+            assert all(DELAY_S <= t < 8.0 for t in took), took
+        finally:
+            inject.end_delay("h1")
+    finally:
+        events.stop()
+
+
 def test_each_component_restart_really_happens(soaked):
     lab, stack, inject, capture = soaked
     for restart in (inject.restart_prometheus, inject.restart_alertmanager):

@@ -61,7 +61,7 @@ def shipped_config(webhook_url: str, token_file: Path) -> dict:
     return config
 
 
-def test_alerts_reach_the_webhook_with_the_token_and_host_down_inhibits_its_vms(
+def test_alerts_reach_the_webhook_with_the_token_and_host_or_libvirt_down_inhibits_its_vms(
     tmp_path, webhook, alertmanager_factory
 ):
     token = tmp_path / "webhook-token"
@@ -70,25 +70,31 @@ def test_alerts_reach_the_webhook_with_the_token_and_host_down_inhibits_its_vms(
     host_down = {"alertname": "HypervisorHostDown", "host": "h1", "severity": "critical", "remediation": "host_down"}
     vm_on_down_host = {"alertname": "HypervisorVMDown", "host": "h1", "vm": "a", "uuid": "u-a",
                        "severity": "critical", "remediation": "vm_down"}
+    libvirt_down = {"alertname": "HypervisorLibvirtDown", "host": "h3", "severity": "critical",
+                    "remediation": "host_down"}
+    vm_on_libvirt_down_host = {"alertname": "HypervisorVMDown", "host": "h3", "vm": "c", "uuid": "u-c",
+                               "severity": "critical", "remediation": "vm_down"}
     vm_elsewhere = {"alertname": "HypervisorVMDown", "host": "h2", "vm": "b", "uuid": "u-b",
                     "severity": "critical", "remediation": "vm_down"}
     damaged_elsewhere = {"alertname": "HypervisorHostDamaged", "host": "h2", "check": "boot",
                          "severity": "warning", "remediation": "host_damaged"}
     unrelated = {"alertname": "SomethingElse", "host": "h1", "severity": "warning"}
-    am.post_alerts([{"labels": host_down}])
+    am.post_alerts([{"labels": host_down}, {"labels": libvirt_down}])
     time.sleep(0.5)  # the inhibiting alert is known before its targets arrive, as in Prometheus
     started = time.monotonic()
-    am.post_alerts([{"labels": labels} for labels in (vm_on_down_host, vm_elsewhere, damaged_elsewhere, unrelated)])
+    am.post_alerts([{"labels": labels} for labels in (vm_on_down_host, vm_on_libvirt_down_host, vm_elsewhere,
+                                                              damaged_elsewhere, unrelated)])
     deadline = time.monotonic() + 10
-    while len(webhook.alerts()) < 3 and time.monotonic() < deadline:
+    while len(webhook.alerts()) < 4 and time.monotonic() < deadline:
         time.sleep(0.05)
     elapsed = time.monotonic() - started
     time.sleep(1.0)  # anything else would have arrived by now (group_wait 0s)
     posted = webhook.alerts()
     assert {auth for auth, _ in posted} == {"Bearer s3cret-token"}
     assert sorted((labels["alertname"], labels["host"]) for _, labels in posted) == [
-        ("HypervisorHostDamaged", "h2"), ("HypervisorHostDown", "h1"), ("HypervisorVMDown", "h2")
-    ], "VMDown of h1 is inhibited by its HostDown; alerts without `remediation` are not sent"
+        ("HypervisorHostDamaged", "h2"), ("HypervisorHostDown", "h1"), ("HypervisorLibvirtDown", "h3"),
+        ("HypervisorVMDown", "h2"),
+    ], "VMDown of h1 (h3) is inhibited by its HostDown (LibvirtDown); alerts without `remediation` are not sent"
     # One subject per post: grouped by alertname, host, vm, uuid.
     assert all(len(body["alerts"]) == 1 for _, body in webhook.posts)
     assert elapsed < 2.0, f"group_wait 0s: posted {elapsed:.2f} s after Alertmanager received them"

@@ -10,7 +10,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "rules"
-REMEDIATIONS = {"vm_down", "host_down", "host_damaged", "host_overloaded"}
+REMEDIATIONS = {"vm_down", "vm_io_error", "host_down", "host_damaged", "host_overloaded"}
 
 
 def run(argv: list[str], cwd: Path = RULES) -> str:
@@ -25,7 +25,7 @@ def alerting_rules() -> list[dict]:
 
 
 def test_promtool_check_rules_is_clean():
-    assert "SUCCESS: 4 rules found" in run(["promtool", "check", "rules", "hypervisor.rules.yml"])
+    assert "SUCCESS: 6 rules found" in run(["promtool", "check", "rules", "hypervisor.rules.yml"])
 
 
 def test_promtool_unit_tests_pass():
@@ -48,7 +48,9 @@ def test_amtool_check_config_is_clean():
 def test_every_alert_follows_the_contract():
     rules = alerting_rules()
     assert {r["alert"] for r in rules} == {
-        "HypervisorVMDown", "HypervisorHostDown", "HypervisorHostDamaged", "HypervisorHostOverloaded",
+        "HypervisorVMDown", "HypervisorVMPausedIOError", "HypervisorHostDown", "HypervisorLibvirtDown",
+        "HypervisorHostDamaged",
+        "HypervisorHostOverloaded",
     }
     runbooks = (REPO / "docs" / "runbooks.md").read_text()
     anchors = {_anchor(heading) for heading in re.findall(r"^#+\s+(.+)$", runbooks, re.MULTILINE)}

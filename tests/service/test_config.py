@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from remediator.config import ConfigError, FenceDevice, load_config, parse_config
+from remediator.config import UNSAFE_OPT_IN, ConfigError, FenceDevice, load_config, parse_config
 from remediator.edges.fencing import revealed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "config.example.yml"
@@ -271,6 +271,29 @@ def test_cluster_defaults_keep_patronis_rule_and_bad_timings_name_their_key():
                       ("cluster: {ttl: 5}", "cluster.ttl: unknown key")]:
         with pytest.raises(ConfigError, match=key.replace("*", r"\*").replace("+", r"\+")):
             parse_config(MINIMAL + text + "\n", env={})
+
+
+def test_the_unsafe_fencing_bypass_is_refused_unless_a_test_opts_in(tmp_path):
+    path = tmp_path / "unsafe.yml"
+    path.write_text(MINIMAL + "policy: {unsafe_skip_fencing: true}\n")
+    for env in ({}, {UNSAFE_OPT_IN: "yes"}, {UNSAFE_OPT_IN: "0"}):
+        with pytest.raises(ConfigError) as e:
+            load_config(path, env=env)
+        assert str(e.value).startswith(f"config error in {path}: policy.unsafe_skip_fencing: refused")
+    assert load_config(path, env={UNSAFE_OPT_IN: "1"}).policy.unsafe_skip_fencing
+    assert not parse_config(MINIMAL, env={}).policy.unsafe_skip_fencing
+
+
+def test_storage_paths_and_io_error_policy():
+    config = parse_config(MINIMAL + "storage: {shared_paths: [/srv/nfs/vms/]}\npolicy: {on_io_error: wait}\n", env={})
+    assert config.storage.shared_paths == ("/srv/nfs/vms",) and config.policy.on_io_error == "wait"
+    assert parse_config(MINIMAL, env={}).policy.on_io_error == "resume"
+    for text, key in (("storage: {shared_paths: [vms]}\n", "storage.shared_paths"),
+                      ("storage: {shared_paths: /srv}\n", "storage.shared_paths"),
+                      ("policy: {on_io_error: reboot}\n", "policy.on_io_error")):
+        with pytest.raises(ConfigError) as e:
+            parse_config(MINIMAL + text, source="r.yml", env={})
+        assert f"r.yml: {key}:" in str(e.value)
 
 
 def test_reprovision_defaults_levels_and_hook():
