@@ -6,7 +6,7 @@ HOSTS  ?= 3
 GUESTS ?= 4
 ARGS   ?=
 
-.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-scale abuse soak clean
+.PHONY: bootstrap test test-fast dashboards demo lab-up lab-status lab-down bench bench-exporter bench-recovery bench-peer bench-ingest bench-scale bench-failover abuse soak clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -49,6 +49,11 @@ bench-ingest: bootstrap
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap
 	$(PY) -m bench.peer $(ARGS)
+
+# Leader failover of three replicas on one PostgreSQL (kill -9 of the leader, 5 runs, ~1 min):
+# bench/results/failover.json (failover_s, lease_s; docs/tuning.md "Replicas").
+bench-failover: bootstrap
+	$(PY) -m bench.failover $(ARGS)
 
 # 1,000 simulated hosts and 20,000 VMs through placement, webhook + store and the engine (~11 min):
 # bench/results/scale.json (docs in bench/scale.py; ARGS="--ingest-seconds 60 --connections 8").

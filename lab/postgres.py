@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from lab import procs
@@ -62,13 +63,16 @@ class PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", USER, "--pwfile", str(pwfile), "--auth-host=scram-sha-256",
                   "--auth-local=trust", "-E", "UTF8", "--locale=C.UTF-8")
         pwfile.unlink()
+        self._pg_start()
+        return self
+
+    def _pg_start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if self.fast:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
         self.started = procs.start_time(self.pid)
-        return self
 
     def stop(self) -> None:
         """Stop the server (fast shutdown; kill -9 of our own postmaster if that fails) and remove its files."""
@@ -80,6 +84,14 @@ class PostgresServer:
                     procs.kill(self.pid, self.started)
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self, mode: str = "immediate") -> float:
+        """Stop the server and start it again on the same port and data; `immediate` is a crash for the
+        data (no checkpoint: WAL recovery at start). Returns the seconds it was away."""
+        started = time.monotonic()
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self._pg_start()
+        return time.monotonic() - started
 
     def __enter__(self) -> "PostgresServer":
         try:

@@ -85,13 +85,19 @@ def prometheus_config(lab: Lab, alertmanager: str | None, remediator: str | None
     return config
 
 
-def alertmanager_config(webhook_url: str, token_file: Path) -> dict:
-    """rules/alertmanager.yml, pointed at this remediator and its token file."""
+def alertmanager_config(webhook_url: str | list[str], token_file: Path) -> dict:
+    """rules/alertmanager.yml, pointed at this remediator (or every replica of it: one webhook_config
+    each in the one receiver, as docs/operations.md shows; the store's dedup makes the copies safe)
+    and its token file."""
     config = yaml.safe_load((RULES / "alertmanager.yml").read_text())
+    urls = [webhook_url] if isinstance(webhook_url, str) else list(webhook_url)
     for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = webhook_url
-            hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+        hooks = receiver.get("webhook_configs", [])
+        if hooks:
+            receiver["webhook_configs"] = [
+                {**hooks[0], "url": url, "http_config": {**hooks[0]["http_config"], "authorization": {
+                    **hooks[0]["http_config"]["authorization"], "credentials_file": str(token_file)}}}
+                for url in urls]
     return config
 
 
@@ -100,7 +106,7 @@ def remediator_config(lab: Lab, *, port: int, store: Path | str, prometheus_url:
                       host_settings: dict[str, dict] | None = None) -> dict:
     """A remediator config for the lab: every host with its libvirt URI and its BMC as fence device;
     `store` is a SQLite file or a store URL (postgresql://...); `settings` adds top-level keys (e.g.
-    {"dry_run": True}), `host_settings` keys of named hosts' entries
+    {"dry_run": True}, {"cluster": {...}}), `host_settings` keys of named hosts' entries
     (e.g. {"h1": {"reprovision": {"damaged": "automatic"}}}). The BMC passwords are not in it: they come
     from the environment (fence_environment), as docs/config.md advises for secrets."""
     return {**(settings or {}),
@@ -125,11 +131,63 @@ def fence_environment(lab: Lab) -> dict[str, str]:
     return {f"REMEDIATOR_FENCE_{env_name(h.name)}_PASSWORD": h.bmc_password for h in lab.hosts}
 
 
+class Replica:
+    """One `remediator serve` process of the stack: its port, config file and log."""
+
+    def __init__(self, workdir: Path, index: int):
+        self.index = index
+        self.name = f"r{index}"
+        self.port = free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / ("remediator.yml" if index == 0 else f"remediator-{self.name}.yml")
+        self.log_path = workdir / ("remediator.log" if index == 0 else f"remediator-{self.name}.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+        log.close()
+
+    def ready(self, session: requests.Session) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"remediator {self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            return session.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                self.proc.wait()
+                self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a frozen replica cannot stop otherwise
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.log_path
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
 class Stack:
     def __init__(self, lab: Lab, workdir: str | Path, *, vms: list[dict] = (), policy: dict | None = None,
                  monitoring: bool = True, settings: dict | None = None, rules: Path | None = None,
                  host_settings: dict[str, dict] | None = None, store_url: str | None = None,
-                 env: dict[str, str] | None = None):
+                 replicas: int = 1, env: dict[str, str] | None = None):
+        """`store_url`: e.g. postgresql://... (None: SQLite in the workdir); `replicas`: how many
+        `remediator serve` processes share that store (more than one needs PostgreSQL)."""
         self.lab = lab
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,17 +197,28 @@ class Stack:
         self.host_settings = host_settings
         self.rules = rules or RULES / "hypervisor.rules.yml"  # a test may load a variant (e.g. shorter `for:`)
         self.monitoring = monitoring
-        self.env = dict(env or {})  # added to the remediator process's environment (a test's opt-in)
-        self.port = free_tcp_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        if replicas > 1 and not store_url:
+            raise ValueError("replicas share one PostgreSQL: give store_url")
+        self.replicas = [Replica(self.workdir, i) for i in range(replicas)]
+        self.port = self.replicas[0].port
+        self.env = dict(env or {})  # added to the remediator processes' environment (a test's opt-in)
         self.prometheus: Prometheus | None = None
         self.alertmanager: Alertmanager | None = None
-        self.remediator: subprocess.Popen | None = None
-        self.config_path = self.workdir / "remediator.yml"
+        self.config_path = self.replicas[0].config_path
         self.store_path = self.workdir / "state.db"
         self.store_url = store_url  # e.g. postgresql://...; None: SQLite at store_path
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
+
+    @property
+    def url(self) -> str:
+        """The first replica still running (the API answers on every replica)."""
+        return next((r.url for r in self.replicas if r.proc is not None), self.replicas[0].url)
+
+    @property
+    def remediator(self) -> subprocess.Popen | None:
+        """The first replica's process (the only one unless `replicas` > 1)."""
+        return self.replicas[0].proc
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> "Stack":
@@ -158,62 +227,71 @@ class Stack:
                 token_file = self.workdir / "webhook-token"
                 token_file.write_text(ALERTMANAGER_TOKEN)
                 self.alertmanager = Alertmanager(
-                    alertmanager_config(f"{self.url}/api/v1/alerts", token_file), self.workdir / "alertmanager")
+                    alertmanager_config([f"{r.url}/api/v1/alerts" for r in self.replicas], token_file),
+                    self.workdir / "alertmanager")
                 self.alertmanager.start()
                 start_exporters(self.lab, self.workdir)
                 self.prometheus = Prometheus(
                     prometheus_config(self.lab, self.alertmanager.address, f"127.0.0.1:{self.port}"),
                     rule_files=[self.rules, RECORDING_RULES], workdir=self.workdir / "prometheus")
                 self.prometheus.start()
-            self.config_path.write_text(yaml.safe_dump(remediator_config(
-                self.lab, port=self.port, store=self.store_url or self.store_path,
-                prometheus_url=self.prometheus.url if self.prometheus else None,
-                vms=self.vms, policy=self.policy, settings=self.settings, host_settings=self.host_settings)))
-            self.start_remediator()
+            for replica in self.replicas:
+                settings = dict(self.settings or {})
+                if len(self.replicas) > 1:
+                    settings["cluster"] = {**settings.get("cluster", {}), "replica": replica.name}
+                replica.config_path.write_text(yaml.safe_dump(remediator_config(
+                    self.lab, port=replica.port, store=self.store_url or self.store_path,
+                    prometheus_url=self.prometheus.url if self.prometheus else None,
+                    vms=self.vms, policy=self.policy, settings=settings, host_settings=self.host_settings)))
+            for replica in self.replicas:
+                self.start_remediator(replica=replica.index)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_remediator(self, timeout: float = 20.0) -> None:
-        log = open(self.workdir / "remediator.log", "ab")
-        self.remediator = subprocess.Popen(
-            [str(BIN / "remediator"), "serve", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, **fence_environment(self.lab), "PYTHONUNBUFFERED": "1", **self.env})
-        log.close()
-        wait_for(self._ready, timeout, "remediator /readyz", on_timeout=self.log_tail)
+    def start_remediator(self, timeout: float = 20.0, replica: int = 0) -> None:
+        r = self.replicas[replica]
+        r.start(env={**fence_environment(self.lab), **self.env})
+        wait_for(lambda: r.ready(self._session), timeout, f"remediator {r.name} /readyz", on_timeout=r.log_tail)
 
-    def _ready(self) -> bool:
-        if self.remediator is not None and self.remediator.poll() is not None:
-            raise RuntimeError(f"remediator exited with {self.remediator.returncode}:\n{self.log_tail()}")
-        try:
-            return self._session.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def kill_remediator(self) -> None:
+    def kill_remediator(self, replica: int = 0) -> None:
         """kill -9: the crash the store must survive."""
-        if self.remediator is not None:
-            self.remediator.send_signal(signal.SIGKILL)
-            self.remediator.wait()
-            self.remediator = None
+        self.replicas[replica].kill()
 
-    def stop_remediator(self) -> None:
-        if self.remediator is not None:
-            self.remediator.terminate()
-            try:
-                self.remediator.wait(10)
-            except subprocess.TimeoutExpired:
-                self.remediator.kill()
-                self.remediator.wait()
-            self.remediator = None
+    def stop_remediator(self, replica: int | None = None) -> None:
+        for r in self.replicas if replica is None else [self.replicas[replica]]:
+            r.stop()
 
     def stop(self) -> None:
         self.stop_remediator()
         for daemon in (self.prometheus, self.alertmanager):
             if daemon is not None:
                 daemon.stop()
+
+    def _ready(self) -> bool:
+        """The first running replica answers /readyz (lab/abuse.py waits on it)."""
+        live = [r for r in self.replicas if r.proc is not None] or self.replicas[:1]
+        return live[0].ready(self._session)
+
+    # ---- replicas --------------------------------------------------------------------------
+    def cluster(self, replica: int = 0) -> dict:
+        """GET /api/v1/cluster of one replica: who it is, who leads, at which epoch."""
+        r = self._session.get(f"{self.replicas[replica].url}/api/v1/cluster", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def leader(self, among: Iterable[int] | None = None) -> int | None:
+        """The index of the replica that says it leads (asked directly), or None."""
+        for i in among if among is not None else range(len(self.replicas)):
+            if self.replicas[i].proc is None:
+                continue
+            try:
+                if self.cluster(i)["leading"]:
+                    return i
+            except requests.RequestException:
+                continue
+        return None
 
     def __enter__(self) -> "Stack":
         return self.start()
@@ -222,8 +300,8 @@ class Stack:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.workdir / "remediator.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return "\n\n".join(f"--- {r.name}\n{r.log_tail(lines)}" if len(self.replicas) > 1 else r.log_tail(lines)
+                           for r in self.replicas)
 
     # ---- the remediator's API ------------------------------------------------------------
     def api(self, path: str) -> Any:

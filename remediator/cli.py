@@ -18,10 +18,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
-import signal
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -29,7 +27,6 @@ from remediator import __version__
 from remediator.config import IO_ERROR_POLICIES, Config, ConfigError, load_config
 from remediator.protect import set_protection
 from remediator.store import StoreError, open_store
-from remediator.store.database import redacted
 
 log = logging.getLogger("remediator")
 
@@ -114,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         if args.command == "serve":
+            from remediator.serve import serve
+
             return serve(config)
         if args.command == "status":
             return status(config, api=args.api, out=sys.stdout, tls=tls_options(args))
@@ -127,142 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as e:
         print(f"remediator: store: {e}", file=sys.stderr)
         return 1
-
-
-# ---------------------------------------------------------------- serve
-
-
-def build_engine(config: Config, store: Any, metrics: Any) -> Any | None:
-    """The engine with its edges, built from the config; None when remediator.engine is not installed.
-
-    Without an engine the service still validates and stores every alert (nothing is lost), and says so."""
-    if importlib.util.find_spec("remediator.engine") is None:
-        log.warning("remediator.engine is not installed: alerts are stored but nothing is acted on")
-        return None
-    from remediator.edges.fencing import Fencer
-    from remediator.edges.libvirt import Hypervisors
-    from remediator.edges.power import PowerDevices
-    from remediator.edges.prometheus import LoadSource
-    from remediator.engine import Engine
-
-    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    fencer = Fencer(config.power_devices, timeout=config.policy.action_timeouts.fence_s)
-    load = LoadSource(config.prometheus.url, config.prometheus.timeout_s) if config.prometheus.url else None
-    if load is None:
-        log.warning("no prometheus.url: placement uses the allocation libvirt reports")
-    events = None
-    if config.policy.fast_path:
-        from remediator.edges.libvirt_events import DomainEvents
-
-        events = DomainEvents(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-    power = PowerDevices(config.power_devices, timeout=config.policy.reprovision.boot_device_s)
-    return Engine(config, store, hypervisors, fencer, load, metrics, events=events, power=power)
-
-
-# Timer job -> the engine method it calls (scheduler.INTERVALS gives the intervals).
-# "tick" only wakes the engine's loop: the loop is the one consumer of pending alerts and events.
-ENGINE_JOBS = {"tick": "notify", "inventory-sync": "sync_inventory", "reconcile": "reconcile"}
-
-
-def engine_jobs(engine: Any) -> dict[str, Any]:
-    """The timer jobs the engine provides; a missing one is named in the log, not silently skipped."""
-    jobs = {}
-    for job_id, method in ENGINE_JOBS.items():
-        fn = getattr(engine, method, None)
-        if fn is None:
-            log.warning("timer %s disabled: the engine has no %s()", job_id, method)
-            continue
-        jobs[job_id] = fn
-    return jobs
-
-
-def make_server(config: Config, app: Any) -> Any:
-    """cheroot's WSGI server, bound (listen.port 0 picks a free port), with TLS when listen.tls is set.
-
-    cheroot rather than waitress: the same threaded in-process server, but with TLS of its own
-    (Python's ssl), so the credentials Alertmanager and operators send never cross the network in
-    clear without a proxy in front. With listen.tls.client_ca_file, a client must also present a
-    certificate signed by that CA (Alertmanager's tls_config cert_file/key_file)."""
-    import ssl
-
-    from cheroot import wsgi
-    from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-    server = wsgi.Server((config.listen.host, config.listen.port),
-                         buffer_chunked_bodies(app, config.limits.max_body_bytes),
-                         numthreads=config.listen.threads, server_name="remediator")
-    server.shutdown_timeout = 3  # on SIGTERM, a request still running gets this long before its socket is shut
-    tls = config.listen.tls
-    if tls is not None:
-        adapter = BuiltinSSLAdapter(tls.cert_file, tls.key_file)
-        adapter.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.client_ca_file:
-            adapter.context.load_verify_locations(cafile=tls.client_ca_file)
-            adapter.context.verify_mode = ssl.CERT_REQUIRED
-        server.ssl_adapter = adapter
-    server.prepare()
-    return server
-
-
-def buffer_chunked_bodies(app: Any, limit: int) -> Any:
-    """A chunked body (no Content-Length) read up to limit + 1 bytes and handed on with its length.
-
-    cheroot streams chunked bodies; werkzeug then cuts them at MAX_CONTENT_LENGTH silently instead
-    of answering 413. With the length known, the app's own limit check answers 413 as for any body."""
-    import io
-
-    def wrapped(environ: dict, start_response: Any) -> Any:
-        if environ.get("CONTENT_LENGTH") in (None, "") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            body = environ["wsgi.input"].read(limit + 1)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            environ.pop("wsgi.input_terminated", None)
-            del environ["HTTP_TRANSFER_ENCODING"]  # werkzeug ignores Content-Length while this says chunked
-        return app(environ, start_response)
-
-    return wrapped
-
-
-def serve(config: Config) -> int:
-    from remediator.metrics import Metrics
-    from remediator.scheduler import Scheduler
-    from remediator.web import create_app
-
-    store = open_store(config.store.url)
-    metrics = Metrics()
-    metrics.watch_store(store, lambda: [h.name for h in config.hosts])
-    engine = build_engine(config, store, metrics)
-    app = create_app(config, store=store, engine=engine, metrics=metrics)
-    scheduler = Scheduler(config.policy.timings, engine_jobs(engine)) if engine is not None else None
-    server = make_server(config, app)
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        raise SystemExit(0)  # leaves server.serve(); the finally below stops its workers
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        if engine is not None:
-            engine.start()  # resumes unfinished intents before new work is taken
-        if scheduler is not None:
-            scheduler.start()
-        metrics.set_leader(True)  # one replica: it is the one that acts
-        # the actual port (listen.port 0 picks a free one): tests and operators read it here
-        log.info("remediator %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client certificates %s)",
-                 __version__, config.listen.scheme, config.listen.host, server.bind_addr[1], config.source,
-                 redacted(config.store.url), config.dry_run,
-                 "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
-        server.serve()
-    finally:
-        server.stop()
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
-        if engine is not None:
-            engine.shutdown(wait=False)
-        store.close()
-        log.info("stopped")
-    return 0
 
 
 # ---------------------------------------------------------------- status

@@ -68,6 +68,7 @@ class Engine:
         self.hv = hypervisors
         self.fencer = fencer
         self.power = power if power is not None else PowerDevices(config.power_devices)  # boot control
+        self.gate: Callable[[str], None] = lambda what: None  # leadership.check_dispatch under a lease
         self.load_source = load_source
         self.metrics = metrics
         self.clock = clock
@@ -196,6 +197,9 @@ class Engine:
         """Sync the inventory, resume, then run the loop: pending alerts and requests on notify, timers
         when due. The first sync comes first so that a host lost before the first timer run still has
         its VMs' definitions to restart them from."""
+        self.stopping.clear()
+        if not self.runner.wait_idle(30.0):  # a replica leading again: its earlier term's actions end first
+            log.warning("actions of an earlier term still running after 30 s; resuming anyway (they call nothing)")
         report = self.sync_inventory()
         log.info("inventory: %d protected VMs (%d updated)%s", report.protected, report.updated,
                  f"; unreachable: {', '.join(report.unreachable)}" if report.unreachable else "")
@@ -219,13 +223,20 @@ class Engine:
                 log.exception("engine loop: the store failed; trying again in a second")
                 time.sleep(1.0)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def stop_acting(self) -> None:
+        """Step down (the lease is lost) or stop: no loop, no timers, no event watchers. An action still
+        running fails its next call (the edges' gate, leadership.check_dispatch) and leaves its intent to the next resume."""
         self.stopping.set()
         self.runner.wake.set()
         if self.events is not None:
             self.events.stop()
-        if self._loop is not None:
-            self._loop.join(timeout=10)
+        for thread in (self._loop, self._events_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=10)
+        self.runner.drop_timers()
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.stop_acting()
         self.runner.shutdown(wait)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:

@@ -93,7 +93,12 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge(
-            "remediator_leader", "1 on the replica that acts on incidents (a single replica always does)", registry=r
+            "remediator_leader", "1 on the replica that holds the leader lease and acts on incidents, 0 on a standby",
+            ["replica"], registry=r,
+        )
+        self.leader_epoch = Gauge(
+            "remediator_leader_epoch", "The lease's epoch (fencing token) this replica leads at, or last saw",
+            ["replica"], registry=r,
         )
         self.reprovision_phase = Histogram(
             "remediator_reprovision_phase_seconds",
@@ -165,8 +170,9 @@ class Metrics:
     def inventory_synced(self, at_unix: float) -> None:
         self.inventory_sync.set(at_unix)
 
-    def set_leader(self, leading: bool) -> None:
-        self.leader.set(1 if leading else 0)
+    def set_leader(self, leading: bool, replica: str = "", epoch: int = 0) -> None:
+        self.leader.labels(replica=replica).set(1 if leading else 0)
+        self.leader_epoch.labels(replica=replica).set(epoch)
 
     # ---- state read from the store at scrape time
 

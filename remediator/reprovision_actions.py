@@ -144,6 +144,7 @@ def call_hook(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     if cfg is None or cfg.reprovision.hook is None:
         return _failed(f"{host} has no provisioning hook configured")
     values = {"host": host, "address": urlparse(cfg.uri).hostname or "", "incident": str(p.get("incident", ""))}
+    e.gate(f"provisioning hook of {host}")  # the leader's dispatch deadline (leadership.py)
     try:
         return Outcome(E.ACTION_OK, True, hook_edge.call(cfg.reprovision.hook, values))
     except hook_edge.HookFailed as err:

@@ -21,6 +21,7 @@ from remediator.actions import Outcome
 from remediator.edges.fencing import UnknownHost
 from remediator.edges.libvirt import DomainError, HostUnreachable
 from remediator.fsm import EventKind as E
+from remediator.leadership import LeaseLost
 from remediator.model import Action, Event
 from remediator.store.base import Store, StoreError
 
@@ -60,6 +61,15 @@ class Runner:
         started = time.monotonic()
         try:
             outcome = self._perform_fn(action)
+        except LeaseLost as err:
+            # Not a failure of the action: this replica may no longer act. The intent stays unfinished
+            # for the next leader's resume, which checks the world before it does anything again.
+            log.warning("action %s of incident %s (intent %s) stopped: %s", action.kind, incident_id, intent_id, err)
+            self._running.pop(intent_id, None)
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+            return
         except (HostUnreachable, DomainError, StoreError, UnknownHost, OSError, ValueError) as err:
             # Expected kinds of failure from the edges; anything else is a bug and must show as one.
             outcome = Outcome(E.ACTION_FAILED, False, f"{type(err).__name__}: {err}",
@@ -134,6 +144,12 @@ class Runner:
         now = time.monotonic()
         with self._timers_lock:
             return sorted((due - now, inc, ev) for due, _, inc, ev in self._timers)
+
+    def drop_timers(self) -> None:
+        """A replica that stops leading forgets its timers: their intents stay unfinished in the store, and
+        the next leader's resume arms them again from the time they were set."""
+        with self._timers_lock:
+            self._timers = []
 
     def make_all_due(self) -> None:
         with self._timers_lock:

@@ -20,11 +20,11 @@ from remediator.config.policy import (IO_ERROR_POLICIES, UNSAFE_OPT_IN, ActionTi
                                       Overcommit, Policy, Storm, Timings)
 from remediator.config.reprovision import (REPROVISION_POLICIES, ProvisioningHook, Reprovision,
                                            ReprovisionTimeouts)
-from remediator.config.service import (DEFAULT_STORE_URL, ROLES, TLS, Auth, BasicAuth, Credentials, Libvirt,
-                                       Limits, Listen, Prometheus, Store)
+from remediator.config.service import (DEFAULT_STORE_URL, ROLES, TLS, Auth, BasicAuth, Cluster, Credentials,
+                                       Libvirt, Limits, Listen, Prometheus, Store)
 
 __all__ = [
-    "ActionTimeouts", "Attempts", "Auth", "Backoff", "BasicAuth", "Config", "ConfigError", "Credentials",
+    "ActionTimeouts", "Attempts", "Auth", "Backoff", "BasicAuth", "Cluster", "Config", "ConfigError", "Credentials",
     "DEFAULT_FENCE_AGENT_DIRS", "DEFAULT_STORE_URL", "Environment", "FenceDevice", "HostConfig", "Libvirt",
     "Limits", "Listen", "Overcommit", "Policy", "Prometheus", "ProvisioningHook", "REPROVISION_POLICIES", "ROLES",
     "Reprovision", "ReprovisionTimeouts", "Storm", "Store", "TLS", "Timings", "IO_ERROR_POLICIES", "UNSAFE_OPT_IN",

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr
 from remediator.config.errors import Required
 from remediator.config.inventory import FenceDevice, HostConfig, Storage, VMConfig, unique_hosts, unique_vms
 from remediator.config.policy import Policy
-from remediator.config.service import AUTH_FORM, Auth, Libvirt, Limits, Listen, Prometheus, Store
+from remediator.config.service import AUTH_FORM, Auth, Cluster, Libvirt, Limits, Listen, Prometheus, Store
 from remediator.config.types import Flag, Record
 
 
@@ -27,6 +27,7 @@ class Config(Record):
     policy: Policy = Field(default_factory=Policy, description="How the remediator acts.")
     limits: Limits = Field(default_factory=Limits, description="Limits on what callers send.")
     libvirt: Libvirt = Field(default_factory=Libvirt, description="libvirt connections.")
+    cluster: Cluster = Field(default_factory=Cluster, description="Replicas on one PostgreSQL: the leader lease.")
     storage: Storage = Field(default_factory=Storage, description="Where VM disks live.")
     dry_run: Flag = Field(False, description="Decide and record, but perform no libvirt or fencing action.")
     _source: str = PrivateAttr("<memory>")

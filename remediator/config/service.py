@@ -193,3 +193,43 @@ class Libvirt(Section):
     connect_timeout_s: Positive = Field(
         2.0, description="Timeout of a libvirt connection; also what verifying a cut-off host costs (docs/tuning.md).")
 
+
+class Cluster(Section):
+    """Replicas sharing one PostgreSQL: the leader lease (remediator/leadership.py, docs/tuning.md "Replicas")."""
+
+    replica: Text | None = Field(None, description="This replica's name; absent: `<hostname>-<listen port>` "
+                                                   "(unique on a host: the port is bound).")
+    lease_s: Positive = Field(6.0, description="How long a taken or renewed leader lease lasts (the database's "
+                                               "clock); a standby takes over after it expires.")
+    renew_s: Positive = Field(1.0, description="The leader renews its lease this often (Patroni's loop_wait).")
+    retry_timeout_s: Positive = Field(2.0, description="The bound of one renewal; `renew_s + 2 * retry_timeout_s` "
+                                                       "must be at most `lease_s` (Patroni's rule).")
+    max_call_s: Positive = Field(4.0, description="The longest one call to libvirt or a BMC may take; the leader "
+                                                  "starts none later than `lease_s - max_call_s` after its last "
+                                                  "renewal was sent. Must be below `lease_s - renew_s`.")
+
+    @field_validator("replica")
+    @classmethod
+    def _replica_name(cls, name: str | None) -> str | None:
+        from remediator.config.inventory import HOST_NAME
+
+        if name is not None and not HOST_NAME.match(name):
+            raise fail(f"a replica name (letters, digits, . _ -): {name!r}")
+        return name
+
+    @model_validator(mode="after")
+    def _timings(self) -> Cluster:
+        # Patroni's rule: two renewals that each take their whole bound still leave the lease valid.
+        if self.renew_s + 2 * self.retry_timeout_s > self.lease_s:
+            raise fail(f"must be >= renew_s + 2 * retry_timeout_s = {self.renew_s + 2 * self.retry_timeout_s:g}, "
+                       f"got {self.lease_s:g}", key="lease_s")
+        # The dispatch deadline (renewal + lease_s - max_call_s) must stay ahead of the next renewal.
+        if self.max_call_s + self.renew_s >= self.lease_s:
+            raise fail(f"must be < lease_s - renew_s = {self.lease_s - self.renew_s:g} (else the leader may not "
+                       f"dispatch between renewals), got {self.max_call_s:g}", key="max_call_s")
+        return self
+
+    def name(self, port: int) -> str:
+        import socket
+
+        return self.replica or f"{socket.gethostname()}-{port or os.getpid()}"

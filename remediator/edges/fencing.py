@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 # Agents print "Status: ON" / "Status: OFF"; the exit code says the same (0 on, 2 off).
 _STATUS_LINE = re.compile(r"^Status:\s*(ON|OFF)\s*$", re.MULTILINE | re.IGNORECASE)
@@ -119,9 +119,12 @@ class Fencer:
     """Runs fence agents for the hosts of the inventory. A host may have several devices, tried in order
     (Pacemaker's fencing levels): the host is fenced when one of them proves it off."""
 
-    def __init__(self, devices: Mapping[str, FenceDeviceSpec | Sequence[FenceDeviceSpec]], timeout: float = 30.0):
+    def __init__(self, devices: Mapping[str, FenceDeviceSpec | Sequence[FenceDeviceSpec]], timeout: float = 30.0,
+                 gate: Callable[[str], None] | None = None):
+        """`gate(what)` runs right before each agent is started (leadership.LeaseLost: not started)."""
         self._devices = {host: tuple(d) if isinstance(d, (list, tuple)) else (d,) for host, d in devices.items()}
         self._timeout = timeout
+        self._gate = gate or (lambda what: None)
 
     def devices(self, host: str) -> tuple[FenceDeviceSpec, ...]:
         try:
@@ -130,6 +133,7 @@ class Fencer:
             raise UnknownHost(f"no fence device configured for host {host!r}") from None
 
     def run_agent(self, device: FenceDeviceSpec, action: str) -> AgentRun:
+        self._gate(f"{device.agent} {action}")
         started = time.monotonic()
         try:
             proc = subprocess.run(

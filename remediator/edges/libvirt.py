@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 
 import libvirt
@@ -100,7 +100,12 @@ def uuid_of_xml(xml: str) -> str | None:
 
 
 class Hypervisors(DiskOps):
-    def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0):
+    def __init__(self, hosts: Mapping[str, str], connect_timeout: float = 3.0,
+                 gate: Callable[[str], None] | None = None):
+        """`gate(what)` is called before every call to a host and again right before every call that
+        changes something (create, destroy, define, undefine, migrate, autostart, disk): a replica that
+        lost its lease raises there (leadership.LeaseLost) and nothing reaches libvirt."""
+        self._gate = gate or (lambda what: None)
         self._uris = dict(hosts)
         self._pool = ConnectionPool(self._uris, connect_timeout)
 
@@ -116,8 +121,10 @@ class Hypervisors(DiskOps):
     def _call(self, host: str, what: str, fn):
         """Run fn(conn) on a connection leased to this thread, translating libvirt's errors into
         HostUnreachable or DomainError. fn returns plain data: no domain object outlives the lease."""
+        self._gate(what)
         with self._lease(host) as conn:  # raises HostUnreachable
             try:
+                self._gate(what)  # again: the lease may have waited
                 return fn(conn)
             except libvirt.libvirtError as err:
                 if is_unreachable(err):
@@ -185,12 +192,17 @@ class Hypervisors(DiskOps):
         def run(conn):
             dom = conn.lookupByUUIDString(uuid)
             if not dom.isActive():
+                self._gate(f"start {uuid}")
                 dom.create()
 
         self._call(host, f"start {uuid}", run)
 
     def define(self, host: str, xml: str) -> str:
-        return self._call(host, "define", lambda conn: conn.defineXML(xml).UUIDString())
+        def run(conn):
+            self._gate("define")
+            return conn.defineXML(xml).UUIDString()
+
+        return self._call(host, "define", run)
 
     def define_and_start(self, host: str, xml: str) -> str:
         uuid = self.define(host, xml)
@@ -201,6 +213,7 @@ class Hypervisors(DiskOps):
         def run(conn):
             dom = _lookup(conn, uuid)
             if dom is not None and dom.isActive():
+                self._gate(f"destroy {uuid}")
                 dom.destroy()
 
         self._call(host, f"destroy {uuid}", run)
@@ -215,6 +228,7 @@ class Hypervisors(DiskOps):
                 return False
             if dom.isActive():
                 raise DomainError(host, f"undefine {uuid}", "domain is running; refusing to undefine it")
+            self._gate(f"undefine {uuid}")
             try:
                 # A UEFI guest's NVRAM and a managed save would otherwise block the undefine.
                 dom.undefineFlags(_UNDEFINE_FLAGS)
@@ -233,6 +247,7 @@ class Hypervisors(DiskOps):
 
         def run(conn):
             try:
+                self._gate(f"recreate {path}")
                 return libvirt_storage.recreate_overlay(conn, path, base, base_format, owner=uuid)
             except libvirt_storage.DiskInUse as err:
                 raise DomainError(host, f"recreate {path}", str(err)) from err
@@ -254,6 +269,7 @@ class Hypervisors(DiskOps):
 
             def run(conn):
                 started = time.monotonic()
+                self._gate(f"migrate {uuid} to {dst}")
                 moved = conn.lookupByUUIDString(uuid).migrate(dst_conn, _MIGRATE_FLAGS, None, migrate_uri, 0)
                 # the virDomain migrate() returns belongs to dst_conn: read and dropped inside the lease
                 return _migration_result(moved, time.monotonic() - started)
@@ -267,6 +283,7 @@ class Hypervisors(DiskOps):
         def run(conn):
             dom = _lookup(conn, uuid)
             if dom is not None and bool(dom.autostart()) != on:
+                self._gate(f"autostart {uuid}")
                 dom.setAutostart(int(on))
 
         self._call(host, f"autostart {uuid}", run)

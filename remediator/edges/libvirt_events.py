@@ -181,6 +181,8 @@ class DomainEvents:
                 setattr(self._links[host], key, value)
 
     def start(self) -> None:
+        self._stop.clear()  # started again when a replica leads again
+        self._threads = [t for t in self._threads if t.is_alive()]
         for host, uri in self._uris.items():
             thread = threading.Thread(target=self._watch, args=(host, uri), name=f"events {host}", daemon=True)
             thread.start()

@@ -180,9 +180,12 @@ class NoBootControl(LookupError):
 class PowerDevices:
     """Boot control of each host: the first of its power devices whose kind can set a boot device."""
 
-    def __init__(self, devices: Mapping[str, Sequence[FenceDeviceSpec]], timeout: float = 15.0):
+    def __init__(self, devices: Mapping[str, Sequence[FenceDeviceSpec]], timeout: float = 15.0,
+                 gate: Callable[[str], None] | None = None):
+        """`gate(what)` runs right before each call to a BMC (leadership.LeaseLost: not called)."""
         self._devices = {h: tuple(d) for h, d in devices.items()}
         self._timeout = timeout
+        self._gate = gate
 
     def can_boot(self, host: str) -> bool:
         return any(d.agent in BOOT_CONTROLS for d in self._devices.get(host, ()))
@@ -192,7 +195,32 @@ class PowerDevices:
             raise UnknownHost(f"no power device configured for host {host!r}")
         for device in self._devices[host]:
             if device.agent in BOOT_CONTROLS:
-                return BOOT_CONTROLS[device.agent](revealed(device.options), self._timeout)
+                control = BOOT_CONTROLS[device.agent](revealed(device.options), self._timeout)
+                return control if self._gate is None else _Gated(control, self._gate, host)
         kinds = ", ".join(d.agent for d in self._devices[host])
         raise NoBootControl(f"no power device of {host} can set a boot device ({kinds}; "
                             f"these can: {', '.join(sorted(BOOT_CONTROLS))})")
+
+
+class _Gated:
+    """A boot control whose every call to the BMC first passes the leader's gate."""
+
+    def __init__(self, control: BootControl, gate: Callable[[str], None], host: str):
+        self._control, self._gate, self._host = control, gate, host
+        self.kind = getattr(control, "kind", "")
+
+    def set_next_boot(self, target: str, once: bool) -> str:
+        self._gate(f"set next boot of {self._host}")
+        return self._control.set_next_boot(target, once)
+
+    def next_boot(self) -> BootOverride:
+        self._gate(f"next boot of {self._host}")
+        return self._control.next_boot()
+
+    def power_state(self) -> PowerState:
+        self._gate(f"power state of {self._host}")
+        return self._control.power_state()
+
+    def cycle(self) -> str:
+        self._gate(f"power cycle of {self._host}")
+        return self._control.cycle()

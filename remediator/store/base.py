@@ -94,7 +94,8 @@ class Intent:
     finished_at: datetime | None = None
     ok: bool | None = None
     detail: str = ""
-    epoch: int = 0  # the leader epoch that recorded it (0: one controller, no lease)
+    epoch: int = 0  # the leader epoch that recorded it (0: no lease)
+    result_epoch: int | None = None  # the epoch that recorded its result (another than `epoch`: resumed)
 
     @property
     def finished(self) -> bool:

@@ -43,7 +43,8 @@ def queued(row: Any) -> QueuedEvent:
 
 def intent(row: Any) -> Intent:
     return Intent(id=row.id, incident_id=row.incident_id, action=Action(kind=row.kind, params=row.params), at=row.at,
-                  finished_at=row.finished_at, ok=row.ok, detail=row.detail, epoch=row.epoch)
+                  finished_at=row.finished_at, ok=row.ok, detail=row.detail, epoch=row.epoch,
+                  result_epoch=row.result_epoch)
 
 
 def vm(row: Any) -> ProtectedVM:

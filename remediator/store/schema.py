@@ -148,6 +148,17 @@ vm_locations = sa.Table(
     sa.Column("seen_at", UTCDateTime, nullable=False),
 )
 
+lease = sa.Table(  # one row (id 1): the leader lease; times by the database's clock (store/lease.py)
+    "lease", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("holder", sa.Text),  # the replica that holds it (None: never taken)
+    sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),  # +1 at every change of hands
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("acquired_at", UTCDateTime),
+    sa.Column("renewed_at", UTCDateTime),
+    sa.CheckConstraint("id = 1", name="lease_one_row"),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("key", sa.Text, primary_key=True),

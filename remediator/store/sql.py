@@ -27,13 +27,14 @@ from remediator.store.base import (
 from remediator.store.database import Database
 from remediator.store.groupcommit import GroupCommit
 from remediator.store.schema import alerts, events, incidents, intents, transitions
+from remediator.store.lease import LeaseRows
 from remediator.store.sql_hosts import HostRows
 
 # one webhook POST's alerts: (alerts, received_at, ignore_reasons)
 _AlertBatch = tuple[tuple[Alert, ...], datetime, "tuple[str | None, ...] | None"]
 
 
-class SQLStore(HostRows):
+class SQLStore(LeaseRows, HostRows):
     def __init__(self, url: str):
         self.db = Database(url)
         self.url = self.db.url  # password hidden

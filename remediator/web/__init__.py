@@ -7,7 +7,7 @@ create_app(config) opens the store named by the config unless one is given (test
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -28,6 +28,7 @@ def create_app(
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
     request_wait_s: float = 20.0,
+    leadership: Any = None,
 ) -> Flask:
     app = Flask("remediator")
     # Werkzeug refuses a larger body with 413 before the view reads it.
@@ -39,7 +40,7 @@ def create_app(
         metrics = Metrics()
         metrics.watch_store(store, lambda: [h.name for h in config.hosts])
     app.extensions["remediator"] = Services(config=config, store=store, metrics=metrics, engine=engine, clock=clock,
-                                                request_wait_s=request_wait_s)
+                                                request_wait_s=request_wait_s, leadership=leadership)
     app.extensions["remediator_owns_store"] = owns_store
     app.extensions["remediator_ingest"] = WebhookCommits(alerts.committer(config, store, clock))
 

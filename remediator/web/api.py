@@ -157,6 +157,13 @@ def close(incident_id: int) -> ResponseReturnValue:
     return _operator_event(incident_id, EventKind.OPERATOR_CLOSE)
 
 
+@bp.get("/cluster")
+def cluster() -> ResponseReturnValue:
+    """Which replica answers, which one leads (the lease row, by the database's clock) and at which epoch.
+    Any replica answers; operator writes sent to a standby are queued and carried out by the leader."""
+    return jsonify(services().cluster())
+
+
 @bp.get("/storm")
 def storm() -> ResponseReturnValue:
     store = services().store

@@ -33,6 +33,13 @@ class Services:
     engine: Engine | None
     clock: Callable[[], datetime]
     request_wait_s: float = 20.0  # how long a request about a host waits for the engine before 202
+    leadership: Any = None  # leadership.Leadership: which replica acts (None: an app without a lease, in tests)
+
+    def cluster(self) -> dict[str, Any]:
+        """This replica and the leader lease, as GET /api/v1/cluster and /readyz tell them."""
+        if self.leadership is None:
+            return {"replica": None, "leading": self.engine is not None, "leader": None, "epoch": None}
+        return self.leadership.describe()
 
     def wake_engine(self) -> None:
         if self.engine is None:

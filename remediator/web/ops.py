@@ -1,4 +1,5 @@
-"""/healthz (the process answers), /readyz (the store answers), /metrics (this service's own registry).
+"""/healthz (the process answers), /readyz (the store answers; which replica leads, at which epoch),
+/metrics (this service's own registry).
 
 Left without auth, as Prometheus scrapes and liveness probes expect.
 """
@@ -26,7 +27,10 @@ def readyz() -> ResponseReturnValue:
         services().store.ping()
     except StoreError as e:
         return error(503, f"store not ready: {e}")
-    return jsonify({"status": "ready"})
+    # A standby is ready too: it takes webhooks and operator requests (the leader carries them out).
+    cluster = services().cluster()
+    return jsonify({"status": "ready", "replica": cluster["replica"], "leading": cluster["leading"],
+                    "leader": cluster["leader"], "epoch": cluster.get("leader_epoch")})
 
 
 @bp.get("/metrics")

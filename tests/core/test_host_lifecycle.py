@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from remediator.cli import ENGINE_JOBS
+from remediator.serve import ENGINE_JOBS
 from remediator.fsm import EventKind as E
 from remediator.fsm import State as S
 from remediator.model import Alert, AlertStatus, Event, HostCondition, Remediation, host_subject, vm_subject

@@ -25,6 +25,7 @@ from remediator.config import load_config
 from remediator.model import HostCondition, ProtectedVM, Remediation
 from remediator.store import open_store
 
+from .conftest import operator
 from .payloads import alert, body
 
 TOKEN = "test-token-0123456789abcdef"  # Alertmanager's
@@ -132,9 +133,15 @@ def served(tmp_path):
         s.kill()
 
 
-def test_serve_answers_stores_and_stops_on_sigterm(served, tmp_path):
+def test_serve_answers_stores_leads_alone_and_stops_on_sigterm(served, tmp_path):
     s = served()
-    assert requests.get(f"{s.url}/readyz", timeout=5).json() == {"status": "ready"}
+    ready = requests.get(f"{s.url}/readyz", timeout=5).json()
+    assert ready["status"] == "ready" and ready["replica"].endswith(f"-{s.url.rsplit(':', 1)[1]}")
+    cluster = lambda: requests.get(f"{s.url}/api/v1/cluster", headers=operator(), timeout=5).json()  # noqa: E731
+    deadline = time.monotonic() + 10
+    while not cluster()["leading"] and time.monotonic() < deadline:  # one SQLite replica: it takes the lease
+        time.sleep(0.05)
+    assert cluster()["leader"] == ready["replica"] and cluster()["epoch"] >= 1
     r = s.post_alerts(body())
     assert r.status_code == 200 and r.json()["ignored"] == [
         {"fingerprint": "a1b2c3d4e5f60718", "reason": "VM 't00' (5f1a9a0e-3c1b-4d2e-9f00-00000000a001) is not in the inventory"}

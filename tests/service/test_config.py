@@ -259,6 +259,20 @@ def test_overload_thresholds_in_the_config_are_refused_naming_their_one_home(tmp
     assert "rules/hypervisor.rules.yml" in str(err.value)
 
 
+def test_cluster_defaults_keep_patronis_rule_and_bad_timings_name_their_key():
+    c = parse_config(MINIMAL, env={}).cluster
+    assert (c.lease_s, c.renew_s, c.retry_timeout_s, c.max_call_s) == (6, 1, 2, 4)
+    assert c.renew_s + 2 * c.retry_timeout_s <= c.lease_s and c.name(8080).endswith("-8080")
+    assert parse_config(MINIMAL + "cluster: {replica: r-a}\n", env={}).cluster.name(8080) == "r-a"
+    for text, key in [("cluster: {lease_s: 4}", "cluster.lease_s: must be >= renew_s + 2 * retry_timeout_s"),
+                      ("cluster: {max_call_s: 5.5}", "cluster.max_call_s: must be < lease_s - renew_s"),
+                      ("cluster: {renew_s: 0}", "cluster.renew_s: must be > 0"),
+                      ("cluster: {replica: 'a b'}", "cluster.replica: a replica name"),
+                      ("cluster: {ttl: 5}", "cluster.ttl: unknown key")]:
+        with pytest.raises(ConfigError, match=key.replace("*", r"\*").replace("+", r"\+")):
+            parse_config(MINIMAL + text + "\n", env={})
+
+
 def test_the_unsafe_fencing_bypass_is_refused_unless_a_test_opts_in(tmp_path):
     path = tmp_path / "unsafe.yml"
     path.write_text(MINIMAL + "policy: {unsafe_skip_fencing: true}\n")

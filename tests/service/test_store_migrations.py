@@ -28,7 +28,7 @@ from .test_store_decisions import Decision
 SCHEMA3 = Path(__file__).parent / "fixtures" / "store_schema3.db"  # made by main's code: fixtures/make_store_schema3.py
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 UUID = "6f1c2b3a-0000-4000-8000-000000000001"
-HEAD = "0004"
+HEAD = "0005"
 
 
 def _revision(url: str) -> str | None:

@@ -41,7 +41,7 @@ def test_read_api_needs_auth(client):
 
 def test_ops_endpoints_are_open(client):
     assert client.get("/healthz").json == {"status": "ok"}
-    assert client.get("/readyz").json == {"status": "ready"}
+    assert client.get("/readyz").json["status"] == "ready"
     assert client.get("/metrics").status_code == 200
 
 
@@ -198,3 +198,29 @@ def test_each_app_has_its_own_registry(config, store):
     a.test_client().post("/api/v1/alerts", data=b"x", headers=bearer())
     assert 'remediator_webhook_requests_total{code="400"} 1.0' in a.test_client().get("/metrics").data.decode()
     assert 'remediator_webhook_requests_total{code="400"} 0.0' in b.test_client().get("/metrics").data.decode()
+
+
+def test_cluster_and_readyz_say_which_replica_leads_at_which_epoch_on_every_replica(config, store, engine):
+    from remediator.config import Cluster
+    from remediator.leadership import Leadership
+    from remediator.metrics import Metrics
+    from remediator.web import create_app
+
+    clusters = []
+    for name in ("a", "b"):
+        metrics = Metrics()
+        leadership = Leadership(store, name, Cluster(), metrics=metrics, on_elected=lambda e: None,
+                                on_lost=lambda why: None)
+        leadership.renew_once()
+        client = create_app(config, store=store, engine=engine, metrics=metrics, leadership=leadership).test_client()
+        assert client.get("/api/v1/cluster").status_code == 401  # the operator's role
+        clusters.append((client.get("/api/v1/cluster", headers=operator()).json, client.get("/readyz").json,
+                         client.get("/metrics").text))
+    (a, a_ready, a_metrics), (b, b_ready, b_metrics) = clusters
+    assert (a["replica"], a["leading"], a["epoch"], a["leader"]) == ("a", True, 1, "a")
+    assert (b["replica"], b["leading"], b["epoch"], b["leader"], b["leader_epoch"]) == ("b", False, None, "a", 1)
+    assert b["lease"]["holder"] == "a" and b["lease"]["valid"] and b["lease_s"] == 6
+    assert a_ready == {"status": "ready", "replica": "a", "leading": True, "leader": "a", "epoch": 1}
+    assert b_ready == {"status": "ready", "replica": "b", "leading": False, "leader": "a", "epoch": 1}
+    assert 'remediator_leader{replica="a"} 1.0' in a_metrics and 'remediator_leader_epoch{replica="a"} 1.0' in a_metrics
+    assert 'remediator_leader{replica="b"} 0.0' in b_metrics and 'remediator_leader_epoch{replica="b"} 1.0' in b_metrics
