@@ -46,7 +46,7 @@ def verify_vm(e: "Engine", p: Mapping[str, Any]) -> Outcome:
 def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
     host = p["host"]
     try:  # the held connections first (World.answers: a round trip on each), then fresh probes
-        answers = e.probe_hosts()
+        answers = e.storm.probe_hosts()
         reachable = answers[host] if host in answers else e.world.answers(host)
     except Inconclusive as err:  # neither proof of life nor of loss: retried with backoff, nothing done
         return Outcome(E.ACTION_FAILED, False, str(err))

@@ -15,8 +15,9 @@ pending alerts and operator requests (the scheduler's tick only wakes it). After
 first), and re-issues the actions of a transition whose intents were never written.
 
 Around it: `world` (what the hosts look like), `hosts` (host conditions, activate, maintenance),
-`migrations` (moving running VMs), `runner` (pool, timers, timeouts), and the storm policy
-(remediator/storm.py), re-evaluated whenever a host's condition or reachability changes.
+`migrations` (moving running VMs), `runner` (pool, timers, timeouts), and `storm`
+(remediator/storm_guard.py: what the remediator saw of each host, and the storm policy of
+remediator/storm.py re-evaluated whenever a host's condition or reachability changes).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from remediator import actions, fsm, reconcile, storm
+from remediator import actions, fsm, reconcile, resuming
 from remediator.actions import Outcome
 from remediator.fsm import ActionKind as A
 from remediator.fsm import EventKind as E
-from remediator.hostfsm import HostEvent
 from remediator.hostlife import Answer, HostLife
 from remediator.fastpath import FastPath
 from remediator.migrations import Migrations
@@ -42,13 +42,12 @@ from remediator.reprovision_actions import Reprovisions
 from remediator.model import (HOST_KINDS, VM_KINDS, Action, Alert, AlertStatus, Event, HostCondition, Incident,
                               Remediation, host_of_subject, host_subject)
 from remediator.runner import Runner
-from remediator.store.base import Intent, Store, StoreError
+from remediator.storm_guard import StormGuard
+from remediator.store.base import Store, StoreError
 from remediator.world import World
 
 log = logging.getLogger(__name__)
 
-OUT_CONDITIONS = frozenset({HostCondition.DOWN, HostCondition.FENCED, HostCondition.CORDONED})
-_HOST_ALERTS = frozenset({Remediation.HOST_DOWN, Remediation.HOST_DAMAGED})
 
 
 def utcnow() -> datetime:
@@ -80,6 +79,7 @@ class Engine:
         self.requests = OperatorRequests(self)
         self.fast_path = FastPath(self)
         self.reprovisions = Reprovisions(self)
+        self.storm = StormGuard(self)
         self.runner = Runner(config, store, metrics, clock, perform=lambda a: actions.perform(self, a),
                              on_result=self._feed_back, on_event=self.handle_event)
         self.decide_lock = threading.RLock()  # decisions one at a time (operator requests take it too)
@@ -95,7 +95,7 @@ class Engine:
     def handle_pending_alerts(self) -> int:
         """Turn stored, unhandled alerts into incidents or events; returns how many were handled."""
         pending = self.store.pending_alerts()
-        self.check_storm()
+        self.storm.check()
         for sa in pending:
             self._handle_alert(sa.id, sa.alert, sa.received_at)
         return len(pending)
@@ -153,7 +153,7 @@ class Engine:
         hold = self.store.storm_hold() or {}
         self.store.set_storm_release({"at": self.clock(), "by": by, "reason": reason,
                                       "hosts": hold.get("unhealthy", [])})
-        self.check_storm()
+        self.storm.check()
 
     def tick(self) -> None:
         """One pass of everything due: queued operator requests, pending alerts, timers, timeouts."""
@@ -165,7 +165,7 @@ class Engine:
         """Scheduler job: refresh the stored definitions and locations of the protected VMs; it asks
         every host, so it also refreshes which hosts the remediator cannot reach (the storm check)."""
         report = reconcile.sync_inventory(self.config, self.store, self.hv, self.clock())
-        self.observed_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
+        self.storm.observed_reachability({h.name for h in self.config.hosts}, set(report.unreachable))
         self.metrics.inventory_synced(time.time())
         return report
 
@@ -186,10 +186,10 @@ class Engine:
         """After a (re)start: finish what a previous run left half done, checking the world first."""
         with self.decide_lock:
             for intent in self.store.unfinished_intents():
-                self._resume_intent(intent)
+                resuming.resume_intent(self, intent)
             for incident in self.store.list_incidents(open_only=True, limit=100000):
-                self._reissue_lost_actions(incident)
-        self.check_storm()
+                resuming.reissue_lost_actions(self, incident)
+        self.storm.check()
         self.handle_pending_events()
         self.handle_pending_alerts()
 
@@ -271,7 +271,7 @@ class Engine:
         reprovisioning = bool(host) and self.store.open_incident_for(
             host_subject(host, Remediation.HOST_REPROVISION)) is not None
         return fsm.Context(policy=self.policy, host_condition=state.condition if state else None,
-                           storm_hold=self.storm_active(), host_incident_open=host_incident_open,
+                           storm_hold=self.storm.active(), host_incident_open=host_incident_open,
                            has_definition=bool(vm and vm.xml), outranked=outranked, dry_run=self.config.dry_run,
                            reprovisioning=reprovisioning,
                            host_up_since=state.since if state and state.condition is HostCondition.UP else None)
@@ -393,90 +393,3 @@ class Engine:
                 relevant = host_of_subject(incident.subject) == host
             if relevant:
                 self.handle_event(incident.id, Event(E.HOST_CHANGED, self.clock(), {"host": host}))
-
-    # ---- reachability and the storm ----------------------------------------------------------------
-
-    def probe_hosts(self) -> dict[str, bool]:
-        """Ask every host that is not fenced or in maintenance, before any fence: a second host that
-        died with the first may not have its alert in yet (each host's alert is its own Alertmanager
-        group), and the storm check must count it before the first host's VMs move."""
-        answers = self.world.probe_hosts()
-        self.observed_reachability(set(answers), {n for n, ok in answers.items() if not ok})
-        return answers
-
-    def observed_reachability(self, asked: set[str], unreachable: set[str]) -> None:
-        """What the remediator just saw: a down host that answers again is down no longer."""
-        changed = self.world.note_reachability(asked, unreachable)
-        conditions = self.world.conditions()
-        for host in sorted(asked - unreachable):
-            if conditions.get(host) is HostCondition.DOWN:
-                self.hosts.set_condition(host, HostEvent.ANSWERS, "libvirt answers the remediator again")
-        if changed:
-            self.check_storm()
-
-    def storm_active(self) -> bool:
-        return bool((self.store.storm_hold() or {}).get("active"))
-
-    def check_storm(self) -> bool:
-        """Hold when more than the configured share of hosts are out; release held incidents when not.
-
-        Out: down, fenced or cordoned, unreachable when the remediator last asked it, or with a host
-        alert still waiting in the store (so that two hosts failing together are held together,
-        whatever order their alerts arrive in)."""
-        with self.decide_lock:
-            names = [h.name for h in self.config.hosts]
-            conditions = self.world.conditions()
-            out = {n for n in names if conditions.get(n) in OUT_CONDITIONS}
-            out |= {n for n in self.world.unreachable() if conditions.get(n) is not HostCondition.MAINTENANCE}
-            out |= {sa.alert.host for sa in self.store.pending_alerts()
-                    if sa.alert.remediation in _HOST_ALERTS and sa.alert.status is AlertStatus.FIRING}
-            release = self.store.storm_release()
-            verdict = storm.evaluate(names, out, self.config.policy.storm.max_unhealthy_share, release)
-            if release is not None and not verdict.release_stands:
-                self.store.set_storm_release(None)
-            previous = self.store.storm_hold() or {}
-            was_on = bool(previous.get("active"))
-            if was_on != verdict.active or previous.get("unhealthy") != list(verdict.out):
-                self.store.set_storm_hold(verdict.active, verdict.reason, list(verdict.out),
-                                          since=self.clock() if was_on != verdict.active
-                                          else previous.get("since", self.clock()))
-                if verdict.active and not was_on:
-                    log.warning("storm hold: %s; no automatic fencing or evacuation", verdict.reason)
-            self.metrics.set_storm(verdict.active, verdict.share)
-            if was_on and not verdict.active:
-                log.warning("storm hold lifted: %s", verdict.reason)
-                for incident in self.store.list_incidents(open_only=True, limit=100000):
-                    if incident.state == fsm.State.HELD:
-                        self.handle_event(incident.id, Event(E.STORM_RELEASED, self.clock(),
-                                                             {"reason": verdict.reason}))
-            return verdict.active
-
-    # ---- resuming ---------------------------------------------------------------------------------
-
-    def _resume_intent(self, intent: Intent) -> None:
-        incident = self.store.get_incident(intent.incident_id)
-        kind = A(intent.action.kind)
-        if not incident.is_open:
-            self.runner.finish_intent(intent.id, False, "incident closed before this action ran")
-            return
-        if kind is A.SCHEDULE_RETRY:
-            self.runner.arm(intent.id, incident.id, intent.action, intent.at)
-            return
-        if kind is not fsm.STEP_ACTION.get(fsm.State(incident.state)) and kind is not A.CORDON_HOST:
-            self.runner.finish_intent(intent.id, False, f"superseded: the incident moved on to {incident.state}")
-            return
-        log.info("resuming %s of incident %s (intent %s): it checks the world first", kind, incident.id, intent.id)
-        self._dispatch(incident.id, [(intent.id, intent.action)])
-
-    def _reissue_lost_actions(self, incident: Incident) -> None:
-        """Kept for stores written before transitions and intents were one transaction: a crash between
-        the two left actions never recorded."""
-        history = self.store.history(incident.id)
-        if not history or not history[-1].actions:
-            return
-        last = history[-1]
-        if [i for i in self.store.intents(incident.id) if i.at >= last.at]:
-            return
-        log.info("incident %s: re-issuing the actions of its last transition (never recorded)", incident.id)
-        now = self.clock()
-        self._dispatch(incident.id, [(self.store.record_intent(incident.id, a, now), a) for a in last.actions])

@@ -53,7 +53,7 @@ class HostLife:
             return change
         e.store.set_host_state(host, change.condition, reason, e.clock(), change.prior)
         log.info("host %s: %s (%s)", host, change.reason, reason)
-        e.check_storm()
+        e.storm.check()
         e.host_changed(host)
         return change
 
