@@ -101,11 +101,16 @@ def spread(landed: dict[str, str]) -> dict[str, int]:
     return dict(sorted(Counter(landed.values()).items()))
 
 
-def summarize(runs: list[PeerRun]) -> dict:
+def summarize(runs: list[PeerRun], failed: list[str] = ()) -> dict:
+    """p50/p95/max over the runs that recovered; a run that did not (every guest running within the
+    timeout) is listed in `failed` with its reason and counted, never silently dropped."""
+    if not runs:
+        return {"runs": 0, "failed_runs": list(failed), "p50_s": None, "p95_s": None, "max_s": None,
+                "duplicates_observed": 0}
     totals = [r.total_s for r in runs]
     steps = [k for k in runs[0].moments_s if all(k in r.moments_s for r in runs)]
     return {
-        "runs": len(runs), "guests": len(runs[0].landed),
+        "runs": len(runs), "failed_runs": list(failed), "guests": len(runs[0].landed),
         "p50_s": round(statistics.median(totals), 3), "p95_s": round(percentile(totals, 0.95), 3),
         "max_s": round(max(totals), 3), "duplicates_observed": sum(r.duplicates for r in runs),
         "landed": {"per_run": [spread(r.landed) for r in runs],
@@ -130,15 +135,17 @@ def table(systems: dict, scenarios: list[str]) -> str:
     for scenario in scenarios:
         for system, by_scenario in systems.items():
             s = by_scenario.get(scenario)
-            if s:
+            if s and s["runs"]:
                 landed = " ".join("/".join(f"{h}:{c}" for h, c in run.items()) for run in s["landed"]["per_run"])
                 lines.append(f"{scenario:<16}{system:<26}{s['runs']:>5}{s['p50_s']:>8.2f}{s['p95_s']:>8.2f}"
                              f"{s['max_s']:>8.2f}{s['duplicates_observed']:>6}  {landed}")
+            if s and s.get("failed_runs"):
+                lines.append(f"{'':<16}{system:<26}failed: " + "; ".join(s["failed_runs"]))
     lines.append("\nwhere the time goes (p50 seconds after the fault):")
     for scenario in scenarios:
         for system, by_scenario in systems.items():
             s = by_scenario.get(scenario)
-            if s:
+            if s and s["runs"]:
                 steps = ", ".join(f"{k} {v:.2f}" for k, v in s["breakdown_p50_s"].items())
                 lines.append(f"  {scenario:<16}{system:<26}{steps}")
     return "\n".join(lines)
@@ -153,8 +160,10 @@ def markdown(result: dict) -> str:
         cells = []
         for system in systems:
             s = result["systems"][system][scenario]
-            cells.append(f"{s['p50_s']:.1f} s (p95 {s['p95_s']:.1f}, {s['duplicates_observed']} dup)")
-        guests = result["systems"][systems[0]][scenario]["guests"]
+            failed = f", {len(s['failed_runs'])} failed" if s.get("failed_runs") else ""
+            cells.append(f"{s['p50_s']:.1f} s (p95 {s['p95_s']:.1f}, {s['duplicates_observed']} dup{failed})"
+                         if s["runs"] else f"no run recovered ({len(s['failed_runs'])} failed)")
+        guests = next((by[scenario]["guests"] for by in result["systems"].values() if by[scenario]["runs"]), 0)
         lines.append(f"| {scenario} ({guests} guest{'s' if guests > 1 else ''}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -178,22 +187,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown systems or scenarios {unknown}" if unknown else "--runs and --guests must be at least 1")
 
     runs: dict[tuple[str, str], list[PeerRun]] = {}
+    failed: dict[tuple[str, str], list[str]] = {}
     started, load_before = time.monotonic(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
         for i in range(args.runs):
             order = systems[i % len(systems):] + systems[:i % len(systems)]
             for scenario in scenarios:
                 for system in order:
-                    if system == "remediator":
-                        run = remediator_run(scenario, args.guests, Path(tmp) / f"{scenario}-{i}")
-                    else:
-                        run = pacemaker_run((PEERS | EXTRA_PEERS)[system], scenario, args.guests)
+                    try:
+                        if system == "remediator":
+                            run = remediator_run(scenario, args.guests, Path(tmp) / f"{scenario}-{i}")
+                        else:
+                            run = pacemaker_run((PEERS | EXTRA_PEERS)[system], scenario, args.guests)
+                    except (TimeoutError, AssertionError, RuntimeError) as e:
+                        # One system's failed run (its lab is torn down by the with-block) is a result:
+                        # recorded with its reason; the other systems' runs go on.
+                        failed.setdefault((system, scenario), []).append(f"run {i + 1}: {e}")
+                        print(f"run {i + 1}/{args.runs} {scenario:<16}{system:<26}FAILED: {e}", flush=True)
+                        continue
                     runs.setdefault((system, scenario), []).append(run)
                     print(f"run {i + 1}/{args.runs} {scenario:<16}{system:<26}{run.total_s:6.2f} s  dups {run.duplicates}"
                           f"  landed {spread(run.landed)}  "
                           + ", ".join(f"{k} {v:.2f}" for k, v in run.moments_s.items())
                           + (f"  throttle {run.throttle}" if run.throttle else ""), flush=True)
-    result_systems = {system: {scenario: summarize(runs[(system, scenario)]) for scenario in scenarios}
+    result_systems = {system: {scenario: summarize(runs.get((system, scenario), []), failed.get((system, scenario), []))
+                               for scenario in scenarios}
                       for system in systems}
     timings = {name: t.describe() for name, t in (PEERS | EXTRA_PEERS).items() if name in systems}
     if "remediator" in systems:
@@ -210,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + table(result_systems, scenarios))
     print(f"\n{args.runs} runs each, {result['wall_s']:.0f} s; written to {args.output}")
-    return 0 if all(s["duplicates_observed"] == 0 for by in result_systems.values() for s in by.values()) else 1
+    return 0 if all(s["duplicates_observed"] == 0 and not s["failed_runs"]
+                    for by in result_systems.values() for s in by.values()) else 1
 
 
 if __name__ == "__main__":
