@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.recovery import (ORIGIN, SCENARIOS, inject, percentile, run_host_fault, run_vm_crash,
+from bench.recovery import (ORIGIN, inject, percentile, run_host_fault, run_vm_crash,
                             shipped_timings, wait_landed)
 from lab import Lab, pacemaker_logs
 from lab.pacemaker import Cluster, node_name
@@ -44,6 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 PEERS = {"pacemaker_defaults": DEFAULTS, "pacemaker_tuned": TUNED}
 SYSTEMS = (*PEERS, "remediator")
 EXTRA_PEERS = {"pacemaker_tuned_balanced": TUNED_BALANCED}  # run only when named in --systems
+# The faults both systems answer (bench.recovery's host_damaged and host_reprovision have no Pacemaker
+# counterpart: nothing in it acts on a damaged host, so each run would only wait out the timeout).
+SCENARIOS = ("vm_crash", "host_power_loss", "host_partition")
 LOGS_TIMEOUT_S = 30.0  # a node writes "Result of start operation" once the agent returns
 
 
