@@ -103,8 +103,8 @@ class World:
 
     def answers(self, host: str) -> bool:
         """Whether libvirt on the host answers the remediator. The connection it already holds comes
-        first: one whose keepalive failed, with no reconnect since, says no at once (a cut-off host
-        never answers, so a fresh probe would only cost its connect timeout); one still up is asked
+        first: one whose keepalive failed, with no reconnect since, is confirmed by one fresh probe (the
+        link may have healed since the keepalive failed); one still up is asked
         a real round trip, because an alert can arrive before the keepalive has noticed a cut: a
         living host answers it even through a slow link (whose scrapes time out), a cut-off one fails
         it when the keepalive closes the connection. Never a fresh connect while that connection
@@ -118,8 +118,10 @@ class World:
                 raise Inconclusive(f"the kept-alive connection to {host} gave no answer within its bound")
         if link is Link.ANSWERS:
             return True
-        if link is Link.LOST:
-            return False
+        # LOST is confirmed by one bounded fresh probe: a link that healed a moment ago still says
+        # lost until the watcher's next reconnect, and trusting it alone fenced a healed host (CI, a
+        # storm released right after both hosts healed). A cut host fails the probe in its connect
+        # timeout; a healed one answers it.
         return self.hv.is_reachable(host)
 
     def note_reachability(self, asked: set[str], unreachable: set[str]) -> bool:
