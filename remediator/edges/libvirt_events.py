@@ -10,9 +10,10 @@ is noticed by its watcher within CHECK_EVERY_S (HostLost), closed by it, and ope
 backoff; the alert path keeps covering that host meanwhile.
 
 The watchers' connections are also evidence for verification (`link(host)`, `round_trip(host)`):
-one whose keepalive failed, with every reconnect since failed too, says the host does not answer,
-without paying a fresh connect timeout (a cut-off host's libvirt never answers, so a fresh probe
-costs exactly its timeout). That evidence is only as old as the watcher's latest failed attempt:
+one whose keepalive failed, with every reconnect since failed too, says the host does not answer
+(World.answers still confirms it with one bounded fresh probe: the link may have healed since the
+watcher's latest attempt, and that alone once fenced a healed host). That evidence is only as old
+as the watcher's latest failed attempt:
 the watcher retries at most every RECONNECT_FAST_S for FAST_RETRIES_FOR_S after a loss, and
 evidence older than `fresh_s` counts as none. A connection still up is not yet proof that the host
 answers: an alert can arrive before the keepalive has noticed a cut (it needs ~4 s). So
