@@ -7,7 +7,6 @@ Each test asserts the sampler saw no guest on two hosts; the store's records are
 """
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -33,27 +32,16 @@ DBS = ["db-0"]  # on h2
 def cluster(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("replicas")
     with PostgresServer() as pg:  # fsync on: the restart test counts on what was committed
-        lab = Lab(4)
-        stack = sampler = None
-        try:
-            lab.up()
+        with Lab(4) as lab:
             vms = [{"name": n, "priority": i} for i, n in enumerate(APPS + DBS)]
             stack = Stack(lab, workdir, vms=vms, store_url=pg.create_database("remediator"), replicas=3,
                           policy={"max_concurrent_actions": 1, "storm": {"max_unhealthy_share": 0.5}})
-            sampler = DuplicateSampler(lab)
-            sampler.start()
-            stack.start()
-            uuids = {n: lab.define_guest("h1" if n in APPS else "h2", n, start=True,
-                                         metadata=lab.ha_metadata(protected=True, priority=i))
-                     for i, n in enumerate(APPS + DBS)}
-            stack.wait_watching(uuids.values(), timeout=60)
-            yield lab, stack, sampler, pg, uuids
-        finally:
-            if stack is not None:
-                stack.stop()
-            if sampler is not None:
-                sampler.stop()
-            lab.down()
+            with DuplicateSampler(lab) as sampler, stack:
+                uuids = {n: lab.define_guest("h1" if n in APPS else "h2", n, start=True,
+                                             metadata=lab.ha_metadata(protected=True, priority=i))
+                         for i, n in enumerate(APPS + DBS)}
+                stack.wait_watching(uuids.values(), timeout=60)
+                yield lab, stack, sampler, pg, uuids
 
 
 def store_of(stack: Stack):

@@ -45,15 +45,9 @@ def rp(module_lab_factory, tmp_path_factory):
         "ip": ep.address, "ipport": ep.port, "username": ep.user, "password": ep.password, "ssl_insecure": True,
         "power_wait": 0}}}}
     vms = [{"name": f"db-{i}"} for i in range(4)] + [{"name": n} for n in ("web-9", "fx-1", "k-1", "rf-0", "rf-1")]
-    stack = Stack(lab, tmp_path_factory.mktemp("reprovision"), vms=vms, policy=POLICY, host_settings=hosts)
-    sampler = DuplicateSampler(lab)
-    sampler.start()
-    try:
-        stack.start()
+    with DuplicateSampler(lab) as sampler, \
+            Stack(lab, tmp_path_factory.mktemp("reprovision"), vms=vms, policy=POLICY, host_settings=hosts) as stack:
         yield lab, stack, sampler
-    finally:
-        stack.stop()
-        sampler.stop()
 
 
 def ha(lab, host, name):

@@ -27,14 +27,8 @@ POLICY = {"backoff": {"initial_s": 1, "max_s": 2}, "timings": {"inventory_sync_s
 @pytest.fixture(scope="module")
 def fleet(storage_lab, tmp_path_factory):
     lab = storage_lab
-    stack = Stack(lab, tmp_path_factory.mktemp("storage"), policy=POLICY)
-    sampler = DuplicateSampler(lab).start()
-    try:
-        stack.start()
+    with DuplicateSampler(lab) as sampler, Stack(lab, tmp_path_factory.mktemp("storage"), policy=POLICY) as stack:
         yield lab, stack, sampler
-    finally:
-        stack.stop()
-        sampler.stop()
 
 
 def protected(lab, host, name, *, disk_host=None, base_image=None, on_io_error=None, writer=False,

@@ -1,10 +1,27 @@
-"""The store test suite's backends: every store test runs on SQLite and on PostgreSQL."""
+"""The store test suite's backends (every store test runs on SQLite and on PostgreSQL), and what its
+modules share: the time they start from and the decision they hand the store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
 import pytest
 
+from remediator.model import Action
 from remediator.store import open_store
+
+T0 = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Shaped like fsm.Decision (the store takes it structurally), with defaults and free-form states."""
+
+    next_state: str
+    actions: tuple[Action, ...] = ()
+    reason: str = ""
+    closes: bool = False
 
 BACKENDS = ("sqlite", "postgresql")
 

@@ -20,19 +20,8 @@ from remediator.store import IncidentExists, NotFound, StoreError, TransitionCon
 from remediator.store.schema import incidents
 
 from .payloads import VM_UUID, alert, body
-from .store_backends import store, store_url  # noqa: F401 (fixtures)
+from .store_backends import T0, Decision, store, store_url  # noqa: F401 (fixtures)
 
-T0 = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Shaped like fsm.Decision (the store takes it structurally; the core engineer's class has the same fields)."""
-
-    next_state: str
-    actions: tuple[Action, ...] = ()
-    reason: str = ""
-    closes: bool = False
 
 
 def _move(store, inc, at, event, decision):

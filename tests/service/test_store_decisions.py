@@ -4,8 +4,7 @@ claimed alerts, units of work that commit whole, and host and storm state kept i
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -14,17 +13,7 @@ from remediator.model import Action, Event, Remediation
 from remediator.store import StoreError, TransitionConflict
 
 from .payloads import VM_UUID, alert, body
-from .store_backends import store, store_url  # noqa: F401 (fixtures)
-
-T0 = datetime(2026, 11, 25, 11, 0, tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class Decision:
-    next_state: str
-    actions: tuple[Action, ...] = ()
-    reason: str = ""
-    closes: bool = False
+from .store_backends import T0, Decision, store, store_url  # noqa: F401 (fixtures)
 
 
 def _incident(store, subject=f"vm:{VM_UUID}"):
