@@ -7,18 +7,22 @@ store, webhook and engine. Results in bench/results/scale.json.
    hosts as the world sees them, by allocation (no Prometheus) and by measured load, median of
    `--repeat` runs; the slower of the two is `placement_1000_vms_s`. Beside it the same evacuation
    through `World.place`, which first reads every host's capacity through the libvirt edge.
-3. Webhook ingest on SQLite for `--ingest-seconds` (bench/scale_ingest.py: wrk on loopback).
+3. Webhook ingest for `--ingest-seconds` on SQLite, then on PostgreSQL (Debian's server, private, on
+   loopback, fsync on) (bench/scale_ingest.py: wrk on loopback, the server's CPU per alert, the same
+   server's /healthz as the floor).
 4. Decisions per second: the engine in dry run takes one VMDown incident per host to its verdict
    (bench/scale_decide.py).
-3b. The same on PostgreSQL (Debian's server, private, on loopback, fsync on) once the store takes
-   postgresql:// URLs; until then null with the reason. Failover and the leader lease are null
-   with the reason while there is no leader lease.
+5. Failover: three replicas on a private PostgreSQL, the leader killed (bench/failover.py).
+
+`--only PART...` runs some parts alone (`make bench-ingest` is `--only ingest`); the other keys are
+null, and such a run writes no file unless `--output` names one, so scale.json always holds a whole run.
 
 The machine's load average is recorded before and after: other work on a shared 2-core machine
 makes these figures indicative; a quiet machine gives the reference ones.
 
     python -m bench.scale [--hosts 1000] [--vms-per-host 20] [--evacuate 50] [--ingest-seconds 60]
-                          [--connections 8] [--output bench/results/scale.json]
+                          [--connections 8] [--only placement ingest decisions failover]
+                          [--output bench/results/scale.json]
 """
 
 from __future__ import annotations
