@@ -348,6 +348,11 @@ class Store(abc.ABC):
         """A unit of work: the calls made inside it (by this thread) commit together or not at all."""
 
     @abc.abstractmethod
+    def autocommit(self) -> ContextManager[None]:
+        """Calls (by this thread) whose every write is one statement, each committed as it runs: the
+        durability of a unit of work without its BEGIN and COMMIT. Refused inside a unit of work."""
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Raise StoreError unless the store answers a trivial query (for /readyz)."""
 

@@ -59,6 +59,13 @@ class SQLStore(LeaseRows, HostRows):
         with self.db.tx():
             yield
 
+    @contextmanager
+    def autocommit(self) -> Iterator[None]:
+        """Store calls whose writes are each one statement, committed as it runs (Database.autocommit): for
+        the webhook, whose batch of alerts is one INSERT, the durability of a transaction at fewer round trips."""
+        with self.db.autocommit():
+            yield
+
     def _rows(self, query: sa.Select) -> list[Any]:
         with self.db.read() as conn:
             return list(conn.execute(query))

@@ -47,14 +47,21 @@ def protection(alert: Alert, config: Config, known: KnownVMs) -> tuple[Alert, st
     return (alert if alert.uuid == uuid else replace(alert, uuid=uuid)), None
 
 
+# Up to this many alerts a batch is one INSERT statement (SQLAlchemy's insertmanyvalues page), which
+# commits on its own: no transaction around it needed.
+ALERTS_PER_STATEMENT = 1000
+
+
 def committer(config: Config, store: Store, clock: Callable[[], datetime]) -> Commit:
     """What one group commit does with the alerts of its posts: check each against the inventory and
-    store them all (ignored ones with their reason), in one unit of work. The inventory rows of every
-    VM the batch names come in one query, not one per alert (a fifth of the webhook's CPU, py-spy)."""
+    store them all (ignored ones with their reason). The inventory rows of every VM the batch names come
+    in one query, and the alerts go in one INSERT that commits as it runs (store.autocommit): on
+    PostgreSQL three round trips a batch instead of five, on SQLite one implicit transaction, as
+    durable. A batch too big for one statement takes a unit of work instead."""
 
     def commit(alerts: Sequence[Alert]) -> list[StoredAlert]:
         about_vms = [a for a in alerts if a.remediation in VM_KINDS and config.host(a.host) is not None]
-        with store.atomic():
+        with store.autocommit() if len(alerts) <= ALERTS_PER_STATEMENT else store.atomic():
             known = store.known_vms([a.uuid for a in about_vms if a.uuid],
                                     [a.vm for a in about_vms if a.vm and not a.uuid])
             checked = [protection(a, config, known) for a in alerts]

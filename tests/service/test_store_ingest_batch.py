@@ -1,18 +1,21 @@
 """The webhook's batch path through the store, on SQLite and on PostgreSQL: a batch of alerts is one INSERT
-(and one SELECT for its repeats), the inventory check of a batch one query, and the records a batch gets
-back are what storing its alerts one at a time would give."""
+(and one SELECT for its repeats), the inventory check of a batch one query, the records a batch gets
+back are what storing its alerts one at a time would give, and autocommit (the webhook's way to write
+that one INSERT without BEGIN and COMMIT) commits each statement as it runs."""
 
 from __future__ import annotations
 
 import itertools
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remediator.alerts import parse_alerts
 from remediator.model import ProtectedVM
+from remediator.store import open_store
 
 from .payloads import alert, body
 from .store_backends import T0, store, store_url  # noqa: F401 (fixtures)
@@ -98,3 +101,25 @@ def test_batches_give_the_records_one_at_a_time_storing_would(store, batches):
                 assert got.alert.fingerprint == f"{run:012x}{f}000" and got.alert.status == s
                 first[(f, s)] = (got.id, got.outcome)
     assert len({i for i, _ in first.values()}) == len(first)
+
+
+def test_autocommit_commits_each_statement_as_it_runs_and_a_unit_of_work_after_it_is_atomic_again(store, store_url):
+    other = open_store(store_url)  # another process's view
+    try:
+        with store.autocommit():
+            store.record_alerts(_alerts(1, 2), T0)
+            assert len(other.pending_alerts()) == 2  # committed before the block ends: no transaction around it
+        with pytest.raises(RuntimeError, match="refused"):
+            with store.atomic():
+                store.record_alerts(_alerts(3), T0)
+                raise RuntimeError("refused")
+        assert len(other.pending_alerts()) == 2  # the connection went back to transactions
+    finally:
+        other.close()
+
+
+def test_autocommit_is_refused_inside_a_unit_of_work(store):
+    with store.atomic():
+        with pytest.raises(RuntimeError, match="inside a unit of work"):
+            with store.autocommit():
+                pass
