@@ -8,7 +8,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from lab import state as st
-from lab.lab import Lab, find_lab, reap_abandoned, teardown
+from lab.lab import Lab
+from lab.registry import find_lab, reap_abandoned, teardown
 from lab.virt import HostUnreachable
 
 

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from lab import guests, host as hostmod, keeper, power, procs, state as st, storage as storagemod, virt
+from lab import guests, host as hostmod, keeper, power, procs, state as st, virt
+from lab.faults import HostFaults
 from lab.host import LabHost
+from lab.registry import SEED_NAME, cache_seed, find_lab, reap_abandoned, teardown
 from lab.simulate import HostSimulation
 from lab.storage import LabStorage
 from lab.virt import HostUnreachable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The capabilities cache of a lab host that probed every QEMU binary (not only x86_64: the older
-# "cache-seed" lacked qemu-system-i386, which each fresh libvirtd then probed at its first guest).
-SEED_NAME = "cache-seed-every-arch"
 
 
 def _kvm_usable() -> bool:
@@ -37,92 +35,16 @@ def _kvm_usable() -> bool:
         return False
 
 
-def _owner_alive(pid: int, start: int) -> bool:
-    return procs.alive(pid, start)
-
-
 def _python_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def teardown(state_file: Path, keeper_proc: subprocess.Popen | None = None) -> None:
-    """Remove everything a lab's state file records. Idempotent; safe after a crash."""
-    data = st.read(state_file)
-    run_dir = state_file.parent
-    if data is not None:
-        hosts = [LabHost.from_dict(h) for h in data.get("hosts", [])]
-        for d in data.get("daemons", []):
-            procs.kill(d["pid"], d["start"])
-        for h in hosts:
-            procs.kill(h.bmc_pid, h.bmc_start)
-            if hostmod.netns_exists(h.netns):
-                power.power_loss(h)
-            hostmod.delete_host_net(h)
-        if data.get("bridge"):
-            hostmod.delete_bridge(data["bridge"])
-        kp = data.get("keeper") or {}
-        if procs.kill(kp.get("pid"), kp.get("start")):
-            procs.wait_gone(kp["pid"], kp.get("start"), 5.0)
-        if data.get("data_dir"):
-            if data.get("storage"):
-                storagemod.unmount_shared(Path(data["data_dir"]) / "shared")
-            shutil.rmtree(data["data_dir"], ignore_errors=True)
-    if keeper_proc is not None:
-        keeper_proc.wait(timeout=5)  # our child: reap it, or it stays a zombie
-    shutil.rmtree(run_dir, ignore_errors=True)  # last: this releases the index
-
-
-def reap_abandoned(roots: st.Roots, index: int) -> bool:
-    """Tear down the lab at index if its owner died; True when the index became free."""
-    if not st.is_abandoned(roots, index, _owner_alive):
-        return False
-    if not st.claim_for_reaping(roots, index):
-        return False
-    print(f"lab: tearing down abandoned lab {st.lab_id(index)} (its owner is gone)", file=sys.stderr)
-    teardown(st.state_path(roots, index))
-    return True
-
-
-def find_lab(roots: st.Roots, name: str) -> Path | None:
-    for path, data in st.list_states(roots):
-        if data.get("name") == name:
-            return path
-    return None
-
-
-def cache_seed(roots: st.Roots = st.Roots()) -> Path | None:
-    """The QEMU capabilities cache new lab hosts start from; None until a first lab made it."""
-    for candidate in (hostmod.SYSTEM_CACHE, roots.data / SEED_NAME):
-        if (candidate / "qemu" / "capabilities").is_dir() and any((candidate / "qemu" / "capabilities").iterdir()):
-            return candidate
-    return None
-
-
-def leftovers(resources: dict) -> list[str]:
-    """What still exists of a lab's resources (from Lab.resources()) after it was torn down.
-
-    Every name derives from the lab's index, and an index is free only once the run dir (state
-    file) of its last lab is gone: a state file recording another keeper is a newer lab (another
-    test run on this machine) that took the index after ours was fully torn down; then only the
-    recorded pids are ours to check."""
-    left = [f"pid {pid}" for pid, start in resources["pids"] if procs.alive(pid, start)]
-    now = st.read(Path(resources["state_file"])) if resources.get("state_file") else None
-    if now is not None and resources.get("keeper") and now.get("keeper") != resources["keeper"]:
-        return left
-    left += [f"netns {n}" for n in resources["netns"] if hostmod.netns_exists(n)]
-    left += [f"link {l}" for l in resources["links"] if l and hostmod.link_exists(l)]
-    left += [f"netns pids {n}: {procs.netns_pids(n)}" for n in resources["netns"] if procs.netns_pids(n)]
-    for key in ("state_file", "data_dir"):
-        if resources[key] and Path(resources[key]).exists():
-            left.append(f"{key} {resources[key]}")
-    return left
-
-
-class Lab(HostSimulation, LabStorage):
-    """Also refuse_migration, set_host_load, ... (lab/simulate.py); with storage=True, shared and
-    host-local disks guarded by virtlockd (lab/storage.py)."""
+class Lab(HostFaults, HostSimulation, LabStorage):
+    """Also power_off, partition, crash_guest, ... (lab/faults.py); refuse_migration, set_host_load,
+    ... (lab/simulate.py); with storage=True, shared and host-local disks guarded by virtlockd
+    (lab/storage.py). Labs of other processes, teardown and leftovers: lab/registry.py."""
 
     def __init__(self, hosts: int = 3, name: str | None = None, *, roots: st.Roots = st.Roots(),
                  detached: bool = False, boot_timeout: float = 30.0, install_delay_s: float = 3.0,
@@ -389,110 +311,6 @@ class Lab(HostSimulation, LabStorage):
 
     def daemon_alive(self, name: str) -> bool:
         return any(procs.alive(d["pid"], d["start"]) for d in self.daemons if d["name"] == name)
-
-    # ---- faults ----------------------------------------------------------------------
-
-    def crash_guest(self, host: str | LabHost, vm_name: str) -> int:
-        """kill -9 the guest's qemu; libvirt then shows it shut off (crashed). Returns the pid."""
-        h = self.host(host)
-        pid = int((h.run_dir / "qemu" / f"{vm_name}.pid").read_text().strip())
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
-    def power_off(self, host: str | LabHost) -> None:
-        """Power loss: kill -9 every process of the host's namespace."""
-        power.power_loss(self.host(host))
-
-    def restart_libvirtd(self, host: str | LabHost, down_s: float = 2.0) -> None:
-        """libvirtd stopped (SIGTERM to its recorded pid) and started again after `down_s`; the
-        guests' QEMUs keep running, as on a package upgrade. Returns once it answers again."""
-        h = self.host(host)
-        pid = hostmod.libvirtd_pid(h)
-        if pid is None:
-            raise RuntimeError(f"{h.name}: libvirtd has no pid file")
-        start = procs.start_time(pid)
-        os.kill(pid, signal.SIGTERM)
-        procs.wait_gone(pid, start, 10.0)
-        time.sleep(down_s)
-        power.start_libvirtd(h, self.keeper_socket)
-        power.wait_listening(h, self.boot_timeout)
-        virt.wait_ready(h.uri, self.boot_timeout)
-
-    def power_on(self, host: str | LabHost) -> None:
-        """Boot: libvirtd (+ services); returns when libvirtd answers. Old guests stay shut off."""
-        h = self.host(host)
-        power.boot(h, self.keeper_socket, self.boot_timeout)
-        virt.wait_ready(h.uri, self.boot_timeout)
-        virt.load_capabilities(h.uri)
-
-    def is_on(self, host: str | LabHost) -> bool:
-        return power.is_on(self.host(host))
-
-    def partition(self, host: str | LabHost) -> None:
-        """Link down (the switch port): daemon and guests keep running, unreachable from outside."""
-        hostmod.set_link(self.host(host), up=False)
-
-    def heal(self, host: str | LabHost, timeout: float = 10.0) -> None:
-        """Link up again; returns once the host's libvirtd answers at its address (if it is on).
-
-        The bridge's neighbour entry for the host went FAILED while the link was down, and until
-        it is resolved again connects fail with "No route to host": forget it, then wait."""
-        h = self.host(host)
-        hostmod.set_link(h, up=True)
-        hostmod.forget_neighbour(h, self.bridge)
-        if self.is_on(h):
-            virt.wait_ready(h.uri, timeout)
-
-    def packet_loss(self, host: str | LabHost, percent: int) -> None:
-        """Drop `percent` % of the packets on the host's link, both ways (nftables in its netns)."""
-        hostmod.set_packet_loss(self.host(host), percent)
-
-    def clear_packet_loss(self, host: str | LabHost) -> None:
-        hostmod.set_packet_loss(self.host(host), 0)
-
-    def refuse_start(self, host: str | LabHost, vm_name: str, refuse: bool = True) -> None:
-        """Make every start of vm_name on host fail (a libvirt hook refuses it), or allow it again."""
-        hostmod.refuse_start(self.host(host), vm_name, refuse)
-
-    def kill_bmc(self, host: str | LabHost) -> None:
-        h = self.host(host)
-        if procs.kill(h.bmc_pid, h.bmc_start):
-            procs.wait_gone(h.bmc_pid, h.bmc_start, 5.0)
-        h.bmc_pid = h.bmc_start = None
-        self._save()
-
-    def start_bmc(self, host: str | LabHost, timeout: float = 10.0) -> None:
-        """Start the host's BMC (again on its recorded port, so its address does not change)."""
-        h = self.host(host)
-        if procs.alive(h.bmc_pid, h.bmc_start):
-            return
-        port_file = self.state_file.parent / f"{h.name}.bmc-port"
-        port_file.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "lab.bmc", "--state", str(self.state_file), "--host", h.name,
-                "--port", str(h.bmc_port), "--port-file", str(port_file),
-                "--user", h.bmc_user, "--password", h.bmc_password]
-        pid = keeper.spawn(self.keeper_socket, argv, str(self.state_file.parent / f"{h.name}.bmc.log"))
-        h.bmc_pid, h.bmc_start = pid, procs.start_time(pid)
-        self._save()
-        deadline = time.monotonic() + timeout
-        while not port_file.exists():
-            if not procs.alive(pid, h.bmc_start) or time.monotonic() > deadline:
-                log = self.state_file.parent / f"{h.name}.bmc.log"
-                raise RuntimeError(f"BMC of {h.name} did not come up: {log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        h.bmc_port = int(port_file.read_text())
-        self._save()
-
-    def bmc_alive(self, host: str | LabHost) -> bool:
-        h = self.host(host)
-        return procs.alive(h.bmc_pid, h.bmc_start)
-
-    def damage_boot(self, host: str | LabHost) -> None:
-        """Remove the fake kernel and initrd from host.boot_dir (the exporter's boot check)."""
-        hostmod.damage_boot(self.host(host))
-
-    def repair_boot(self, host: str | LabHost) -> None:
-        hostmod.repair_boot(self.host(host))
 
     # ---- reporting -------------------------------------------------------------------
 

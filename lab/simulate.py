@@ -1,7 +1,7 @@
 """Lab faults of a host's own making, as a mixin of Lab: refused migrations, simulated load, and
 delay on a host's traffic (lab/delay_proxy.py).
 
-Kept apart from lab.py (lifecycle, lookups, power and network faults) so each stays readable.
+Kept apart from lab.py (lifecycle, lookups, guests) and lab/faults.py (power and network faults) so each stays readable.
 `self` is a Lab: it has hosts and host(name).
 """
 from __future__ import annotations

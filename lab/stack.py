@@ -300,8 +300,30 @@ class Stack:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n\n".join(f"--- {r.name}\n{r.log_tail(lines)}" if len(self.replicas) > 1 else r.log_tail(lines)
+        """The remediator's last log lines, and what the monitoring stack saw meanwhile: a test that
+        waited in vain for the alert path can then tell a missing alert from an ignored one."""
+        logs = "\n\n".join(f"--- {r.name}\n{r.log_tail(lines)}" if len(self.replicas) > 1 else r.log_tail(lines)
                            for r in self.replicas)
+        return logs + self._monitoring_view()
+
+    def _monitoring_view(self) -> str:
+        if self.prometheus is None:
+            return ""
+        view = []
+        for what, read in (("prometheus up", lambda: {s["metric"].get("host"): s["value"][1]
+                                                       for s in self.prometheus.query('up{job="hypervisor"}')}),
+                           ("prometheus ALERTS", lambda: sorted(
+                               f'{s["metric"]["alertname"]}{{{s["metric"].get("host") or s["metric"].get("vm")}}}'
+                               f'={s["metric"]["alertstate"]}' for s in self.prometheus.query("ALERTS"))),
+                           ("alertmanager", lambda: sorted(
+                               f'{a["labels"]["alertname"]}{{{a["labels"].get("host") or a["labels"].get("vm")}}}'
+                               f' {a["status"]["state"]} since {a["startsAt"]}' for a in self.alertmanager.alerts())),
+                           ("alertmanager log", lambda: self.alertmanager.log_path.read_text(errors="replace")[-1500:])):
+            try:
+                view.append(f"{what}: {read()}")
+            except Exception as e:  # a diagnostic must not hide the failure it explains
+                view.append(f"{what}: unreadable ({e})")
+        return "\n--- monitoring\n" + "\n".join(view)
 
     # ---- the remediator's API ------------------------------------------------------------
     def api(self, path: str) -> Any:

@@ -52,8 +52,8 @@ def verify_host(e: "Engine", p: Mapping[str, Any]) -> Outcome:
         return Outcome(E.ACTION_FAILED, False, str(err))
     if reachable:
         return Outcome(E.HOST_REACHABLE, True, f"libvirt on {host} answers")
-    how = (": its kept-alive connection failed and has not reconnected since, and a fresh one failed too"
-           if e.world.link(host) is Link.LOST else "")
+    how = (": its kept-alive connection failed just now (keepalive)" if e.world.link(host) is Link.LOST
+           else ": a fresh connection failed")
     e.hosts.set_condition(host, HostEvent.UNREACHABLE, "libvirt unreachable from the remediator")
     return Outcome(E.HOST_UNREACHABLE, True, f"libvirt on {host} unreachable from the remediator{how}")
 

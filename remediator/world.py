@@ -103,25 +103,21 @@ class World:
 
     def answers(self, host: str) -> bool:
         """Whether libvirt on the host answers the remediator. The connection it already holds comes
-        first: one whose keepalive failed, with no reconnect since, is confirmed by one fresh probe (the
-        link may have healed since the keepalive failed); one still up is asked
-        a real round trip, because an alert can arrive before the keepalive has noticed a cut: a
-        living host answers it even through a slow link (whose scrapes time out), a cut-off one fails
-        it when the keepalive closes the connection. Never a fresh connect while that connection
-        exists (through a slow link it would not finish in time: a false "unreachable"). Without a
-        watcher, or with evidence too old, a fresh probe decides.
+        first: one whose keepalive failed just now (LOST) is proof of a cut, with no fresh connect
+        timeout to pay; one still up is asked a real round trip, because an alert can arrive before
+        the keepalive has noticed a cut: a living host answers it even through a slow link (whose
+        scrapes time out), a cut-off one fails it when the keepalive closes the connection. Never a
+        fresh connect while that connection exists (through a slow link it would not finish in
+        time: a false "unreachable"). Without a watcher, or with a loss too old to trust (the link
+        may have healed since: edges.libvirt_events.LOSS_TRUSTED_FOR_S), one fresh probe decides.
         Raises Inconclusive when the watcher did not answer within its bound: neither yes nor no."""
         link = self.link(host)
         if link is Link.ANSWERS:
             link = self.watchers.round_trip(host)
             if link is Link.UNKNOWN:
                 raise Inconclusive(f"the kept-alive connection to {host} gave no answer within its bound")
-        if link is Link.ANSWERS:
-            return True
-        # LOST is confirmed by one bounded fresh probe: a link that healed a moment ago still says
-        # lost until the watcher's next reconnect, and trusting it alone fenced a healed host (CI, a
-        # storm released right after both hosts healed). A cut host fails the probe in its connect
-        # timeout; a healed one answers it.
+        if link is not Link.UNKNOWN:
+            return link is Link.ANSWERS
         return self.hv.is_reachable(host)
 
     def note_reachability(self, asked: set[str], unreachable: set[str]) -> bool:

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from lab.lab import Lab, leftovers
+from lab.lab import Lab
+from lab.registry import leftovers
 from lab.postgres import PostgresServer
 from lab.monitoring import Alertmanager, Prometheus
 from lab.requirements import missing

@@ -10,12 +10,13 @@ is noticed by its watcher within CHECK_EVERY_S (HostLost), closed by it, and ope
 backoff; the alert path keeps covering that host meanwhile.
 
 The watchers' connections are also evidence for verification (`link(host)`, `round_trip(host)`):
-one whose keepalive failed, with every reconnect since failed too, says the host does not answer
-(World.answers still confirms it with one bounded fresh probe: the link may have healed since the
-watcher's latest attempt, and that alone once fenced a healed host). That evidence is only as old
-as the watcher's latest failed attempt:
-the watcher retries at most every RECONNECT_FAST_S for FAST_RETRIES_FOR_S after a loss, and
-evidence older than `fresh_s` counts as none. A connection still up is not yet proof that the host
+one whose keepalive failed at most LOSS_TRUSTED_FOR_S ago says the host does not answer (LOST), at
+once, with no fresh connect timeout to pay. An older loss says nothing (UNKNOWN: World.answers
+then asks with one bounded fresh probe), even when every reconnect since has failed: the link may
+have healed since the watcher's latest attempt, and trusting that once fenced a host that had
+healed half a second earlier (a storm released right after both hosts healed). After a loss the
+watcher retries at most every RECONNECT_FAST_S for FAST_RETRIES_FOR_S, so that a healed host is
+watched again within a second or so. A connection still up is not yet proof that the host
 answers: an alert can arrive before the keepalive has noticed a cut (it needs ~4 s). So
 `round_trip(host)` asks the watcher to make one real call on its kept-alive connection: a living
 host answers it, even through a slow, lossy link that a fresh connect could not cross in time; a
@@ -46,10 +47,17 @@ CRASH_EVENTS = frozenset({
 })
 CHECK_EVERY_S = 0.25  # isAlive() is a local check: cheap
 RECONNECT_MAX_S = 10.0
-# After a loss the watcher tries again at least this often for a while, so that "lost, and every
-# reconnect since failed" stays fresh while the alert path (for: 5s) and verification run.
+# After a loss the watcher tries again at least this often for a while: a healed host is watched
+# (and its crashes heard) again within about a second.
 RECONNECT_FAST_S = 1.0
 FAST_RETRIES_FOR_S = 60.0
+# How long a failed keepalive is proof enough on its own. The keepalive fails only after the host
+# has not answered for ~4 s (1 s x 3, plus the watcher's check); a partition that heals within this
+# much after that is one that lasted past every bound the alert path has (HostDown's for: 2 s
+# included), so fencing it is what the timings promise. Later than this, the link may have healed
+# unseen: a fresh probe decides. The alert and the keepalive both need ~4 s, so a HostDown alert
+# for a cut host is verified well within it (bench-recovery's host_partition: 0.0-0.5 s apart).
+LOSS_TRUSTED_FOR_S = 2.0
 # A round trip on a kept-alive connection ends within the keepalive's bound (1 s x 3: a cut link
 # fails the call after ~4 s); waiting longer than this means the watcher itself is stuck.
 ROUND_TRIP_BOUND_S = 10.0
@@ -59,26 +67,24 @@ class Link(Enum):
     """What a host's watcher connection says of the host, for verification."""
 
     ANSWERS = "answers"  # held up by keepalive now: the host's libvirt answers
-    LOST = "lost"  # its keepalive failed (or the socket closed) and no reconnect has succeeded since
-    UNKNOWN = "unknown"  # no watcher, never connected, or the evidence is too old: ask afresh
+    LOST = "lost"  # its keepalive failed (or the socket closed) just now: the host does not answer
+    UNKNOWN = "unknown"  # no watcher, never connected, or the loss is too old: ask afresh
 
 
 @dataclass
 class _LinkState:
     connected: bool = False
-    lost_at: float | None = None  # monotonic: the held connection died
-    failed_at: float | None = None  # monotonic: the latest reconnect attempt that failed since
+    lost_at: float | None = None  # monotonic: the held connection died (None: none died since the last)
 
 
-def link_evidence(state: _LinkState, now: float, fresh_s: float) -> Link:
-    """The pure rule: ANSWERS while connected; LOST only after a held connection died, when the
-    latest sign of it (the loss or a failed reconnect) is at most fresh_s old; else UNKNOWN."""
+def link_evidence(state: _LinkState, now: float, trusted_s: float = LOSS_TRUSTED_FOR_S) -> Link:
+    """The pure rule: ANSWERS while connected; LOST only when a held connection died at most
+    trusted_s ago; else UNKNOWN (a failed reconnect is not proof: the link may heal between two)."""
     if state.connected:
         return Link.ANSWERS
-    if state.lost_at is None:
+    if state.lost_at is None or now - state.lost_at > trusted_s:
         return Link.UNKNOWN
-    latest = max(state.lost_at, state.failed_at or state.lost_at)
-    return Link.LOST if now - latest <= fresh_s else Link.UNKNOWN
+    return Link.LOST
 
 
 class _Probe:
@@ -149,8 +155,6 @@ class DomainEvents:
         self._links = {host: _LinkState() for host in self._uris}
         self._links_lock = threading.Lock()
         self._probes = {host: _Probe() for host in self._uris}
-        # A failed attempt's evidence lasts one attempt (timeout) plus one wait between attempts.
-        self.fresh_s = connect_timeout + RECONNECT_FAST_S
 
     def link(self, host: str) -> Link:
         """What this host's watcher connection says of it now (see the module's docstring)."""
@@ -158,7 +162,7 @@ class DomainEvents:
             state = self._links.get(host)
             if state is None:
                 return Link.UNKNOWN
-            return link_evidence(state, time.monotonic(), self.fresh_s)
+            return link_evidence(state, time.monotonic())
 
     def round_trip(self, host: str, bound_s: float = ROUND_TRIP_BOUND_S) -> Link:
         """A real call on the host's kept-alive connection, made by its watcher: ANSWERS when it
@@ -201,9 +205,7 @@ class DomainEvents:
             try:
                 conn, _ = open_kept_alive(uri, self._timeout)
             except HostUnreachable as err:
-                now = time.monotonic()
-                self._note(host, failed_at=now)
-                if lost_at is not None and now - lost_at < FAST_RETRIES_FOR_S:
+                if lost_at is not None and time.monotonic() - lost_at < FAST_RETRIES_FOR_S:
                     backoff = min(backoff, RECONNECT_FAST_S)
                 log.debug("events %s: %s; trying again in %.0f s", host, err, backoff)
                 self._stop.wait(backoff)
@@ -219,7 +221,7 @@ class DomainEvents:
                 self._stop.wait(backoff)
                 continue
             log.info("events %s: watching domain lifecycle events", host)
-            self._note(host, connected=True, lost_at=None, failed_at=None)
+            self._note(host, connected=True, lost_at=None)
             lost_at = None
             probe = self._probes[host]
             while True:
@@ -230,7 +232,7 @@ class DomainEvents:
                 ok = _alive(conn) and (asked is None or _answers(conn))
                 if not ok:
                     lost_at = time.monotonic()
-                    self._note(host, connected=False, lost_at=lost_at, failed_at=None)
+                    self._note(host, connected=False, lost_at=lost_at)
                     probe.fail_pending()
                     log.info("events %s: connection lost; the alert path covers the host until it is back", host)
                     self.crashes.put(HostLost(host, lost_at))

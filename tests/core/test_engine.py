@@ -243,13 +243,19 @@ def test_damaged_host_is_cordoned_and_its_vms_migrate_away(make_dc):
     # answers, so each VM is destroyed there and started once on another host; h1 stays cordoned.
     dc.settle()
     inc = dc.store.get_incident(inc.id)
+    drains = [i for i in dc.store.intents(inc.id) if i.action.kind == A.MIGRATE_AWAY]
+    told = f"{inc.reason}\ndrains: {[(i.ok, i.detail) for i in drains]}"
     assert dc.store.host_states()["h1"].condition is HostCondition.CORDONED
-    assert inc.state == S.RECOVERED and "2 restarted cold" in inc.reason and "not supported" in inc.reason
-    assert set(inc.data["cold_restarts"]) == {"g1", "g2"}
+    assert inc.state == S.RECOVERED and "not supported" in inc.reason, told
+    # A drain that failed part-way (on a loaded machine: CI once saw one VM's cold restart fail) is
+    # retried, and the retry moves only what is still there: each VM restarted cold exactly once.
+    cold = [name for i in drains for name in ("g1", "g2") if f"{name} destroyed on h1" in (i.detail or "")]
+    assert sorted(cold) == ["g1", "g2"], told
+    assert all(i.ok for i in drains[-1:]) and all(not i.ok for i in drains[:-1]), told
     running = dc.running()
     assert sorted(running) == sorted(dc.vms[n] for n in ("g1", "g2")) and all(h != ["h1"] for h in running.values())
     assert_never_twice(dc)
-    assert [k for k, _ in kinds_done(dc, inc.id)] == [A.CORDON_HOST, A.MIGRATE_AWAY]
+    assert [k for k, _ in kinds_done(dc, inc.id)] == [A.CORDON_HOST] + [A.MIGRATE_AWAY] * len(drains), told
 
 
 # ---- durability --------------------------------------------------------------------------------------

@@ -187,10 +187,30 @@ def test_guest_paused_on_io_error_is_handled_by_each_policy(fleet):
     uuids = {policy: u for policy, (u, _) in guests.items()}
     stack.wait_watching(uuids.values())
     filled = lab.fill_shared_storage()
+    try:
+        _each_policy_while_full_then_freed(lab, stack, uuids, filled)
+    finally:
+        lab.free_shared_storage()  # a failure above must not leave the next test a full disk
+    assert len(sampler.duplicates) == seen
+
+
+def _paused_on_io_error(lab, host, name) -> bool:
+    try:
+        return lab.domain_state(host, name) == ("paused", "5")
+    except libvirt.libvirtError:  # restart_elsewhere: already destroyed and undefined on h2
+        return False
+
+
+def _each_policy_while_full_then_freed(lab, stack, uuids, filled):
     started = time.monotonic()
-    for policy in guests:
-        name = f"io-{policy.replace('_', '-')}"
-        wait_for(lambda: lab.domain_state("h2", name) == ("paused", "5"), 10, f"{name} paused on an I/O error")
+    # restart_elsewhere acts the moment its guest pauses: by the time one looks, the paused copy may
+    # already be gone from h2. Its incident is the proof that it paused (opened by the pause alone).
+    move = f"vm:{uuids['restart_elsewhere']}:io_error"
+    for policy in ("wait", "resume"):
+        name = f"io-{policy}"
+        wait_for(lambda: _paused_on_io_error(lab, "h2", name), 10, f"{name} paused on an I/O error")
+    wait_for(lambda: _paused_on_io_error(lab, "h2", "io-restart-elsewhere") or incident(stack, move), 10,
+             "io-restart-elsewhere paused on an I/O error (or its incident already open)")
     paused_s = time.monotonic() - started
     wait_for(lambda: (i := incident(stack, f"vm:{uuids['wait']}:io_error")) and i["state"] == "vm_io_waiting", 20,
              "the wait guest's incident waiting", on_timeout=stack.log_tail)
@@ -199,7 +219,6 @@ def test_guest_paused_on_io_error_is_handled_by_each_policy(fleet):
     # restart_elsewhere acts at once on what placement knows: before the exporters' storage checks (every
     # second on this lab) see the full storage it restarts the guest on another host; once they do, it waits for a host
     # whose check passes. Either way the paused copy goes first.
-    move = f"vm:{uuids['restart_elsewhere']}:io_error"
     wait_for(lambda: ((i := incident(stack, move)) and i["closed_at"]) or len(stack.prometheus.query(
         'hypervisor_host_check{check="storage"} == 0')) == len(lab.hosts), 20, "moved, or every storage check failing")
     moved_while_full = bool(incident(stack, move)["closed_at"])
@@ -224,7 +243,6 @@ def test_guest_paused_on_io_error_is_handled_by_each_policy(fleet):
     assert incident(stack, f"vm:{uuids['wait']}:io_error")["state"] == "vm_io_waiting"
     lab.exec("h2", ["virsh", "resume", "io-wait"], check=True, capture_output=True)  # the operator's repair
     assert closed(stack, f"vm:{uuids['wait']}:io_error")["state"] == "recovered"
-    assert len(sampler.duplicates) == seen
 
 
 def test_protect_on_a_running_unprotected_guest_then_its_crash_is_recovered(fleet):

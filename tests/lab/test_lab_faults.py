@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import HostUnreachable
-from lab.lab import cache_seed, leftovers, reap_abandoned
+from lab.registry import cache_seed, leftovers, reap_abandoned
 from lab import state as st
 
 pytestmark = pytest.mark.lab
