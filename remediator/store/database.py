@@ -95,17 +95,39 @@ class Database:
         if conn is not None:
             yield conn
             return
+        with self._connection(write) as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[sa.Connection]:
+        """This thread's store calls, each statement committing as it runs (no BEGIN, no COMMIT: PostgreSQL
+        saves two round trips, SQLite runs the statement in its own implicit transaction, as durable).
+        Only for work whose every write is a single statement; reads see what is committed."""
+        if self.in_unit_of_work():
+            raise RuntimeError("autocommit inside a unit of work: its writes would not be atomic")
+        with self._connection(AUTOCOMMIT) as conn:
+            yield conn
+
+    @contextmanager
+    def _connection(self, mode: bool | str) -> Iterator[sa.Connection]:
+        """A connection made this thread's for the block: in a write (True) or read (False) transaction,
+        or in AUTOCOMMIT (psycopg's autocommit; SQLite's driver runs so already, BEGIN being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
         with self._serial if self._serial is not None else nullcontext():
-            self._local.write = write
-            with self._errors(), self.engine.connect() as conn:
-                self._local.conn = conn
-                try:
-                    with conn.begin():
-                        yield conn
-                finally:
-                    self._local.conn = None
+            self._local.write = mode
+            try:
+                with self._errors(), self.engine.connect() as conn:
+                    if mode is AUTOCOMMIT and self.dialect == "postgresql":
+                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    self._local.conn = conn
+                    try:
+                        with conn.begin():
+                            yield conn
+                    finally:
+                        self._local.conn = None
+            finally:
+                self._local.write = True
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -122,30 +144,6 @@ class Database:
             raise StoreError(f"store {self.url}: {e}") from e
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"store {self.url}: {e}") from e
-
-    @contextmanager
-    def autocommit(self) -> Iterator[sa.Connection]:
-        """This thread's store calls, each statement committing as it runs (no BEGIN, no COMMIT: PostgreSQL
-        saves two round trips, SQLite runs the statement in its own implicit transaction, as durable).
-        Only for work whose every write is a single statement; reads see what is committed."""
-        if self.in_unit_of_work():
-            raise RuntimeError("autocommit inside a unit of work: its writes would not be atomic")
-        if self.closed:
-            raise StoreError(f"store {self.url} is closed")
-        with self._serial if self._serial is not None else nullcontext():
-            self._local.write = AUTOCOMMIT
-            try:
-                with self._errors(), self.engine.connect() as conn:
-                    if self.dialect == "postgresql":  # psycopg's autocommit; SQLite's driver runs so already (BEGIN is ours)
-                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    self._local.conn = conn
-                    try:
-                        with conn.begin():
-                            yield conn
-                    finally:
-                        self._local.conn = None
-            finally:
-                self._local.write = True
 
     def in_unit_of_work(self) -> bool:
         return getattr(self._local, "conn", None) is not None
