@@ -42,9 +42,10 @@ bench-exporter: bootstrap
 bench-recovery: bootstrap
 	$(PY) -m bench.recovery $(ARGS)
 
-# Webhook ingest on SQLite and PostgreSQL beside the store alone (~1 min): bench/results/ingest.json.
+# bench-scale's webhook ingest alone, on SQLite and PostgreSQL (~8 min, most of it syncing the 1,000-host
+# inventory into each store); prints its figures, writes no result file unless ARGS="--output FILE".
 bench-ingest: bootstrap
-	$(PY) -m bench.ingest $(ARGS)
+	$(PY) -m bench.scale --only ingest $(ARGS)
 
 # Side by side with Pacemaker + Corosync on the same lab (docs/peer-bench.md); ~27 min on 2 cores (3 runs).
 bench-peer: bootstrap

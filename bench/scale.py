@@ -7,18 +7,22 @@ store, webhook and engine. Results in bench/results/scale.json.
    hosts as the world sees them, by allocation (no Prometheus) and by measured load, median of
    `--repeat` runs; the slower of the two is `placement_1000_vms_s`. Beside it the same evacuation
    through `World.place`, which first reads every host's capacity through the libvirt edge.
-3. Webhook ingest on SQLite for `--ingest-seconds` (bench/scale_ingest.py: wrk on loopback).
+3. Webhook ingest for `--ingest-seconds` on SQLite, then on PostgreSQL (Debian's server, private, on
+   loopback, fsync on) (bench/scale_ingest.py: wrk on loopback, the server's CPU per alert, the same
+   server's /healthz as the floor).
 4. Decisions per second: the engine in dry run takes one VMDown incident per host to its verdict
    (bench/scale_decide.py).
-3b. The same on PostgreSQL (Debian's server, private, on loopback, fsync on) once the store takes
-   postgresql:// URLs; until then null with the reason. Failover and the leader lease are null
-   with the reason while there is no leader lease.
+5. Failover: three replicas on a private PostgreSQL, the leader killed (bench/failover.py).
+
+`--only PART...` runs some parts alone (`make bench-ingest` is `--only ingest`); the other keys are
+null, and such a run writes no file unless `--output` names one, so scale.json always holds a whole run.
 
 The machine's load average is recorded before and after: other work on a shared 2-core machine
 makes these figures indicative; a quiet machine gives the reference ones.
 
     python -m bench.scale [--hosts 1000] [--vms-per-host 20] [--evacuate 50] [--ingest-seconds 60]
-                          [--connections 8] [--output bench/results/scale.json]
+                          [--connections 8] [--only placement ingest decisions failover]
+                          [--output bench/results/scale.json]
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from bench import scale_decide, scale_ingest
 from bench.fleet import WEBHOOK_TOKEN, Fleet, build_fleet, fleet_config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = REPO / "bench/results/scale.json"
 FAILOVER_NOTE = ("p50 of the leader's kill -9 to a standby acting (lease taken, resumed, running), three replicas "
                  "on a private PostgreSQL (bench/failover.py, `make bench-failover`); details.failover has each run")
-NO_POSTGRESQL = "not measured: the store on PostgreSQL (issue 12's SQLAlchemy store) is not on main yet"
 TARGETS = {"placement_1000_vms_s": "<= 1", "ingest_alerts_per_s": ">= 1000", "ingest_p99_ms": "<= 50",
            "failover_s": "<= lease_s + 2"}
 
@@ -83,23 +87,17 @@ def bench_placement(fleet: Fleet, config, store, hypervisors, evacuate: int, rep
     return out
 
 
-def postgresql_ingest(fleet: Fleet, work: Path, args) -> tuple[dict | None, str]:
-    """Ingest on PostgreSQL (a private Debian server, lab/postgres.py) when the store supports it;
-    else (None, why not)."""
+def postgresql_ingest(fleet: Fleet, work: Path, args) -> dict:
+    """Ingest on PostgreSQL: a private Debian server (lab/postgres.py), fsync on, as in production (the
+    webhook's answer means committed). A missing server or a store that cannot open fails the bench."""
+    from lab.postgres import PostgresServer
     from remediator.edges.libvirt import Hypervisors
     from remediator.reconcile import sync_inventory
-    from remediator.store import StoreError, open_store
+    from remediator.store import open_store
 
-    try:
-        from lab.postgres import PostgresServer
-    except ImportError:
-        return None, NO_POSTGRESQL
-    with PostgresServer() as server:  # fsync on: the webhook's answer means committed, as in production
+    with PostgresServer() as server:
         url = server.create_database("bench_scale")
-        try:
-            store = open_store(url)
-        except StoreError as err:
-            return None, f"not measured: {err}"
+        store = open_store(url)
         config = fleet.config(url, dry_run=True)
         hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
         try:
@@ -111,7 +109,7 @@ def postgresql_ingest(fleet: Fleet, work: Path, args) -> tuple[dict | None, str]
         path.write_text(fleet_config_yaml(fleet.uris, url, dry_run=True, port=0, threads=args.threads))
         count = lambda: int(server.sql("SELECT count(*) FROM alerts", "bench_scale").strip())  # noqa: E731
         return scale_ingest.measure(path, count, work / "vms.txt", WEBHOOK_TOKEN, seconds=args.ingest_seconds,
-                                    connections=args.connections), ""
+                                    connections=args.connections)
 
 
 def sqlite_alert_count(path: Path):
@@ -119,6 +117,88 @@ def sqlite_alert_count(path: Path):
         with sqlite3.connect(path) as db:
             return int(db.execute("SELECT count(*) FROM alerts").fetchone()[0])
     return count
+
+
+PARTS = ("placement", "ingest", "decisions", "failover")
+
+
+def ingest_both(fleet: Fleet, seed: Path, work: Path, args) -> dict:
+    """Webhook ingest on SQLite (a copy of the synced seed store), then on PostgreSQL."""
+    ingest_db = work / "ingest.db"
+    shutil.copy(seed, ingest_db)
+    ingest_config = work / "ingest.yml"
+    ingest_config.write_text(fleet_config_yaml(fleet.uris, f"sqlite:///{ingest_db}", dry_run=True, port=0,
+                                               threads=args.threads))
+    sqlite = scale_ingest.measure(ingest_config, sqlite_alert_count(ingest_db), work / "vms.txt", WEBHOOK_TOKEN,
+                                  seconds=args.ingest_seconds, connections=args.connections)
+    print(f"ingest sqlite: {json.dumps(sqlite)}", flush=True)
+    pg = postgresql_ingest(fleet, work, args)
+    print(f"ingest postgresql: {json.dumps(pg)}", flush=True)
+    return {"sqlite": sqlite, "postgresql": pg}
+
+
+def run_parts(args, work: Path) -> tuple[Fleet, dict]:
+    """The parts `--only` names (every one by default), each on the one synced fleet; their figures by part."""
+    from remediator.edges.libvirt import Hypervisors
+    from remediator.reconcile import sync_inventory
+    from remediator.store import open_store
+
+    fleet = build_fleet(work / "fleet", args.hosts, args.vms_per_host)
+    (work / "vms.txt").write_text("".join(f"{h} {v.name} {v.uuid}\n" for h in fleet.hosts for v in fleet.vms[h]))
+    seed = work / "seed.db"
+    config = fleet.config(f"sqlite:///{seed}", dry_run=True)
+    hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
+    out: dict = {}
+    try:
+        if set(args.only) & {"placement", "ingest", "decisions"}:
+            store = open_store(config.store.url)
+            try:
+                sync_s, report = timed(lambda: sync_inventory(config, store, hypervisors, scale_decide.now()), 1)
+                out["inventory_sync_s"] = round(sync_s, 2)
+                print(f"inventory: {report.protected} protected VMs on {len(fleet.hosts)} hosts in {sync_s:.1f} s",
+                      flush=True)
+                if "placement" in args.only:
+                    out["placement"] = bench_placement(fleet, config, store, hypervisors, args.evacuate, args.repeat)
+                    print(f"placement: {json.dumps(out['placement'])}", flush=True)
+            finally:
+                store.close()
+        if "ingest" in args.only:
+            out["ingest"] = ingest_both(fleet, seed, work, args)
+        if "decisions" in args.only:
+            decide_db = work / "decide.db"
+            shutil.copy(seed, decide_db)
+            store = open_store(f"sqlite:///{decide_db}")
+            try:
+                out["decisions"] = scale_decide.measure(config, store, hypervisors, fleet.down_vms())
+            finally:
+                store.close()
+            print(f"decisions: {json.dumps(out['decisions'])}", flush=True)
+    finally:
+        hypervisors.close()
+    if "failover" in args.only:
+        from bench import failover  # three replicas on a private PostgreSQL, the leader killed (bench/failover.py)
+
+        out["failover"] = failover.measure(args.failover_runs)
+        print(f"failover: {json.dumps({k: v for k, v in out['failover'].items() if k != 'runs'})}", flush=True)
+    return fleet, out
+
+
+def summary(parts: dict) -> dict:
+    """The issue's keys from the parts that ran (None for a part that did not)."""
+    placement, ingest = parts.get("placement"), parts.get("ingest") or {}
+    sqlite, pg = ingest.get("sqlite"), ingest.get("postgresql")
+    lease = parts.get("failover") or {}
+    return {
+        "placement_1000_vms_s": max(placement["by_allocation"]["seconds"], placement["by_load"]["seconds"])
+        if placement else None,
+        "ingest_sqlite_alerts_per_s": sqlite["alerts_per_s"] if sqlite else None,
+        "ingest_sqlite_p99_ms": sqlite["p99_ms"] if sqlite else None,
+        "ingest_postgresql_alerts_per_s": pg["alerts_per_s"] if pg else None,
+        "ingest_postgresql_p99_ms": pg["p99_ms"] if pg else None,
+        "decisions_per_s": parts["decisions"]["decisions_per_s"] if "decisions" in parts else None,
+        "failover_s": lease.get("failover_s"),
+        "lease_s": lease.get("lease_s"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,70 +211,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=8, help="wrk's keep-alive connections (closed loop)")
     ap.add_argument("--threads", type=int, default=8, help="the webhook server's threads (listen.threads)")
     ap.add_argument("--failover-runs", type=int, default=5, help="leader kills (bench/failover.py)")
-    ap.add_argument("--output", default=str(REPO / "bench/results/scale.json"))
+    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="run these parts alone (`make bench-ingest` is --only ingest); the others' keys are null")
+    ap.add_argument("--output", default=None,
+                    help="where the results go; default bench/results/scale.json for a full run, none (printed "
+                         "only) when --only leaves a part out, so a partial run never replaces the full figures")
     args = ap.parse_args(argv)
-
-    from remediator.edges.libvirt import Hypervisors
-    from remediator.reconcile import sync_inventory
-    from remediator.store import open_store
+    output = args.output or (str(DEFAULT_OUTPUT) if set(args.only) == set(PARTS) else None)
 
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
-        fleet = build_fleet(work / "fleet", args.hosts, args.vms_per_host)
-        seed = work / "seed.db"
-        config = fleet.config(f"sqlite:///{seed}", dry_run=True)
-        hypervisors = Hypervisors(config.host_uris, connect_timeout=config.libvirt_connect_timeout_s)
-        store = open_store(config.store.url)
-        sync_s, report = timed(lambda: sync_inventory(config, store, hypervisors, scale_decide.now()), 1)
-        print(f"inventory: {report.protected} protected VMs on {len(fleet.hosts)} hosts in {sync_s:.1f} s", flush=True)
-        placement = bench_placement(fleet, config, store, hypervisors, args.evacuate, args.repeat)
-        print(f"placement: {json.dumps(placement)}", flush=True)
-        store.close()
-
-        ingest_db = work / "ingest.db"
-        shutil.copy(seed, ingest_db)
-        ingest_config = work / "ingest.yml"
-        ingest_config.write_text(fleet_config_yaml(fleet.uris, f"sqlite:///{ingest_db}", dry_run=True, port=0,
-                                                   threads=args.threads))
-        vms_file = work / "vms.txt"
-        vms_file.write_text("".join(f"{h} {v.name} {v.uuid}\n" for h in fleet.hosts for v in fleet.vms[h]))
-        ingest = scale_ingest.measure(ingest_config, sqlite_alert_count(ingest_db), vms_file, WEBHOOK_TOKEN,
-                                      seconds=args.ingest_seconds, connections=args.connections)
-        print(f"ingest sqlite: {json.dumps(ingest)}", flush=True)
-        ingest_pg, pg_note = postgresql_ingest(fleet, work, args)
-        print(f"ingest postgresql: {json.dumps(ingest_pg) if ingest_pg else pg_note}", flush=True)
-
-        decide_db = work / "decide.db"
-        shutil.copy(seed, decide_db)
-        store = open_store(f"sqlite:///{decide_db}")
-        try:
-            decisions = scale_decide.measure(config, store, hypervisors, fleet.down_vms())
-        finally:
-            store.close()
-        print(f"decisions: {json.dumps(decisions)}", flush=True)
-        hypervisors.close()
-        from bench import failover  # three replicas on a private PostgreSQL, the leader killed (bench/failover.py)
-
-        lease = failover.measure(args.failover_runs)
-        print(f"failover: {json.dumps({k: v for k, v in lease.items() if k != 'runs'})}", flush=True)
+        fleet, parts = run_parts(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
     load_after = os.getloadavg()
-    placement_s = max(placement["by_allocation"]["seconds"], placement["by_load"]["seconds"])
+    ingest = parts.get("ingest") or {}
     result = {
-        "placement_1000_vms_s": placement_s,
-        "ingest_sqlite_alerts_per_s": ingest["alerts_per_s"],
-        "ingest_sqlite_p99_ms": ingest["p99_ms"],
-        "ingest_postgresql_alerts_per_s": ingest_pg["alerts_per_s"] if ingest_pg else None,
-        "ingest_postgresql_p99_ms": ingest_pg["p99_ms"] if ingest_pg else None,
-        "decisions_per_s": decisions["decisions_per_s"],
-        "failover_s": lease["failover_s"],
-        "lease_s": lease["lease_s"],
+        **summary(parts),
         "notes": {
-            **({"ingest_postgresql": pg_note} if pg_note else {}),
+            **({"partial": f"only {', '.join(args.only)} ran (--only); the other keys are null"}
+               if set(args.only) != set(PARTS) else {}),
             "failover_s": FAILOVER_NOTE,
             "indicative": "measured on a shared 2-core machine (see load_average); rerun on a quiet machine "
                           "for reference figures",
@@ -207,9 +245,10 @@ def main(argv: list[str] | None = None) -> int:
                       "about one core), whatever share of a core it got here (server_cpu_cores)",
         },
         "targets": TARGETS,
-        "details": {"inventory_sync_s": round(sync_s, 2), "placement": placement, "ingest_sqlite": ingest,
-                    "ingest_postgresql": ingest_pg, "decisions": decisions, "failover": lease},
-        "parameters": {"hosts": args.hosts, "vms": args.hosts * args.vms_per_host,
+        "details": {"inventory_sync_s": parts.get("inventory_sync_s"), "placement": parts.get("placement"),
+                    "ingest_sqlite": ingest.get("sqlite"), "ingest_postgresql": ingest.get("postgresql"),
+                    "decisions": parts.get("decisions"), "failover": parts.get("failover")},
+        "parameters": {"parts": list(args.only), "hosts": args.hosts, "vms": args.hosts * args.vms_per_host,
                        "vms_per_host": args.vms_per_host, "evacuated_hosts": args.evacuate,
                        "placement_repeat": args.repeat, "ingest_seconds": args.ingest_seconds,
                        "wrk_connections": args.connections, "server_threads": args.threads,
@@ -217,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"start": [round(x, 2) for x in load_before], "end": [round(x, 2) for x in load_after]},
         "started_at": started_at,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("details", "notes", "targets")}, indent=2))
     return 0
 

@@ -43,7 +43,7 @@ class _Wakeable:
 
 
 def serve(config_path: str) -> int:
-    from remediator.cli import make_server
+    from remediator.serve import make_server
     from remediator.config import load_config
     from remediator.web import create_app
 

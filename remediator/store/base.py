@@ -63,6 +63,28 @@ class DecisionLike(Protocol):
 
 
 @dataclass(frozen=True)
+class KnownVM:
+    """What the webhook's inventory check needs of a VM row (not its XML)."""
+
+    uuid: str
+    name: str
+    protected: bool
+
+
+@dataclass(frozen=True)
+class KnownVMs:
+    """The inventory's answer for a batch of alerts, read in one query: VMs by lowercase UUID, and by
+    name the most recently updated one (as find_vm_by_name answers)."""
+
+    by_uuid: Mapping[str, KnownVM]
+    by_name: Mapping[str, KnownVM]
+
+    def find(self, uuid: str | None, name: str | None) -> KnownVM | None:
+        """As get_vm(uuid) when there is a UUID, else find_vm_by_name(name)."""
+        return self.by_uuid.get(uuid.lower()) if uuid else self.by_name.get(name or "")
+
+
+@dataclass(frozen=True)
 class StoredAlert:
     id: int
     alert: Alert
@@ -249,6 +271,10 @@ class Store(abc.ABC):
     def find_vm_by_name(self, name: str) -> ProtectedVM | None: ...
 
     @abc.abstractmethod
+    def known_vms(self, uuids: Iterable[str], names: Iterable[str]) -> KnownVMs:
+        """The VMs with any of these UUIDs or names, in one query (the webhook checks a batch at once)."""
+
+    @abc.abstractmethod
     def list_vms(self) -> list[ProtectedVM]: ...
 
     @abc.abstractmethod
@@ -320,6 +346,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def atomic(self) -> ContextManager[None]:
         """A unit of work: the calls made inside it (by this thread) commit together or not at all."""
+
+    @abc.abstractmethod
+    def autocommit(self) -> ContextManager[None]:
+        """Calls (by this thread) whose every write is one statement, each committed as it runs: the
+        durability of a unit of work without its BEGIN and COMMIT. Refused inside a unit of work."""
 
     @abc.abstractmethod
     def ping(self) -> None:

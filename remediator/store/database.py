@@ -34,6 +34,7 @@ LEGACY_VERSIONS = 3
 # versions up to 3) then refuses the file ("newer than this remediator knows") instead of misreading it.
 ALEMBIC_USER_VERSION = 1000
 MIGRATION_LOCK = 0x72656D65  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+AUTOCOMMIT = "autocommit"  # this thread's connection runs without a transaction (Database.autocommit)
 
 
 def redacted(url: str) -> str:
@@ -94,28 +95,55 @@ class Database:
         if conn is not None:
             yield conn
             return
+        with self._connection(write) as conn:
+            yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[sa.Connection]:
+        """This thread's store calls, each statement committing as it runs (no BEGIN, no COMMIT: PostgreSQL
+        saves two round trips, SQLite runs the statement in its own implicit transaction, as durable).
+        Only for work whose every write is a single statement; reads see what is committed."""
+        if self.in_unit_of_work():
+            raise RuntimeError("autocommit inside a unit of work: its writes would not be atomic")
+        with self._connection(AUTOCOMMIT) as conn:
+            yield conn
+
+    @contextmanager
+    def _connection(self, mode: bool | str) -> Iterator[sa.Connection]:
+        """A connection made this thread's for the block: in a write (True) or read (False) transaction,
+        or in AUTOCOMMIT (psycopg's autocommit; SQLite's driver runs so already, BEGIN being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
         with self._serial if self._serial is not None else nullcontext():
-            self._local.write = write
+            self._local.write = mode
             try:
-                with self.engine.connect() as conn:
+                with self._errors(), self.engine.connect() as conn:
+                    if mode is AUTOCOMMIT and self.dialect == "postgresql":
+                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                     self._local.conn = conn
                     try:
                         with conn.begin():
                             yield conn
                     finally:
                         self._local.conn = None
-            except sa.exc.IntegrityError:
-                raise
-            except sa.exc.DBAPIError as e:
-                raise StoreError(f"store {self.url}: {e.orig}") from e
-            except sa.exc.StatementError as e:
-                if isinstance(e.orig, (ValueError, TypeError)):  # a value the store refuses (a naive time): the caller's bug
-                    raise e.orig from None
-                raise StoreError(f"store {self.url}: {e}") from e
-            except sa.exc.SQLAlchemyError as e:
-                raise StoreError(f"store {self.url}: {e}") from e
+            finally:
+                self._local.write = True
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database errors as StoreError naming the store; IntegrityError and refused values as they are."""
+        try:
+            yield
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.DBAPIError as e:
+            raise StoreError(f"store {self.url}: {e.orig}") from e
+        except sa.exc.StatementError as e:
+            if isinstance(e.orig, (ValueError, TypeError)):  # a value the store refuses (a naive time): the caller's bug
+                raise e.orig from None
+            raise StoreError(f"store {self.url}: {e}") from e
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"store {self.url}: {e}") from e
 
     def in_unit_of_work(self) -> bool:
         return getattr(self._local, "conn", None) is not None
@@ -124,7 +152,9 @@ class Database:
         return self.tx(write=False)
 
     def _sqlite_begin(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if getattr(self._local, "write", True) else "BEGIN")
+        write = getattr(self._local, "write", True)
+        if write is not AUTOCOMMIT:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def dispose(self) -> None:
         with self._serial if self._serial is not None else nullcontext():

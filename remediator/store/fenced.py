@@ -27,7 +27,7 @@ WRITES = frozenset({
 # Ingest: any replica may store an alert or an operator's request (the fast path's crash is an alert too).
 INGEST = frozenset({"record_alerts", "enqueue_event"})
 READS = frozenset({
-    "find_vm_by_name", "get_event", "get_incident", "get_setting", "get_vm", "history", "host_loads", "host_states",
+    "find_vm_by_name", "known_vms", "get_event", "get_incident", "get_setting", "get_vm", "history", "host_loads", "host_states",
     "hosts_defining", "incident_counts", "intents", "latest_incident_for", "list_incidents", "list_vms",
     "open_incident_for", "pending_alerts", "pending_events", "recent_alerts", "storm_hold", "storm_release",
     "unfinished_intents", "unreachable_hosts", "ping", "close",

@@ -3,6 +3,7 @@ the storm hold in sql_hosts.py). Connections, units of work and migrations are d
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
@@ -41,7 +42,8 @@ class SQLStore(LeaseRows, HostRows):
         self._insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         # built once: the webhook's hot statement (parameters bound per execution)
         self._insert_alert = self._insert(alerts).on_conflict_do_nothing(
-            index_elements=["fingerprint", "starts_at", "status"]).returning(*alerts.c)
+            index_elements=["fingerprint", "starts_at", "status"]).returning(
+            alerts.c.id, alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status)
         # concurrent webhook POSTs share a commit (one fsync), each still answered only after it
         self._alert_groups: GroupCommit[_AlertBatch, list[StoredAlert]] = GroupCommit(self._record_alert_groups)
 
@@ -55,6 +57,13 @@ class SQLStore(LeaseRows, HostRows):
     def atomic(self) -> Iterator[None]:
         """One unit of work: every store call this thread makes inside commits together, or none does."""
         with self.db.tx():
+            yield
+
+    @contextmanager
+    def autocommit(self) -> Iterator[None]:
+        """Store calls whose writes are each one statement, committed as it runs (Database.autocommit): for
+        the webhook, whose batch of alerts is one INSERT, the durability of a transaction at fewer round trips."""
+        with self.db.autocommit():
             yield
 
     def _rows(self, query: sa.Select) -> list[Any]:
@@ -97,22 +106,31 @@ class SQLStore(LeaseRows, HostRows):
         return [self._record_alert_groups([b])[0] for b in batches]
 
     def _insert_alerts(self, conn: sa.Connection, batch: _AlertBatch) -> list[StoredAlert]:
+        """Every alert of the batch in one INSERT ... ON CONFLICT DO NOTHING (SQLAlchemy's insertmanyvalues:
+        one statement, one round trip, not one per alert); the rows it did not insert are repeats, read back
+        in one SELECT with the outcome their first delivery got. A new alert's record is built from what was
+        inserted, so only its id comes back."""
         alerts_, received_at, ignore_reasons = batch
+        reasons = ignore_reasons if ignore_reasons is not None else (None,) * len(alerts_)
+        first: dict[tuple, int] = {}  # (fingerprint, starts_at, status) -> the batch's first alert with it
+        for i, a in enumerate(alerts_):
+            first.setdefault(_alert_key(a), i)
+        values = [_alert_values(alerts_[i], received_at, reasons[i]) for i in first.values()]
+        inserted = {(r.fingerprint, r.starts_at, r.status): r.id
+                    for r in conn.execute(self._insert_alert, values)} if values else {}
+        repeats = [key for key in first if key not in inserted]
+        earlier = {(r.fingerprint, r.starts_at, r.status): r for r in conn.execute(sa.select(alerts).where(
+            sa.tuple_(alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status).in_(repeats)))} if repeats else {}
         stored: list[StoredAlert] = []
         for i, a in enumerate(alerts_):
-            reason = ignore_reasons[i] if ignore_reasons is not None else None
-            values = dict(fingerprint=a.fingerprint, starts_at=a.starts_at, status=a.status.value,
-                          remediation=a.remediation.value, alertname=a.alertname, host=a.host, vm=a.vm,
-                          uuid=a.uuid, ends_at=a.ends_at, labels=dict(a.labels), annotations=dict(a.annotations),
-                          received_at=received_at, outcome="ignored" if reason is not None else None,
-                          reason=reason or "")
-            row = conn.execute(self._insert_alert, values).first()
-            new = row is not None
-            if row is None:  # a repeat delivery: the first one's row, with its outcome
-                row = conn.execute(sa.select(alerts).where(
-                    alerts.c.fingerprint == a.fingerprint, alerts.c.starts_at == a.starts_at,
-                    alerts.c.status == a.status.value)).one()
-            stored.append(rows.stored_alert(row, new=new))
+            key = _alert_key(a)
+            if key in earlier:
+                stored.append(rows.stored_alert(earlier[key], new=False))
+            elif first[key] == i:
+                stored.append(StoredAlert(id=inserted[key], alert=a, received_at=received_at, new=True,
+                                          outcome=None if reasons[i] is None else "ignored", reason=reasons[i] or ""))
+            else:  # a second delivery within the batch: the first one's record
+                stored.append(dataclasses.replace(stored[first[key]], new=False))
         return stored
 
     def pending_alerts(self) -> list[StoredAlert]:
@@ -274,3 +292,15 @@ class SQLStore(LeaseRows, HostRows):
     def intents(self, incident_id: int) -> list[Intent]:
         query = sa.select(intents).where(intents.c.incident_id == incident_id).order_by(intents.c.id)
         return [rows.intent(r) for r in self._rows(query)]
+
+
+def _alert_key(a: Alert) -> tuple[str, datetime, str]:
+    """The store's idempotence key: a delivery with the same one is a repeat."""
+    return a.fingerprint, a.starts_at, a.status.value  # aware datetimes hash alike in any zone
+
+
+def _alert_values(a: Alert, received_at: datetime, reason: str | None) -> dict[str, Any]:
+    return dict(fingerprint=a.fingerprint, starts_at=a.starts_at, status=a.status.value,
+                remediation=a.remediation.value, alertname=a.alertname, host=a.host, vm=a.vm, uuid=a.uuid,
+                ends_at=a.ends_at, labels=dict(a.labels), annotations=dict(a.annotations), received_at=received_at,
+                outcome="ignored" if reason is not None else None, reason=reason or "")

@@ -13,10 +13,15 @@ import sqlalchemy as sa
 
 from remediator.model import HostCondition, ProtectedVM
 from remediator.store import rows
-from remediator.store.base import HostState, Store
+from remediator.store.base import HostState, KnownVM, KnownVMs, Store
 from remediator.store.schema import host_status, hosts, settings, storm, vm_locations, vms
 
 STORM_ROW = 1
+# built once (expanding IN lists): the webhook runs it for every batch of alerts
+KNOWN_VMS = (sa.select(vms.c.uuid, vms.c.name, vms.c.protected)
+             .where(sa.or_(vms.c.uuid.in_(sa.bindparam("uuids", expanding=True)),
+                           vms.c.name.in_(sa.bindparam("names", expanding=True))))
+             .order_by(vms.c.updated_at))
 
 
 class HostRows(Store):
@@ -46,6 +51,15 @@ class HostRows(Store):
         row = self._one(sa.select(vms).where(vms.c.name == name)  # type: ignore[attr-defined]
                         .order_by(vms.c.updated_at.desc()).limit(1))
         return rows.vm(row) if row else None
+
+    def known_vms(self, uuids: Iterable[str], names: Iterable[str]) -> KnownVMs:
+        by_uuid: dict[str, KnownVM] = {}
+        by_name: dict[str, KnownVM] = {}
+        with self.db.read() as conn:  # type: ignore[attr-defined]
+            found = conn.execute(KNOWN_VMS, {"uuids": sorted({u.lower() for u in uuids}), "names": sorted(set(names))})
+            for uuid, name, protected in found:  # oldest first: by name, the latest update wins
+                by_uuid[uuid] = by_name[name] = KnownVM(uuid, name, bool(protected))
+        return KnownVMs(by_uuid, by_name)
 
     def list_vms(self) -> list[ProtectedVM]:
         return [rows.vm(r) for r in self._rows(sa.select(vms).order_by(vms.c.priority.desc(), vms.c.name))]  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from flask.typing import ResponseReturnValue
 from remediator.alerts import PayloadError, parse_body
 from remediator.config import Config
 from remediator.model import VM_KINDS, Alert
-from remediator.store.base import Store, StoredAlert, StoreError
+from remediator.store.base import KnownVMs, Store, StoredAlert, StoreError
 from remediator.web.auth import require
 from remediator.web.context import error, log, services
 from remediator.web.ingest import Commit
@@ -27,34 +27,44 @@ bp = Blueprint("alerts", __name__)
 bp.before_request(require("alertmanager"))
 
 
-def protection(alert: Alert, config: Config, store: Store) -> tuple[Alert, str | None]:
+def protection(alert: Alert, config: Config, known: KnownVMs) -> tuple[Alert, str | None]:
     """The alert to store (a VM's UUID filled in from the inventory when it came by name only) and why it is
-    ignored, or None when it may be acted on."""
+    ignored, or None when it may be acted on. `known`: the inventory rows of the batch's VMs."""
     if config.host(alert.host) is None:
         return alert, f"host {alert.host!r} is not in the inventory"
     if alert.remediation not in VM_KINDS:
         return alert, None
     label = repr(alert.vm or alert.uuid) if not (alert.vm and alert.uuid) else f"{alert.vm!r} ({alert.uuid})"
     declared = config.vm(uuid=alert.uuid, name=alert.vm)
-    known = store.get_vm(alert.uuid) if alert.uuid else store.find_vm_by_name(alert.vm or "")
-    if declared is None and known is None:
+    found = known.find(alert.uuid, alert.vm)
+    if declared is None and found is None:
         return alert, f"VM {label} is not in the inventory"
-    if declared is None and not (known is not None and known.protected):
+    if declared is None and not (found is not None and found.protected):
         return alert, f"VM {label} is not declared HA"
-    uuid = alert.uuid or (declared.uuid if declared else None) or (known.uuid if known else None)
+    uuid = alert.uuid or (declared.uuid if declared else None) or (found.uuid if found else None)
     if uuid is None:
         return alert, f"VM {label} is declared HA but its UUID is not known yet (no inventory sync has seen it)"
     return (alert if alert.uuid == uuid else replace(alert, uuid=uuid)), None
 
 
+# Up to this many alerts a batch is one INSERT statement (SQLAlchemy's insertmanyvalues page), which
+# commits on its own: no transaction around it needed.
+ALERTS_PER_STATEMENT = 1000
+
+
 def committer(config: Config, store: Store, clock: Callable[[], datetime]) -> Commit:
     """What one group commit does with the alerts of its posts: check each against the inventory and
-    store them all (ignored ones with their reason), in one unit of work: the checks share its
-    connection instead of opening a read transaction each (a third of a post's CPU, py-spy)."""
+    store them all (ignored ones with their reason). The inventory rows of every VM the batch names come
+    in one query, and the alerts go in one INSERT that commits as it runs (store.autocommit): on
+    PostgreSQL three round trips a batch instead of five, on SQLite one implicit transaction, as
+    durable. A batch too big for one statement takes a unit of work instead."""
 
     def commit(alerts: Sequence[Alert]) -> list[StoredAlert]:
-        with store.atomic():
-            checked = [protection(a, config, store) for a in alerts]
+        about_vms = [a for a in alerts if a.remediation in VM_KINDS and config.host(a.host) is not None]
+        with store.autocommit() if len(alerts) <= ALERTS_PER_STATEMENT else store.atomic():
+            known = store.known_vms([a.uuid for a in about_vms if a.uuid],
+                                    [a.vm for a in about_vms if a.vm and not a.uuid])
+            checked = [protection(a, config, known) for a in alerts]
             return store.record_alerts([a for a, _ in checked], clock(), [why for _, why in checked])
 
     return commit

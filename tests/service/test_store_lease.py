@@ -120,7 +120,7 @@ def test_every_store_method_is_a_fenced_write_a_read_or_ingest():
     from remediator.store.fenced import INGEST, READS, WRITES
 
     methods = {n for n, v in inspect.getmembers(Store) if getattr(v, "__isabstractmethod__", False)}
-    assert methods - {"atomic"} == WRITES | READS | INGEST
+    assert methods - {"atomic", "autocommit"} == WRITES | READS | INGEST
     assert not (WRITES & READS) and not (WRITES & INGEST)
 
 

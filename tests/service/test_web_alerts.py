@@ -166,3 +166,12 @@ def test_metrics_scrape_survives_a_dead_store(client, store):
     assert r.status_code == 200
     text = r.data.decode()
     assert "remediator_store_up 0.0" in text and "remediator_incidents_open{" not in text
+
+
+def test_a_batch_over_one_statement_is_stored_in_a_unit_of_work_not_autocommit(client, store, monkeypatch):
+    from remediator.web import alerts as web_alerts
+
+    monkeypatch.setattr(web_alerts, "ALERTS_PER_STATEMENT", 1)
+    monkeypatch.setattr(type(store), "autocommit", lambda self: pytest.fail("autocommit for a batch over one statement"))
+    r = _post(client, body(alert(), alert(fingerprint="bb")))
+    assert r.status_code == 200 and r.get_json()["new"] == 2
