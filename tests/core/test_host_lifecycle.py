@@ -278,3 +278,47 @@ def test_the_alert_for_a_crash_the_fast_path_handled_joins_its_incident(make_dc)
     assert [i.id for i in dc.store.list_incidents()] == [inc.id]
     [alert] = [a for a in dc.store.recent_alerts() if a.alert.alertname == "VMDown"]
     assert alert.outcome == "duplicate" and alert.incident_id == inc.id
+
+
+def test_a_host_cut_off_right_after_its_activation_is_a_new_fault_not_the_fast_path_incidents_repeat(make_dc):
+    """The fast path handled h1's power loss (fenced, its VM moved); an operator activated h1; seconds
+    later h1 is cut off. That HostDown is well within the join window of the fast path's incident, but
+    the host came back in between: a new incident, verified, fenced again, its new VM moved
+    (make test found the alert joined to the old incident and h1 never handled)."""
+    dc = make_dc({"h1": ["g1"], "h2": [], "h3": []})
+    dc.sync()
+    dc.switch.cut.add("h1")
+    with dc.switch.statedir.joinpath("h1.off").open("w"):
+        pass  # the BMC says off: positive proof, so the fast path opens the host's incident
+    dc.engine.fast_path.host_lost("h1")
+    dc.engine.handle_pending_alerts()
+    dc.settle()
+    [first] = dc.store.list_incidents()
+    assert first.data["opened_by"] == "libvirt_event" and condition(dc, "h1") is HostCondition.FENCED
+    dc.power_on("h1")
+    assert dc.engine.activate_host("h1", by="alice", reason="PSU replaced").ok
+    new = dc.hv.raw("h1").defineXML(domain_xml("n1-p5", vm_uuid("n1-p5"), True))
+    new.create()
+    dc.sync()
+    dc.switch.cut.add("h1")
+    deliver(dc, host_alert("h1", at=first.closed_at + timedelta(seconds=3)))  # inside FAST_PATH_JOIN_S
+    second = dc.store.latest_incident_for("host:h1")
+    assert second.id != first.id and second.data["opened_by"] == "alert", second
+    assert second.state == S.RECOVERED, second.reason
+    running = dc.running()
+    assert running[vm_uuid("n1-p5")] != ["h1"]
+    assert_never_twice(dc)
+
+
+def test_the_alert_for_a_power_loss_the_fast_path_handled_joins_its_incident_while_the_host_is_fenced(make_dc):
+    dc = make_dc({"h1": ["g1"], "h2": []})
+    dc.sync()
+    dc.switch.cut.add("h1")
+    with dc.switch.statedir.joinpath("h1.off").open("w"):
+        pass
+    dc.engine.fast_path.host_lost("h1")
+    dc.engine.handle_pending_alerts()
+    dc.settle()
+    [first] = dc.store.list_incidents()
+    deliver(dc, host_alert("h1", at=first.opened_at + timedelta(seconds=1)))  # the rule's alert, a bit later
+    assert [i.id for i in dc.store.list_incidents()] == [first.id]
