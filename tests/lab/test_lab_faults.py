@@ -12,6 +12,7 @@ import pytest
 
 from lab import HostUnreachable
 from lab.registry import cache_seed, leftovers, reap_abandoned
+from lab import procs
 from lab import state as st
 
 pytestmark = pytest.mark.lab
@@ -79,12 +80,20 @@ def test_fence_ipmilan_powers_host_off_then_old_guests_stay_shut_off_crashed(lab
     assert lab.running("h2") == {}  # the other host is untouched (and reachable)
     print(f"fence_ipmilan --action=off --power-wait=0: {t_off:.2f} s")
 
+    left = procs.netns_pids(h1.netns)  # nothing may survive a power loss
     on = ipmitool(h1, "power", "on")
     assert on.returncode == 0, on.stderr
     wait_for(lambda: _reachable(lab, h1), 20, "h1 libvirtd back after IPMI power on")
-    assert lab.domain_state(h1, "vm1") == ("shutoff", "crashed")
+    # (CI saw vm1 'running' here once, not reproduced in 6 runs since: say what was left and when it ran)
+    assert lab.domain_state(h1, "vm1") == ("shutoff", "crashed"), (
+        f"left in h1's namespace after the off: {left}; power log: {_tail(Path(h1.dir) / 'power.log')}; "
+        f"vm1's qemu log: {_tail(Path(h1.dir) / 'log' / 'qemu' / 'vm1.log')}")
     assert lab.running(h1) == {}
     assert fence(h1, "status").returncode == 0
+
+
+def _tail(path: Path, chars: int = 800) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else f"({path} absent)"
 
 
 def _reachable(lab, host) -> bool:
