@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lab import procs
+
 REPO = Path(__file__).resolve().parents[1]
 LUA = Path(__file__).with_name("scale_wrk.lua")
 
@@ -139,12 +141,7 @@ def measure(config_path: Path, count_alerts, vms_file: Path, token: str, *, seco
         floor = run_wrk(port, vms_file, token, floor_s, connections, run=3, floor=True)
         floor_cpu = cpu_seconds(proc.pid) - floor_cpu_before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procs.stop_child(proc, 15)
     result = summarise(wrk, count_alerts() - before)
     result["server_cpu_ms_per_alert"] = round(cpu * 1000 / max(result["stored_alerts"], 1), 3)
     result["server_cpu_cores"] = round(cpu / result["seconds"], 2)

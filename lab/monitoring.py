@@ -18,6 +18,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from lab import procs
+
 READY_TIMEOUT_S = 15.0
 
 
@@ -88,12 +90,7 @@ class _Daemon:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        procs.stop_child(self.proc, 10)
         self.proc = None
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -101,3 +102,14 @@ def kill_netns(netns: str, timeout: float = 5.0) -> int:
             except ProcessLookupError:
                 pass
         time.sleep(0.01)
+
+
+def stop_child(proc: subprocess.Popen, grace_s: float) -> None:
+    """Stop a process we started (by its Popen, never by name): SIGTERM, then SIGKILL if it has not
+    exited within grace_s; returns once it is reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

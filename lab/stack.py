@@ -25,6 +25,7 @@ import requests
 import yaml
 
 from lab.lab import Lab
+from lab import procs
 from lab.storage import SHARED_PATH
 from lab.monitoring import Alertmanager, Prometheus, free_tcp_port
 from remediator.config.environment import env_name
@@ -168,12 +169,7 @@ class Replica:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGCONT)  # a frozen replica cannot stop otherwise
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            procs.stop_child(self.proc, 10)
             self.proc = None
 
     def log_tail(self, lines: int = 40) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
+from lab import procs
 from tests.exporter.exporter_helpers import ExporterProcess, start_exporter
 
 
@@ -20,9 +19,4 @@ def exporter_factory(tmp_path):
 
     yield start
     for exporter in started:  # by pid: only what this test started
-        exporter.proc.terminate()
-        try:
-            exporter.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            exporter.proc.kill()
-            exporter.proc.wait()
+        procs.stop_child(exporter.proc, 5)
