@@ -1,14 +1,18 @@
-"""Prepared statements for the store's hot path: a Core statement compiled once for the engine's dialect, then
-run with `exec_driver_sql` on parameters bound by the statement's own column types.
+"""Prepared statements for the store's hot path: a Core statement compiled once for the engine's dialect, run
+on a cursor of the Connection's own DBAPI connection with parameters bound by the statement's column types.
 
 Why: the webhook runs two statements per group commit (the inventory lookup and the INSERT of its alerts).
-Through `Connection.execute`, SQLAlchemy spends more CPU on each than the database does (cache-key
-generation, the compiled-cache lookup, expanding IN lists rewritten per call, insertmanyvalues, a new
-execution context and result metadata): about 0.3 ms of Python per batch for ~0.15 ms of SQLite work.
-Here the SQL is SQLAlchemy's, compiled once; the parameters go through the same bind and result
-processors SQLAlchemy would apply (the column types: UTC times, JSON documents); and execution still goes
-through the Connection, so errors are wrapped as SQLAlchemy wraps them (the store's StoreError mapping
-holds) and the engine's cursor events see the statement.
+Through `Connection.execute`, SQLAlchemy spent more CPU on each than the database did (cache-key
+generation, the compiled-cache lookup, expanding IN lists rewritten per call, insertmanyvalues): about
+0.4 ms of Python per batch for ~0.2 ms of driver work. Even `exec_driver_sql` of the compiled string
+costs ~60 us a statement over the driver (an execution context, result metadata built from the cursor's
+description on every call). Here the SQL is SQLAlchemy's, compiled once; the parameters and result values
+go through the bind and result processors SQLAlchemy would apply (UTC times, JSON documents); the cursor is
+one of the connection the Connection holds, so the statement runs in its transaction (or autocommit); a
+driver error is wrapped by SQLAlchemy's own DBAPIError.instance, as Connection.execute wraps it (IntegrityError
+stays IntegrityError, the store's StoreError mapping holds). What it skips: the engine's cursor events
+and echo logging (tests count statements at the driver) and the invalidation of a connection found
+disconnected: the store gives a failed connection back to the pool, whose reset or ping discards it.
 
 What it does not do: expanding IN lists (a statement with N placeholders is a different statement: the
 callers keep one per shape) or executemany.
@@ -45,12 +49,18 @@ class Prepared:
             return tuple(values[key] if process is None else process(values[key]) for _, key, process in self._binds)
         return {name: values[key] if process is None else process(values[key]) for name, key, process in self._binds}
 
-    def execute(self, conn: sa.Connection, values: Mapping[str, Any]) -> sa.CursorResult:
-        return conn.exec_driver_sql(self.sql, self.parameters(values))  # type: ignore[arg-type]
-
     def rows(self, conn: sa.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """The rows the statement returns, each value through its column type's result processor."""
-        found: Sequence[Any] = self.execute(conn, values).fetchall()
+        """Run the statement; the rows it returns, each value through its column type's result processor."""
+        parameters = self.parameters(values)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self.sql, parameters)
+            found: Sequence[Any] = cursor.fetchall() if self._results else []  # (psycopg's description is costly)
+        except conn.dialect.loaded_dbapi.Error as e:
+            raise sa.exc.DBAPIError.instance(self.sql, parameters, e, conn.dialect.loaded_dbapi.Error,
+                                             hide_parameters=conn.engine.hide_parameters, dialect=conn.dialect) from e
+        finally:
+            cursor.close()
         if not self._process_results:
             return [tuple(row) for row in found]
         return [tuple(v if p is None else p(v) for p, v in zip(self._results, row)) for row in found]
