@@ -134,7 +134,7 @@ class Database:
                 with self._errors(), (kept.lent() if kept is not None else _checked_out(self.engine, mode)) as conn:
                     self._local.conn = conn
                     try:
-                        with conn.begin():
+                        with conn.begin() if mode is not AUTOCOMMIT else _autocommitted(conn):
                             yield conn
                     finally:
                         self._local.conn = None
@@ -241,6 +241,20 @@ class KeptConnection:
                 conn.close()
             except sa.exc.SQLAlchemyError:
                 pass  # a dead connection: the pool has already discarded it
+
+
+@contextmanager
+def _autocommitted(conn: sa.Connection) -> Iterator[None]:
+    """AUTOCOMMIT needs no transaction of SQLAlchemy's (the store's prepared statements run on the driver):
+    one only if a Core statement autobegan it (nothing on the server: the driver is in autocommit), ended here."""
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
 
 
 @contextmanager
