@@ -154,9 +154,9 @@ class SQLStore(LeaseRows, HostRows):
             return [tuple(r) for r in conn.execute(self._insert_alert, values)]
         if not values:
             return []
-        insert = self._prepared(("insert_alerts", len(values)), lambda: self._insert_alerts_of(self._insert(alerts).values(
-            [{c: sa.bindparam(key, type_=alerts.c[c].type) for c, key in _ROW_KEYS[i].items()}
-             for i in range(len(values))])))
+        insert = self._prepared(("insert_alerts", len(values)), lambda: self._insert_alerts_of(
+            self._insert(alerts).values([{c: sa.bindparam(key, type_=alerts.c[c].type) for c, key in keys.items()}
+                                         for keys in _ROW_KEYS[:len(values)]])))
         return insert.rows(conn, {keys[c]: v for keys, row in zip(_ROW_KEYS, values) for c, v in row.items()})
 
     @staticmethod

@@ -17,12 +17,18 @@ from remediator.store.base import HostState, KnownVM, KnownVMs, Store
 from remediator.store.schema import host_status, hosts, settings, storm, vm_locations, vms
 
 STORM_ROW = 1
+# Up to this many UUIDs (and as many names) the webhook's inventory lookup is a prepared statement, one per
+# power of two of each (store/prepared.py); a longer list (an alert storm) takes KNOWN_VMS, whose expanding
+# IN lists SQLAlchemy rewrites on every call.
+PREPARED_IN = 64
+KNOWN_VMS = (sa.select(vms.c.uuid, vms.c.name, vms.c.protected)
+             .where(sa.or_(vms.c.uuid.in_(sa.bindparam("uuids", expanding=True)),
+                           vms.c.name.in_(sa.bindparam("names", expanding=True))))
+             .order_by(vms.c.updated_at))
 
 
 def known_vms_query(uuids: int, names: int) -> sa.Select:
-    """The inventory rows of up to `uuids` UUIDs and `names` names (parameters u0.., n0..). The webhook runs
-    it for every batch, prepared once per shape (store/prepared.py): an IN list of fixed length, not an
-    expanding one, which SQLAlchemy would rewrite on every call."""
+    """KNOWN_VMS with IN lists of fixed length: `uuids` UUIDs and `names` names (parameters u0.., n0..)."""
     wanted = [column.in_([sa.bindparam(f"{prefix}{i}", type_=column.type) for i in range(n)])
               for column, prefix, n in ((vms.c.uuid, "u", uuids), (vms.c.name, "n", names)) if n]
     return sa.select(vms.c.uuid, vms.c.name, vms.c.protected).where(sa.or_(*wanted)).order_by(vms.c.updated_at)
@@ -68,14 +74,19 @@ class HostRows(Store):
     def known_vms(self, uuids: Iterable[str], names: Iterable[str]) -> KnownVMs:
         by_uuid: dict[str, KnownVM] = {}
         by_name: dict[str, KnownVM] = {}
-        uuids, names = padded(sorted({u.lower() for u in uuids})), padded(sorted(set(names)))
-        if not uuids and not names:
+        uuid_list, name_list = sorted({u.lower() for u in uuids}), sorted(set(names))
+        if not uuid_list and not name_list:
             return KnownVMs(by_uuid, by_name)
-        query = self._prepared(("known_vms", len(uuids), len(names)),  # type: ignore[attr-defined]
-                               lambda: known_vms_query(len(uuids), len(names)))
-        values = {**{f"u{i}": u for i, u in enumerate(uuids)}, **{f"n{i}": n for i, n in enumerate(names)}}
         with self.db.read() as conn:  # type: ignore[attr-defined]
-            for uuid, name, protected in query.rows(conn, values):  # oldest first: by name, the latest update wins
+            if len(uuid_list) > PREPARED_IN or len(name_list) > PREPARED_IN:
+                found: Iterable[Any] = conn.execute(KNOWN_VMS, {"uuids": uuid_list, "names": name_list})
+            else:
+                uuid_list, name_list = padded(uuid_list), padded(name_list)
+                query = self._prepared(("known_vms", len(uuid_list), len(name_list)),  # type: ignore[attr-defined]
+                                       lambda: known_vms_query(len(uuid_list), len(name_list)))
+                found = query.rows(conn, {**{f"u{i}": u for i, u in enumerate(uuid_list)},
+                                          **{f"n{i}": n for i, n in enumerate(name_list)}})
+            for uuid, name, protected in found:  # oldest first: by name, the latest update wins
                 by_uuid[uuid] = by_name[name] = KnownVM(uuid, name, bool(protected))
         return KnownVMs(by_uuid, by_name)
 

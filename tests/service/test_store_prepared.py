@@ -88,3 +88,22 @@ def test_a_failure_on_the_webhooks_path_is_a_store_error_and_the_next_batch_is_s
         again = store.record_alerts(parse_alerts(body(alert(fingerprint="0000000000000002"))), T0)
     assert again[0].new and [a.alert.fingerprint for a in store.pending_alerts()] == ["0000000000000001",
                                                                                        "0000000000000002"]
+
+
+def test_a_batch_beyond_the_prepared_shapes_is_answered_alike_in_one_query_and_one_insert(store):
+    from remediator.model import ProtectedVM
+
+    from .test_store_ingest_batch import Statements
+
+    uuids = [f"bbbbbbbb-0000-0000-0000-{i:012x}" for i in range(100)]
+    with store.atomic():
+        for i, uuid in enumerate(uuids):
+            store.upsert_vm(ProtectedVM(uuid=uuid, name=f"vm{i}", host="h1", vcpus=1, memory_bytes=1 << 20,
+                                        protected=i % 2 == 0), T0)
+    small = store.known_vms(uuids[:3], ["vm7"])
+    count = Statements(store)
+    big = store.known_vms([u.upper() for u in uuids] + ["ffffffff-0000-0000-0000-000000000000"], ["vm7"])
+    assert count.of("SELECT") == 1 and len(big.by_uuid) == 100
+    assert all(big.by_uuid[u] == small.by_uuid[u] for u in uuids[:3]) and big.by_name["vm7"] == small.by_name["vm7"]
+    stored = store.record_alerts(parse_alerts(body(*(alert(fingerprint=f"{i:016x}") for i in range(100)))), T0)
+    assert count.of("INSERT") == 1 and len({s.id for s in stored}) == 100 and all(s.new for s in stored)
