@@ -27,6 +27,7 @@ from sqlalchemy.pool import StaticPool
 
 from remediator.store.base import StoreError
 from remediator.store.types import dumps, loads
+from remediator.store.writer_lock import WriterLock
 
 # A SQLite file the hand-written store made is at PRAGMA user_version N = Alembic revision "000N".
 LEGACY_VERSIONS = 3
@@ -72,10 +73,12 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_connect)
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
             self._serial: threading.RLock | None = threading.RLock()
+            self._writers = WriterLock(target.database) if target.database != ":memory:" else None
         else:
             self.engine = sa.create_engine(target, pool_size=8, max_overflow=24, pool_pre_ping=True,
                                            connect_args={"connect_timeout": 10}, **common)
             self._serial = None
+            self._writers = None
         self.skip_locked = self.dialect == "postgresql"
         try:
             self.migrate()
@@ -114,7 +117,9 @@ class Database:
         or in AUTOCOMMIT (psycopg's autocommit; SQLite's driver runs so already, BEGIN being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
-        with self._serial if self._serial is not None else nullcontext():
+        writes = mode is True or mode is AUTOCOMMIT
+        with self._serial if self._serial is not None else nullcontext(), \
+                self._writers.held() if writes and self._writers is not None else nullcontext():
             self._local.write = mode
             try:
                 with self._errors(), self.engine.connect() as conn:
@@ -160,6 +165,8 @@ class Database:
         with self._serial if self._serial is not None else nullcontext():
             self.closed = True
             self.engine.dispose()
+            if self._writers is not None:
+                self._writers.close()
 
     # ---- schema
 
@@ -171,7 +178,7 @@ class Database:
         cfg.set_main_option("script_location", str(resources.files("remediator.store") / "migrations"))
         head = ScriptDirectory.from_config(cfg).get_current_head()
         self._local.write = True
-        with self.engine.begin() as conn:
+        with self._writers.held() if self._writers is not None else nullcontext(), self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             current = MigrationContext.configure(conn).get_current_revision()
