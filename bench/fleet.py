@@ -134,11 +134,14 @@ def build_fleet(directory: Path, hosts: int, vms_per_host: int, down_per_host: i
     return fleet
 
 
-def fleet_config_yaml(uris: dict[str, str], store_url: str, *, dry_run: bool, port: int, threads: int) -> str:
+def fleet_config_yaml(uris: dict[str, str], store_url: str, *, dry_run: bool, port: int, threads: int,
+                      webhook_processes: int = 0) -> str:
+    """`webhook_processes`: 0 serves the webhook on listen.port; more gives it listen.webhook's processes."""
     hosts = "\n".join(f"  - {{name: {name}, uri: '{uri}'}}" for name, uri in uris.items())
+    webhook = f", webhook: {{port: 0, processes: {webhook_processes}}}" if webhook_processes else ""
     return (f"auth:\n  alertmanager: {{bearer_token: {WEBHOOK_TOKEN}}}\n"
             f"  operator: {{bearer_token: {OPERATOR_TOKEN}}}\n"
-            f"listen: {{host: 127.0.0.1, port: {port}, threads: {threads}}}\n"
+            f"listen: {{host: 127.0.0.1, port: {port}, threads: {threads}{webhook}}}\n"
             f"store: {{url: '{store_url}'}}\n"
             f"dry_run: {'true' if dry_run else 'false'}\n"
             "policy:\n  max_concurrent_actions: 4\n  backoff: {initial_s: 0.01, max_s: 0.05}\n"

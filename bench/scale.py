@@ -9,7 +9,8 @@ store, webhook and engine. Results in bench/results/scale.json.
    through `World.place`, which first reads every host's capacity through the libvirt edge.
 3. Webhook ingest for `--ingest-seconds` on SQLite, then on PostgreSQL (Debian's server, private, on
    loopback, fsync on) (bench/scale_ingest.py: wrk on loopback, the server's CPU per alert, the same
-   server's /healthz as the floor).
+   server's /healthz as the floor), each in two shapes: the webhook in the service's one process, then
+   on listen.webhook's `--webhook-processes` processes (the headline keys).
 4. Decisions per second: the engine in dry run takes one VMDown incident per host to its verdict
    (bench/scale_decide.py).
 5. Failover: three replicas on a private PostgreSQL, the leader killed (bench/failover.py).
@@ -105,11 +106,8 @@ def postgresql_ingest(fleet: Fleet, work: Path, args) -> dict:
         finally:
             hypervisors.close()
             store.close()
-        path = work / "ingest-postgresql.yml"
-        path.write_text(fleet_config_yaml(fleet.uris, url, dry_run=True, port=0, threads=args.threads))
         count = lambda: int(server.sql("SELECT count(*) FROM alerts", "bench_scale").strip())  # noqa: E731
-        return scale_ingest.measure(path, count, work / "vms.txt", WEBHOOK_TOKEN, seconds=args.ingest_seconds,
-                                    connections=args.connections)
+        return both_shapes(fleet, url, count, work / "ingest-postgresql", args)
 
 
 def sqlite_alert_count(path: Path):
@@ -122,15 +120,28 @@ def sqlite_alert_count(path: Path):
 PARTS = ("placement", "ingest", "decisions", "failover")
 
 
+def both_shapes(fleet: Fleet, url: str, count, stem: Path, args) -> dict:
+    """One store, two shapes of the service in turn: the webhook on listen.port, in the service's process
+    (the default), then on listen.webhook's `--webhook-processes` processes. The second is the headline
+    figure; the first stays beside it, with the ratio between them."""
+    shapes = {}
+    for first_run, (name, processes) in zip((1, 11), (("one_process", 0), ("processes", args.webhook_processes))):
+        path = stem.with_name(f"{stem.name}-{name}.yml")
+        path.write_text(fleet_config_yaml(fleet.uris, url, dry_run=True, port=0, threads=args.threads,
+                                          webhook_processes=processes))
+        shapes[name] = scale_ingest.measure(path, count, stem.parent / "vms.txt", WEBHOOK_TOKEN,
+                                            seconds=args.ingest_seconds, connections=args.connections,
+                                            first_run=first_run)
+    headline, one = shapes["processes"], shapes["one_process"]
+    return {**headline, "one_process": one,
+            "rate_ratio_to_one_process": round(headline["alerts_per_s"] / max(one["alerts_per_s"], 1e-9), 3)}
+
+
 def ingest_both(fleet: Fleet, seed: Path, work: Path, args) -> dict:
-    """Webhook ingest on SQLite (a copy of the synced seed store), then on PostgreSQL."""
+    """Webhook ingest on SQLite (a copy of the synced seed store), then on PostgreSQL; each in both shapes."""
     ingest_db = work / "ingest.db"
     shutil.copy(seed, ingest_db)
-    ingest_config = work / "ingest.yml"
-    ingest_config.write_text(fleet_config_yaml(fleet.uris, f"sqlite:///{ingest_db}", dry_run=True, port=0,
-                                               threads=args.threads))
-    sqlite = scale_ingest.measure(ingest_config, sqlite_alert_count(ingest_db), work / "vms.txt", WEBHOOK_TOKEN,
-                                  seconds=args.ingest_seconds, connections=args.connections)
+    sqlite = both_shapes(fleet, f"sqlite:///{ingest_db}", sqlite_alert_count(ingest_db), work / "ingest-sqlite", args)
     print(f"ingest sqlite: {json.dumps(sqlite)}", flush=True)
     pg = postgresql_ingest(fleet, work, args)
     print(f"ingest postgresql: {json.dumps(pg)}", flush=True)
@@ -210,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest-seconds", type=int, default=60)
     ap.add_argument("--connections", type=int, default=8, help="wrk's keep-alive connections (closed loop)")
     ap.add_argument("--threads", type=int, default=8, help="the webhook server's threads (listen.threads)")
+    ap.add_argument("--webhook-processes", type=int, default=2,
+                    help="listen.webhook.processes of the headline ingest figures (the one-process shape runs too)")
     ap.add_argument("--failover-runs", type=int, default=5, help="leader kills (bench/failover.py)")
     ap.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                     help="run these parts alone (`make bench-ingest` is --only ingest); the others' keys are null")
@@ -241,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             "decisions": "each VMDown incident looks for its VM on every host that is not fenced, twice (verify, "
                          "then never-twice before the start): 2 x hosts libvirt lookups, one host after another; "
                          "most of the time (py-spy)",
-            "ingest": "the server's CPU per alert says what one quiet core sustains (the GIL keeps the webhook to "
-                      "about one core), whatever share of a core it got here (server_cpu_cores)",
+            "ingest": "headline keys: listen.webhook with --webhook-processes processes (details.ingest_*); "
+                      "details.ingest_*.one_process: the webhook in the service's process, as without listen.webhook "
+                      "(the GIL keeps it to about one core). server_cpu_ms_per_alert is over every process of the "
+                      "server; wrk runs on the same cores",
         },
         "targets": TARGETS,
         "details": {"inventory_sync_s": parts.get("inventory_sync_s"), "placement": parts.get("placement"),
@@ -252,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                        "vms_per_host": args.vms_per_host, "evacuated_hosts": args.evacuate,
                        "placement_repeat": args.repeat, "ingest_seconds": args.ingest_seconds,
                        "wrk_connections": args.connections, "server_threads": args.threads,
+                       "webhook_processes": args.webhook_processes,
                        "down_vms_for_decisions": len(fleet.down_vms()), "cpus": os.cpu_count()},
         "load_average": {"start": [round(x, 2) for x in load_before], "end": [round(x, 2) for x in load_after]},
         "started_at": started_at,

@@ -2,7 +2,9 @@
 
 The server process is what `remediator serve` runs for the webhook: `create_app(config)` (auth,
 payload validation, the inventory check, the store's commit before the answer) under `make_server`'s
-cheroot, with the config's thread count. The engine is not attached (its decisions are timed on
+cheroot, with the config's thread count; with listen.webhook in the config, the webhook is served by
+that many processes beside it (remediator/webhook_procs.py, as `serve` starts them), and wrk posts to
+their port. The server's CPU is the sum over all its processes. The engine is not attached (its decisions are timed on
 their own, bench/scale_decide.py); in its place an object whose notify() sets an event, as the
 engine's does, so the wake-up costs what it costs. The store holds the fleet's 20,000 VMs from a
 real inventory sync, so every alert is checked against a known VM.
@@ -47,16 +49,26 @@ class _Wakeable:
 def serve(config_path: str) -> int:
     from remediator.serve import make_server
     from remediator.config import load_config
-    from remediator.web import create_app
+    from remediator.web import create_app, services_of
+    from remediator.webhook_procs import WebhookProcesses
 
-    config = load_config(config_path, env={})
-    app = create_app(config, engine=_Wakeable())
+    config = load_config(config_path)  # the environment too: the webhook processes read the config with it
+    wakeable = _Wakeable()
+    app = create_app(config, engine=wakeable)
     server = make_server(config, app)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
-    print(f"LISTENING {server.bind_addr[1]}", flush=True)
+    port, webhook = server.bind_addr[1], None
+    if config.listen.webhook is not None:
+        webhook = WebhookProcesses(config, services_of(app).metrics, wake=wakeable.notify)
+        port = webhook.start()
+        if not webhook.wait_ready(60):
+            raise SystemExit("the webhook processes were not ready within 60 s")
+    print(f"LISTENING {port} {' '.join(str(p) for p in (webhook.pids() if webhook else []))}", flush=True)
     try:
         server.serve()
     finally:
+        if webhook is not None:
+            webhook.stop()
         server.stop()
     return 0
 
@@ -84,7 +96,8 @@ def summarise(wrk: dict, stored_alerts: int) -> dict:
     }
 
 
-def _start_server(config_path: Path, log_path: Path) -> tuple[subprocess.Popen, int]:
+def _start_server(config_path: Path, log_path: Path) -> tuple[subprocess.Popen, int, list[int]]:
+    """The server process, the port wrk posts to, and the pids of its webhook processes (if any)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "bench.scale_ingest", "serve", str(config_path)],
                             stdout=subprocess.PIPE, stderr=log_path.open("w"), text=True, env=env, cwd=REPO)
@@ -92,12 +105,12 @@ def _start_server(config_path: Path, log_path: Path) -> tuple[subprocess.Popen, 
     if not line.startswith("LISTENING "):
         proc.kill()
         raise RuntimeError(f"the webhook server did not start: {line!r}; see {log_path}")
-    port = int(line.split()[1])
+    port, children = int(line.split()[1]), [int(pid) for pid in line.split()[2:]]
     deadline = time.monotonic() + 20
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2):
-                return proc, port
+                return proc, port, children
         except OSError:
             if time.monotonic() > deadline:
                 proc.kill()
@@ -117,29 +130,35 @@ def run_wrk(port: int, vms_file: Path, token: str, seconds: int, connections: in
     return parse_wrk(done.stdout)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of processes so far (/proc/PID/stat), summed."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(config_path: Path, count_alerts, vms_file: Path, token: str, *, seconds: int, connections: int,
-            warmup_s: int = 3, floor_s: int = 10) -> dict:
+            warmup_s: int = 3, floor_s: int = 10, first_run: int = 1) -> dict:
     """Start the server, warm it up, load it for `seconds`, stop it; `count_alerts()` reads the store.
+    `first_run`: wrk's runs are numbered from it, so that measures on one store never post the same alerts
+    (a repeat is not stored again, and would not be the worst case).
 
     The server's CPU time per alert is recorded too: on a loaded machine it says what one quiet core
     would sustain (the GIL keeps the webhook to about one core), whatever share of a core it got.
     Then the floor in the same run: the same server's `/healthz` (cheroot + Flask, no auth, no
     body, no store) under the same wrk for `floor_s`, and the webhook's figures as ratios of it."""
-    proc, port = _start_server(config_path, config_path.with_suffix(".log"))
+    proc, port, children = _start_server(config_path, config_path.with_suffix(".log"))
+    pids = (proc.pid, *children)
     try:
-        run_wrk(port, vms_file, token, warmup_s, connections, run=1)
-        before, cpu_before = count_alerts(), cpu_seconds(proc.pid)
-        wrk = run_wrk(port, vms_file, token, seconds, connections, run=2)
-        cpu = cpu_seconds(proc.pid) - cpu_before
-        floor_cpu_before = cpu_seconds(proc.pid)
-        floor = run_wrk(port, vms_file, token, floor_s, connections, run=3, floor=True)
-        floor_cpu = cpu_seconds(proc.pid) - floor_cpu_before
+        run_wrk(port, vms_file, token, warmup_s, connections, run=first_run)
+        before, cpu_before = count_alerts(), cpu_seconds(*pids)
+        wrk = run_wrk(port, vms_file, token, seconds, connections, run=first_run + 1)
+        cpu = cpu_seconds(*pids) - cpu_before
+        floor_cpu_before = cpu_seconds(*pids)
+        floor = run_wrk(port, vms_file, token, floor_s, connections, run=first_run + 2, floor=True)
+        floor_cpu = cpu_seconds(*pids) - floor_cpu_before
     finally:
         procs.stop_child(proc, 15)
     result = summarise(wrk, count_alerts() - before)
@@ -152,7 +171,7 @@ def measure(config_path: Path, count_alerts, vms_file: Path, token: str, *, seco
                                "server_cpu_cores": round(floor_cpu / healthz["seconds"], 2)}
     result["rate_ratio_to_floor"] = round(result["alerts_per_s"] / max(healthz["alerts_per_s"], 1e-9), 3)
     result["cpu_ratio_to_floor"] = round(result["server_cpu_ms_per_alert"] / max(healthz_cpu_ms, 1e-9), 2)
-    return {**result, "connections": connections}
+    return {**result, "connections": connections, "webhook_processes": len(children)}
 
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ class Metrics:
             "Unix time of the last inventory sync that finished (stored definitions are at most this old)",
             registry=r,
         )
+        self.webhook_procs = Gauge(
+            "remediator_webhook_processes", "Processes serving listen.webhook's port now (0 when it is not "
+            "configured)", registry=r)
         self.leader = Gauge(
             "remediator_leader", "1 on the replica that holds the leader lease and acts on incidents, 0 on a standby",
             ["replica"], registry=r,
@@ -139,6 +142,9 @@ class Metrics:
 
     def webhook_request(self, status_code: int) -> None:
         self.webhook_requests.labels(code=str(status_code)).inc()
+
+    def webhook_processes(self, running: int) -> None:
+        self.webhook_procs.set(running)
 
     def alert_received(self, result: str, n: int = 1) -> None:
         if n:

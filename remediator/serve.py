@@ -90,8 +90,9 @@ def leader_only(jobs: dict[str, Any], leadership: Any) -> dict[str, Any]:
     return {job_id: only_leading(job_id, fn) for job_id, fn in jobs.items()}
 
 
-def make_server(config: Config, app: Any) -> Any:
-    """cheroot's WSGI server, bound (listen.port 0 picks a free port), with TLS when listen.tls is set.
+def make_server(config: Config, app: Any, listening: Any = None) -> Any:
+    """cheroot's WSGI server, bound (listen.port 0 picks a free port), with TLS when listen.tls is set;
+    on `listening` instead when given (a socket listen.webhook's processes share: webhook_procs.py).
 
     cheroot rather than waitress: the same threaded in-process server, but with TLS of its own
     (Python's ssl), so the credentials Alertmanager and operators send never cross the network in
@@ -102,9 +103,10 @@ def make_server(config: Config, app: Any) -> Any:
     from cheroot import wsgi
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-    server = wsgi.Server((config.listen.host, config.listen.port),
-                         buffer_chunked_bodies(app, config.limits.max_body_bytes),
-                         numthreads=config.listen.threads, server_name="remediator")
+    server_class = wsgi.Server if listening is None else _on_socket(listening)
+    address = (config.listen.host, config.listen.port) if listening is None else listening.getsockname()[:2]
+    server = server_class(address, buffer_chunked_bodies(app, config.limits.max_body_bytes),
+                          numthreads=config.listen.threads, server_name="remediator")
     server.shutdown_timeout = 3  # on SIGTERM, a request still running gets this long before its socket is shut
     tls = config.listen.tls
     if tls is not None:
@@ -116,6 +118,19 @@ def make_server(config: Config, app: Any) -> Any:
         server.ssl_adapter = adapter
     server.prepare()
     return server
+
+
+def _on_socket(listening: Any) -> Any:
+    """cheroot's server, serving a socket already bound and listening (prepare() binds through bind())."""
+    from cheroot import wsgi
+
+    class OnSocket(wsgi.Server):
+        def bind(self, family: int, type: int, proto: int = 0) -> Any:
+            self.socket = self.ssl_adapter.bind(listening) if self.ssl_adapter is not None else listening
+            self.bind_addr = self.resolve_real_bind_addr(self.socket)
+            return self.socket
+
+    return OnSocket
 
 
 def buffer_chunked_bodies(app: Any, limit: int) -> Any:
@@ -160,6 +175,13 @@ def serve(config: Config) -> int:
                  if engine is not None else None)
     server = make_server(config, app)
     leadership.replica = config.cluster.name(server.bind_addr[1])
+    webhook = None
+    if config.listen.webhook is not None:
+        from remediator.webhook_procs import WebhookProcesses
+
+        # checks the config file is still what was loaded; the children are started in the try below
+        webhook = WebhookProcesses(config, metrics, wake=engine.notify if engine is not None else lambda: None,
+                                   replica=leadership.replica)
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
@@ -173,6 +195,11 @@ def serve(config: Config) -> int:
         leadership.start()
         if scheduler is not None:
             scheduler.start()
+        if webhook is not None:
+            port = webhook.start()
+            ready = webhook.wait_ready(30.0)
+            log.info("webhook for Alertmanager on %s://%s:%s, %d processes%s", config.listen.scheme, config.listen.host,
+                     port, webhook.settings.processes, "" if ready else " (not all ready after 30 s: see their log)")
         # the actual port (listen.port 0 picks a free one): tests and operators read it here
         log.info("remediator %s replica %s listening on %s://%s:%s (config %s, store %s, dry_run=%s, client "
                  "certificates %s)", __version__, leadership.replica, config.listen.scheme, config.listen.host,
@@ -180,6 +207,8 @@ def serve(config: Config) -> int:
                  "required" if config.listen.tls and config.listen.tls.client_ca_file else "not required")
         server.serve()
     finally:
+        if webhook is not None:
+            webhook.stop()
         server.stop()
         if scheduler is not None:
             scheduler.shutdown(wait=False)

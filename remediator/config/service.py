@@ -47,11 +47,29 @@ class TLS(Record):
         None, description="When given, clients (Alertmanager) must show a certificate this CA signed.")
 
 
+class WebhookListener(Record):
+    """A port for Alertmanager alone, served by several processes: the webhook's ingest grows with cores
+    (one process is one core at most: the GIL). The API and /metrics stay on listen.port."""
+
+    port: Port = Field(description="TCP port of POST /api/v1/alerts (with /healthz and /readyz), on listen.host "
+                                   "with listen.tls; 0 picks a free one (the log says which).")
+    processes: AtLeastOne = Field(2, description="Processes serving it, each with listen.threads threads and its "
+                                                 "own store connection; one core each at most.")
+
+
 class Listen(Section):
     host: Text = Field("127.0.0.1", description="Address Alertmanager posts to; loopback or a management network.")
     port: Port = Field(9180, description="TCP port of the webhook and the API; 0 picks a free one (the log says which).")
     threads: AtLeastOne = Field(8, description="Worker threads of the WSGI server (cheroot).")
     tls: TLS | None = Field(None, description="HTTPS; absent: plain HTTP (loopback, or behind a TLS-terminating proxy).")
+    webhook: WebhookListener | None = Field(
+        None, description="Absent: the webhook is served on listen.port, in the service's process (about one core).")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Listen:
+        if self.webhook is not None and self.webhook.port and self.webhook.port == self.port:
+            raise fail("must differ from listen.port (the API's)", key="webhook.port")
+        return self
 
     @property
     def scheme(self) -> str:

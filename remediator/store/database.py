@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from remediator.store.base import StoreError
 from remediator.store.types import dumps, loads
+from remediator.store.writer_lock import WriterLock
 
 # A SQLite file the hand-written store made is at PRAGMA user_version N = Alembic revision "000N".
 LEGACY_VERSIONS = 3
@@ -76,10 +77,12 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_connect)
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
             self._serial: threading.RLock | None = threading.RLock()
+            self._writers = WriterLock(target.database) if target.database != ":memory:" else None
         else:
             self.engine = sa.create_engine(target, pool_size=8, max_overflow=24, pool_pre_ping=True,
                                            connect_args={"connect_timeout": 10}, **common)
             self._serial = None
+            self._writers = None
         self._kept = KeptConnection(self.engine)  # the webhook's (autocommit), held by one thread at a time
         self._kept_lock = threading.Lock()
         self.skip_locked = self.dialect == "postgresql"
@@ -128,7 +131,9 @@ class Database:
         being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
-        with self._serial if self._serial is not None else nullcontext():
+        writes = mode is True or mode is AUTOCOMMIT
+        with self._serial if self._serial is not None else nullcontext(), \
+                self._writers.held() if writes and self._writers is not None else nullcontext():
             self._local.write = mode
             try:
                 with self._errors(), (kept.lent() if kept is not None else _checked_out(self.engine, mode)) as conn:
@@ -173,6 +178,8 @@ class Database:
             self.closed = True
             self._kept.drop()
             self.engine.dispose()
+            if self._writers is not None:
+                self._writers.close()
 
     # ---- schema
 
@@ -184,7 +191,7 @@ class Database:
         cfg.set_main_option("script_location", str(resources.files("remediator.store") / "migrations"))
         head = ScriptDirectory.from_config(cfg).get_current_head()
         self._local.write = True
-        with self.engine.begin() as conn:
+        with self._writers.held() if self._writers is not None else nullcontext(), self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             current = MigrationContext.configure(conn).get_current_revision()

@@ -29,7 +29,9 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
     request_wait_s: float = 20.0,
     leadership: Any = None,
+    webhook_only: bool = False,
 ) -> Flask:
+    """`webhook_only`: Alertmanager's webhook, /healthz and /readyz alone (a listen.webhook process)."""
     app = Flask("remediator")
     # Werkzeug refuses a larger body with 413 before the view reads it.
     app.config["MAX_CONTENT_LENGTH"] = config.limits.max_body_bytes
@@ -45,8 +47,10 @@ def create_app(
     app.extensions["remediator_ingest"] = WebhookCommits(alerts.committer(config, store, clock))
 
     app.register_blueprint(alerts.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(ops.bp)
+    app.register_blueprint(ops.health)
+    if not webhook_only:
+        app.register_blueprint(api.bp)
+        app.register_blueprint(ops.exposition)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e: RequestEntityTooLarge):

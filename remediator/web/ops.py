@@ -13,15 +13,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from remediator.store.base import StoreError
 from remediator.web.context import error, services
 
-bp = Blueprint("ops", __name__)
+health = Blueprint("health", __name__)
+exposition = Blueprint("exposition", __name__)
 
 
-@bp.get("/healthz")
+@health.get("/healthz")
 def healthz() -> ResponseReturnValue:
     return jsonify({"status": "ok"})
 
 
-@bp.get("/readyz")
+@health.get("/readyz")
 def readyz() -> ResponseReturnValue:
     try:
         services().store.ping()
@@ -33,6 +34,6 @@ def readyz() -> ResponseReturnValue:
                     "leader": cluster["leader"], "epoch": cluster.get("leader_epoch")})
 
 
-@bp.get("/metrics")
+@exposition.get("/metrics")
 def metrics() -> ResponseReturnValue:
     return Response(services().metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)

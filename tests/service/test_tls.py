@@ -15,31 +15,58 @@ from remediator.config import ConfigError, load_config
 from .test_cli import TOKEN, UUIDS, Served, seed_inventory, write_config
 
 
-@pytest.fixture
-def tls_served(tmp_path):
+def serve_over_tls(tmp_path, **listen):
     ca = CA(tmp_path / "ca")
     server = ca.issue("remediator", ips=["127.0.0.1"])
     client = ca.issue("alertmanager", client=True)
     path = write_config(tmp_path)
     config = yaml.safe_load(path.read_text())
-    config["listen"]["tls"] = {"cert_file": str(server.cert), "key_file": str(server.key),
-                               "client_ca_file": str(ca.cert)}
+    config["listen"].update(tls={"cert_file": str(server.cert), "key_file": str(server.key),
+                                 "client_ca_file": str(ca.cert)}, **listen)
     path.write_text(yaml.safe_dump(config))
     seed_inventory(tmp_path)
-    served = Served(path)
+    return ca, client, Served(path)
+
+
+@pytest.fixture
+def tls_served(tmp_path):
+    ca, client, served = serve_over_tls(tmp_path)
     yield ca, client, served
     served.kill()
 
 
+@pytest.fixture
+def tls_webhook_served(tmp_path):
+    """With listen.webhook: its process serves Alertmanager's port over the same TLS."""
+    ca, client, served = serve_over_tls(tmp_path, webhook={"port": 0, "processes": 1})
+    line = next(line for line in served.log if "webhook for Alertmanager on" in line)
+    yield ca, client, served, line.split("webhook for Alertmanager on ", 1)[1].split(",", 1)[0]
+    served.kill()  # its webhook process stops with it (its lifeline: tests/service/test_webhook_processes.py)
+
+
 def test_real_alertmanager_delivers_over_tls_with_its_client_certificate(tls_served, alertmanager_factory, tmp_path):
     ca, client, served = tls_served
+    deliver_over_tls(ca, client, served, served.url, alertmanager_factory, tmp_path)
+
+
+def test_real_alertmanager_delivers_to_the_webhook_processes_over_tls_and_a_client_without_certificate_is_refused(
+        tls_webhook_served, alertmanager_factory, tmp_path):
+    ca, client, served, webhook = tls_webhook_served
+    assert webhook.startswith("https://127.0.0.1:")
+    with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
+        requests.get(f"{webhook}/healthz", verify=str(ca.cert), timeout=5)
+    deliver_over_tls(ca, client, served, webhook, alertmanager_factory, tmp_path)
+
+
+def deliver_over_tls(ca, client, served, target: str, alertmanager_factory, tmp_path) -> None:
+    """A real Alertmanager posts an alert to `target` with its client certificate; the service counts a 200."""
     assert served.url.startswith("https://127.0.0.1:")
     token_file = tmp_path / "webhook-token"
     token_file.write_text(TOKEN)
     am = alertmanager_factory({
         "route": {"receiver": "remediator", "group_by": ["uuid"], "group_wait": "0s", "group_interval": "1s"},
         "receivers": [{"name": "remediator", "webhook_configs": [{
-            "url": f"{served.url}/api/v1/alerts", "send_resolved": True,
+            "url": f"{target}/api/v1/alerts", "send_resolved": True,
             "http_config": {
                 "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
                 "tls_config": {"ca_file": str(ca.cert), "cert_file": str(client.cert), "key_file": str(client.key)},

@@ -25,7 +25,7 @@ def _operator_routes() -> list[tuple[str, str]]:
     services_of(app).store.close()
     routes = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in ("alerts.receive", "static") or rule.endpoint.startswith("ops."):
+        if rule.endpoint in ("alerts.receive", "static") or rule.endpoint.startswith(("health.", "exposition.")):
             continue
         path = re.sub(r"<(int:)?\w+>", lambda m: "1" if m.group(1) else "h1", rule.rule)
         routes += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
