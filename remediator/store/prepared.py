@@ -45,8 +45,8 @@ class Prepared:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """The driver's parameters for `values` (by bind key), each through its column type's bind processor."""
-        if self._positional:
-            return tuple(values[key] if process is None else process(values[key]) for _, key, process in self._binds)
+        if self._positional:  # (a list comprehension: a generator costs ~0.1 us more a parameter)
+            return tuple([values[key] if process is None else process(values[key]) for _, key, process in self._binds])
         return {name: values[key] if process is None else process(values[key]) for name, key, process in self._binds}
 
     def rows(self, conn: sa.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import json
+
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from remediator.alerts import parse_alerts
 from remediator.store import prepared
 from remediator.store.base import StoreError
 from remediator.store.schema import alerts
+from remediator.store.types import _encode, dumps
 
 from .payloads import alert, body
 from .store_backends import T0, store, store_url  # noqa: F401 (fixtures)
@@ -107,3 +112,12 @@ def test_a_batch_beyond_the_prepared_shapes_is_answered_alike_in_one_query_and_o
     assert all(big.by_uuid[u] == small.by_uuid[u] for u in uuids[:3]) and big.by_name["vm7"] == small.by_name["vm7"]
     stored = store.record_alerts(parse_alerts(body(*(alert(fingerprint=f"{i:016x}") for i in range(100)))), T0)
     assert count.of("INSERT") == 1 and len({s.id for s in stored}) == 100 and all(s.new for s in stored)
+
+
+documents = st.recursive(st.none() | st.booleans() | st.integers() | st.text() | st.floats(allow_nan=False),
+                         lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20)
+
+
+@given(documents)
+def test_the_stores_json_encoder_writes_what_json_dumps_with_its_options_writes(document):
+    assert dumps(document) == json.dumps(document, default=_encode, sort_keys=True)
