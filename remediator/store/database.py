@@ -13,6 +13,7 @@ rows the engine takes to act on are locked with FOR UPDATE SKIP LOCKED (`Databas
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,9 @@ LEGACY_VERSIONS = 3
 ALEMBIC_USER_VERSION = 1000
 MIGRATION_LOCK = 0x72656D65  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 AUTOCOMMIT = "autocommit"  # this thread's connection runs without a transaction (Database.autocommit)
+# Database.autocommit keeps its connection between calls while it is used at least this often; one idle for
+# longer goes back to the pool, and the next call checks a fresh one out (pinged on PostgreSQL).
+KEPT_IDLE_S = 1.0
 
 
 def redacted(url: str) -> str:
@@ -79,6 +83,8 @@ class Database:
                                            connect_args={"connect_timeout": 10}, **common)
             self._serial = None
             self._writers = None
+        self._kept = KeptConnection(self.engine)  # the webhook's (autocommit), held by one thread at a time
+        self._kept_lock = threading.Lock()
         self.skip_locked = self.dialect == "postgresql"
         try:
             self.migrate()
@@ -108,13 +114,21 @@ class Database:
         Only for work whose every write is a single statement; reads see what is committed."""
         if self.in_unit_of_work():
             raise RuntimeError("autocommit inside a unit of work: its writes would not be atomic")
-        with self._connection(AUTOCOMMIT) as conn:
-            yield conn
+        if not self._kept_lock.acquire(blocking=False):  # another thread has it: a connection from the pool
+            with self._connection(AUTOCOMMIT) as conn:
+                yield conn
+            return
+        try:
+            with self._connection(AUTOCOMMIT, self._kept) as conn:
+                yield conn
+        finally:
+            self._kept_lock.release()
 
     @contextmanager
-    def _connection(self, mode: bool | str) -> Iterator[sa.Connection]:
-        """A connection made this thread's for the block: in a write (True) or read (False) transaction,
-        or in AUTOCOMMIT (psycopg's autocommit; SQLite's driver runs so already, BEGIN being ours)."""
+    def _connection(self, mode: bool | str, kept: KeptConnection | None = None) -> Iterator[sa.Connection]:
+        """A connection made this thread's for the block (the pool's, or `kept`'s): in a write (True) or read
+        (False) transaction, or in AUTOCOMMIT (psycopg's autocommit; SQLite's driver runs so already, BEGIN
+        being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
         writes = mode is True or mode is AUTOCOMMIT
@@ -122,12 +136,10 @@ class Database:
                 self._writers.held() if writes and self._writers is not None else nullcontext():
             self._local.write = mode
             try:
-                with self._errors(), self.engine.connect() as conn:
-                    if mode is AUTOCOMMIT and self.dialect == "postgresql":
-                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                with self._errors(), (kept.lent() if kept is not None else _checked_out(self.engine, mode)) as conn:
                     self._local.conn = conn
                     try:
-                        with conn.begin():
+                        with conn.begin() if mode is not AUTOCOMMIT else _autocommitted(conn):
                             yield conn
                     finally:
                         self._local.conn = None
@@ -162,8 +174,9 @@ class Database:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def dispose(self) -> None:
-        with self._serial if self._serial is not None else nullcontext():
+        with self._kept_lock, self._serial if self._serial is not None else nullcontext():  # autocommit's order
             self.closed = True
+            self._kept.drop()
             self.engine.dispose()
             if self._writers is not None:
                 self._writers.close()
@@ -199,6 +212,67 @@ class Database:
             if self.dialect == "sqlite" and conn.exec_driver_sql("PRAGMA user_version").scalar_one() != ALEMBIC_USER_VERSION:
                 conn.exec_driver_sql(f"PRAGMA user_version = {ALEMBIC_USER_VERSION}")  # once: opening writes nothing
         self.revision = head
+
+
+class KeptConnection:
+    """A connection kept checked out between one thread's uses (the caller serialises them): the webhook's
+    group commit runs hundreds of batches a second, and a checkout from the pool each time cost it more CPU
+    than its statements (checkout and checkin events, the PostgreSQL ping and isolation level set and reset).
+    It is given back to the pool when it fails (the next use checks a fresh one out) or when it sat unused
+    for KEPT_IDLE_S, so a connection the server dropped meanwhile is found by the pool's ping, as before."""
+
+    def __init__(self, engine: sa.Engine):
+        self._engine = engine
+        self._conn: sa.Connection | None = None
+        self._used = 0.0
+
+    @contextmanager
+    def lent(self) -> Iterator[sa.Connection]:
+        conn = self._conn
+        if conn is not None and (conn.invalidated or conn.closed or time.monotonic() - self._used > KEPT_IDLE_S):
+            self.drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = _autocommit(self._engine.connect())
+        try:
+            yield conn
+        except BaseException:
+            self.drop()  # whatever failed, the next use starts from a connection the pool vouches for
+            raise
+        self._used = time.monotonic()
+
+    def drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sa.exc.SQLAlchemyError:
+                pass  # a dead connection: the pool has already discarded it
+
+
+@contextmanager
+def _autocommitted(conn: sa.Connection) -> Iterator[None]:
+    """AUTOCOMMIT needs no transaction of SQLAlchemy's (the store's prepared statements run on the driver):
+    one only if a Core statement autobegan it (nothing on the server: the driver is in autocommit), ended here."""
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction():
+            conn.rollback()
+        raise
+    if conn.in_transaction():
+        conn.commit()
+
+
+@contextmanager
+def _checked_out(engine: sa.Engine, mode: bool | str) -> Iterator[sa.Connection]:
+    with engine.connect() as conn:
+        yield _autocommit(conn) if mode is AUTOCOMMIT else conn
+
+
+def _autocommit(conn: sa.Connection) -> sa.Connection:
+    """PostgreSQL: statements commit as they run (psycopg's autocommit); SQLite's driver runs so already."""
+    return conn.execution_options(isolation_level="AUTOCOMMIT") if conn.dialect.name == "postgresql" else conn
 
 
 def _known_revisions(cfg: AlembicConfig) -> set[str]:

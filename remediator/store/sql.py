@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,12 +27,20 @@ from remediator.store.base import (
 )
 from remediator.store.database import Database
 from remediator.store.groupcommit import GroupCommit
+from remediator.store.prepared import Prepared
 from remediator.store.schema import alerts, events, incidents, intents, transitions
 from remediator.store.lease import LeaseRows
 from remediator.store.sql_hosts import HostRows
 
 # one webhook POST's alerts: (alerts, received_at, ignore_reasons)
 _AlertBatch = tuple[tuple[Alert, ...], datetime, "tuple[str | None, ...] | None"]
+# the columns an alert's INSERT sets (_alert_values); the rest are the database's (id) or come later (incident_id)
+ALERT_COLUMNS = ("fingerprint", "starts_at", "status", "remediation", "alertname", "host", "vm", "uuid", "ends_at",
+                 "labels", "annotations", "received_at", "outcome", "reason")
+# Up to this many new alerts, a batch's INSERT is a prepared statement (one per row count: a bounded set);
+# a bigger batch (an alert storm) goes through SQLAlchemy's insertmanyvalues, still one statement.
+PREPARED_INSERT_ROWS = 64
+_ROW_KEYS = tuple({c: f"{c}_{i}" for c in ALERT_COLUMNS} for i in range(PREPARED_INSERT_ROWS))
 
 
 class SQLStore(LeaseRows, HostRows):
@@ -41,9 +49,9 @@ class SQLStore(LeaseRows, HostRows):
         self.url = self.db.url  # password hidden
         self._insert = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
         # built once: the webhook's hot statement (parameters bound per execution)
-        self._insert_alert = self._insert(alerts).on_conflict_do_nothing(
-            index_elements=["fingerprint", "starts_at", "status"]).returning(
-            alerts.c.id, alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status)
+        self._insert_alert = self._insert_alerts_of(self._insert(alerts))
+        # the hot path's statements, each compiled once (store/prepared.py): by a key that names its shape
+        self._prepared_statements: dict[tuple, Prepared] = {}
         # concurrent webhook POSTs share a commit (one fsync), each still answered only after it
         self._alert_groups: GroupCommit[_AlertBatch, list[StoredAlert]] = GroupCommit(self._record_alert_groups)
 
@@ -76,6 +84,13 @@ class SQLStore(LeaseRows, HostRows):
 
     def _claimable(self, query: sa.Select) -> sa.Select:
         return query.with_for_update(skip_locked=True) if self.db.skip_locked else query
+
+    def _prepared(self, key: tuple, build: Callable[[], sa.Executable]) -> Prepared:
+        """The statement `build()` makes, compiled once for this store's database (callers keep keys few)."""
+        found = self._prepared_statements.get(key)
+        if found is None:  # two threads may both compile it: either copy serves
+            found = self._prepared_statements[key] = Prepared(build(), self.db.engine.dialect)
+        return found
 
     def ping(self) -> None:
         self._one(sa.select(sa.literal(1)))
@@ -116,8 +131,8 @@ class SQLStore(LeaseRows, HostRows):
         for i, a in enumerate(alerts_):
             first.setdefault(_alert_key(a), i)
         values = [_alert_values(alerts_[i], received_at, reasons[i]) for i in first.values()]
-        inserted = {(r.fingerprint, r.starts_at, r.status): r.id
-                    for r in conn.execute(self._insert_alert, values)} if values else {}
+        inserted = {(fingerprint, starts_at, status): id_
+                    for id_, fingerprint, starts_at, status in self._insert_new_alerts(conn, values)}
         repeats = [key for key in first if key not in inserted]
         earlier = {(r.fingerprint, r.starts_at, r.status): r for r in conn.execute(sa.select(alerts).where(
             sa.tuple_(alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status).in_(repeats)))} if repeats else {}
@@ -132,6 +147,23 @@ class SQLStore(LeaseRows, HostRows):
             else:  # a second delivery within the batch: the first one's record
                 stored.append(dataclasses.replace(stored[first[key]], new=False))
         return stored
+
+    def _insert_new_alerts(self, conn: sa.Connection, values: list[dict[str, Any]]) -> list[tuple]:
+        """INSERT the rows, skipping those already stored; (id, fingerprint, starts_at, status) of each inserted."""
+        if len(values) > PREPARED_INSERT_ROWS:
+            return [tuple(r) for r in conn.execute(self._insert_alert, values)]
+        if not values:
+            return []
+        insert = self._prepared(("insert_alerts", len(values)), lambda: self._insert_alerts_of(
+            self._insert(alerts).values([{c: sa.bindparam(key, type_=alerts.c[c].type) for c, key in keys.items()}
+                                         for keys in _ROW_KEYS[:len(values)]])))
+        return insert.rows(conn, {keys[c]: v for keys, row in zip(_ROW_KEYS, values) for c, v in row.items()})
+
+    @staticmethod
+    def _insert_alerts_of(insert: Any) -> Any:
+        """`insert` (of alerts) made idempotent: a repeat of a stored alert is skipped, the new rows' keys returned."""
+        return insert.on_conflict_do_nothing(index_elements=["fingerprint", "starts_at", "status"]).returning(
+            alerts.c.id, alerts.c.fingerprint, alerts.c.starts_at, alerts.c.status)
 
     def pending_alerts(self) -> list[StoredAlert]:
         return [rows.stored_alert(r, new=True)

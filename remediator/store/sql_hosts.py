@@ -17,15 +17,34 @@ from remediator.store.base import HostState, KnownVM, KnownVMs, Store
 from remediator.store.schema import host_status, hosts, settings, storm, vm_locations, vms
 
 STORM_ROW = 1
-# built once (expanding IN lists): the webhook runs it for every batch of alerts
+# Up to this many UUIDs (and as many names) the webhook's inventory lookup is a prepared statement, one per
+# power of two of each (store/prepared.py); a longer list (an alert storm) takes KNOWN_VMS, whose expanding
+# IN lists SQLAlchemy rewrites on every call.
+PREPARED_IN = 64
 KNOWN_VMS = (sa.select(vms.c.uuid, vms.c.name, vms.c.protected)
              .where(sa.or_(vms.c.uuid.in_(sa.bindparam("uuids", expanding=True)),
                            vms.c.name.in_(sa.bindparam("names", expanding=True))))
              .order_by(vms.c.updated_at))
 
 
+def known_vms_query(uuids: int, names: int) -> sa.Select:
+    """KNOWN_VMS with IN lists of fixed length: `uuids` UUIDs and `names` names (parameters u0.., n0..)."""
+    wanted = [column.in_([sa.bindparam(f"{prefix}{i}", type_=column.type) for i in range(n)])
+              for column, prefix, n in ((vms.c.uuid, "u", uuids), (vms.c.name, "n", names)) if n]
+    return sa.select(vms.c.uuid, vms.c.name, vms.c.protected).where(sa.or_(*wanted)).order_by(vms.c.updated_at)
+
+
+def padded(values: Sequence[str]) -> list[str]:
+    """`values` repeated up to the next power of two: an IN list means the same with a value twice, and the
+    lookup then needs one prepared statement per power of two, not one per batch size."""
+    if not values:
+        return []
+    return [*values, *[values[-1]] * ((1 << (len(values) - 1).bit_length()) - len(values))]
+
+
 class HostRows(Store):
-    """Mixed into SQLStore, which provides db, _rows, _one and _insert (the dialect's INSERT ... ON CONFLICT)."""
+    """Mixed into SQLStore, which provides db, _rows, _one, _insert (the dialect's INSERT ... ON CONFLICT) and
+    _prepared (a statement compiled once, store/prepared.py)."""
 
     def _upsert(self, conn: sa.Connection, table: sa.Table, key: Sequence[str], values: Mapping[str, Any],
                 update: Mapping[str, Any] | None = None) -> None:
@@ -55,8 +74,18 @@ class HostRows(Store):
     def known_vms(self, uuids: Iterable[str], names: Iterable[str]) -> KnownVMs:
         by_uuid: dict[str, KnownVM] = {}
         by_name: dict[str, KnownVM] = {}
+        uuid_list, name_list = sorted({u.lower() for u in uuids}), sorted(set(names))
+        if not uuid_list and not name_list:
+            return KnownVMs(by_uuid, by_name)
         with self.db.read() as conn:  # type: ignore[attr-defined]
-            found = conn.execute(KNOWN_VMS, {"uuids": sorted({u.lower() for u in uuids}), "names": sorted(set(names))})
+            if len(uuid_list) > PREPARED_IN or len(name_list) > PREPARED_IN:
+                found: Iterable[Any] = conn.execute(KNOWN_VMS, {"uuids": uuid_list, "names": name_list})
+            else:
+                uuid_list, name_list = padded(uuid_list), padded(name_list)
+                query = self._prepared(("known_vms", len(uuid_list), len(name_list)),  # type: ignore[attr-defined]
+                                       lambda: known_vms_query(len(uuid_list), len(name_list)))
+                found = query.rows(conn, {**{f"u{i}": u for i, u in enumerate(uuid_list)},
+                                          **{f"n{i}": n for i, n in enumerate(name_list)}})
             for uuid, name, protected in found:  # oldest first: by name, the latest update wins
                 by_uuid[uuid] = by_name[name] = KnownVM(uuid, name, bool(protected))
         return KnownVMs(by_uuid, by_name)

@@ -69,8 +69,12 @@ def _decode(obj: dict[str, Any]) -> Any:
     return obj
 
 
+# one encoder for every call: json.dumps with options builds a new one each time
+_ENCODER = json.JSONEncoder(default=_encode, sort_keys=True)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=_encode, sort_keys=True)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

@@ -22,14 +22,41 @@ from .store_backends import T0, store, store_url  # noqa: F401 (fixtures)
 
 
 class Statements:
-    """The SQL statements a store sends to its database while counting (one per cursor execution)."""
+    """The SQL statements a store's database driver runs while counting, counted at the driver (the store's
+    prepared statements use its DBAPI cursors directly, below SQLAlchemy's events): SQLite's trace callback
+    on the one connection the store shares; psycopg cursors that note what they execute, on every connection
+    the store checks out from now on."""
 
     def __init__(self, store):
         self.seen: list[str] = []
-        sa.event.listen(store.db.engine, "before_cursor_execute", self._note)
+        if store.dialect == "sqlite":
+            shared = store.db.engine.raw_connection()  # StaticPool: every thread's connection
+            shared.driver_connection.set_trace_callback(self._note)
+            shared.close()
+        else:
+            sa.event.listen(store.db.engine, "checkout", self._count_cursors)
 
-    def _note(self, conn, cursor, statement, parameters, context, executemany):
-        self.seen.append(statement.split(None, 1)[0].upper())
+    def _count_cursors(self, dbapi_connection, record, proxy):
+        if getattr(dbapi_connection.cursor_factory, "counter", None) is self:
+            return  # this connection was checked out before: its cursors already count
+        note = self._note
+
+        class Counting(dbapi_connection.cursor_factory):
+            counter = self
+
+            def execute(self, query, *args, **kwargs):
+                note(query)
+                return super().execute(query, *args, **kwargs)
+
+            def executemany(self, query, *args, **kwargs):
+                note(query)
+                return super().executemany(query, *args, **kwargs)
+
+        dbapi_connection.cursor_factory = Counting
+
+    def _note(self, statement):
+        text = statement.decode() if isinstance(statement, bytes) else str(statement)
+        self.seen.append(text.split(None, 1)[0].upper())
 
     def of(self, kind: str) -> int:
         return self.seen.count(kind)
