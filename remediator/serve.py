@@ -117,6 +117,11 @@ def make_server(config: Config, app: Any, listening: Any = None) -> Any:
             adapter.context.verify_mode = ssl.CERT_REQUIRED
         server.ssl_adapter = adapter
     server.prepare()
+    if listening is not None:
+        # Several processes accept from this socket: when another took the connection, accept() must say so
+        # at once. With the 1 s timeout prepare() sets, it waited up to 1 s for the next connection, and the
+        # process's keep-alive connections, served from the same loop, waited with it (max latency 1,010 ms).
+        server.socket.setblocking(False)
     return server
 
 

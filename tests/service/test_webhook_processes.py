@@ -211,3 +211,27 @@ def test_a_wrong_webhook_section_names_its_key(listen, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(f"auth: none\nlisten: {listen}\nhosts: [{{name: h1, uri: 'test:///default'}}]\n", env={},
                      fence_agent_dirs=None)
+
+
+def test_a_webhook_process_never_waits_in_accept_for_a_connection_another_process_took(tmp_path):
+    """Every process is woken for a new connection and one takes it; the others' accept() must return at once.
+    With cheroot's 1 s listening timeout it waited for the next connection, and the process's keep-alive
+    connections, served from the same loop, waited with it (bench-ingest: latencies of 1,010 ms)."""
+    from remediator.config import load_config
+    from remediator.serve import make_server
+    from remediator.web import create_app
+    from remediator.webhook_procs import listening_socket
+
+    config = load_config(write_config(tmp_path), env={})
+    sock = listening_socket("127.0.0.1", 0)
+    app = create_app(config, webhook_only=True)
+    server = make_server(config, app, listening=sock)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            server.socket.accept()  # nothing waiting: what a process that lost the race sees
+        assert time.monotonic() - started < 0.1
+        assert server.bind_addr[1] == sock.getsockname()[1]
+    finally:
+        server.stop()
+        sock.close()
