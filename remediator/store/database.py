@@ -124,6 +124,16 @@ class Database:
         finally:
             self._kept_lock.release()
 
+    def single_write(self) -> ContextManager[None]:
+        """Around one write statement in autocommit, its own implicit transaction: on SQLite the writers' lock of
+        writer_lock.py for that statement alone. Held for the whole webhook batch, it was held while the batch's
+        thread waited for its process's GIL between the statement's parts (the reads, the binding): tens of ms at
+        times, with the other webhook processes waiting on it (p99 268-381 ms in some runs). In a unit of work
+        the lock is held already; PostgreSQL needs none."""
+        if self._writers is not None and getattr(self._local, "write", True) is AUTOCOMMIT:
+            return self._writers.held()
+        return nullcontext()
+
     @contextmanager
     def _connection(self, mode: bool | str, kept: KeptConnection | None = None) -> Iterator[sa.Connection]:
         """A connection made this thread's for the block (the pool's, or `kept`'s): in a write (True) or read
@@ -131,9 +141,10 @@ class Database:
         being ours)."""
         if self.closed:
             raise StoreError(f"store {self.url} is closed")
-        writes = mode is True or mode is AUTOCOMMIT
+        # A unit of work holds the writers' lock throughout (BEGIN IMMEDIATE takes SQLite's write lock at once);
+        # in autocommit only each write statement takes it (single_write): not the reads and the Python around it
         with self._serial if self._serial is not None else nullcontext(), \
-                self._writers.held() if writes and self._writers is not None else nullcontext():
+                self._writers.held() if mode is True and self._writers is not None else nullcontext():
             self._local.write = mode
             try:
                 with self._errors(), (kept.lent() if kept is not None else _checked_out(self.engine, mode)) as conn:

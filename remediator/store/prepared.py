@@ -20,7 +20,8 @@ callers keep one per shape) or executemany.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -49,18 +50,21 @@ class Prepared:
             return tuple([values[key] if process is None else process(values[key]) for _, key, process in self._binds])
         return {name: values[key] if process is None else process(values[key]) for name, key, process in self._binds}
 
-    def rows(self, conn: sa.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run the statement; the rows it returns, each value through its column type's result processor."""
+    def rows(self, conn: sa.Connection, values: Mapping[str, Any],
+             during: ContextManager[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run the statement; the rows it returns, each value through its column type's result processor.
+        `during`: held around the statement's run alone, not its binding or results (a writers' lock)."""
         parameters = self.parameters(values)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(self.sql, parameters)
-            found: Sequence[Any] = cursor.fetchall() if self._results else []  # (psycopg's description is costly)
-        except conn.dialect.loaded_dbapi.Error as e:
-            raise sa.exc.DBAPIError.instance(self.sql, parameters, e, conn.dialect.loaded_dbapi.Error,
-                                             hide_parameters=conn.engine.hide_parameters, dialect=conn.dialect) from e
-        finally:
-            cursor.close()
+        with during if during is not None else nullcontext():
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(self.sql, parameters)
+                found: Sequence[Any] = cursor.fetchall() if self._results else []  # (psycopg's description is costly)
+            except conn.dialect.loaded_dbapi.Error as e:
+                raise sa.exc.DBAPIError.instance(self.sql, parameters, e, conn.dialect.loaded_dbapi.Error,
+                                                 hide_parameters=conn.engine.hide_parameters, dialect=conn.dialect) from e
+            finally:
+                cursor.close()
         if not self._process_results:
             return [tuple(row) for row in found]
         return [tuple(v if p is None else p(v) for p, v in zip(self._results, row)) for row in found]

@@ -151,13 +151,15 @@ class SQLStore(LeaseRows, HostRows):
     def _insert_new_alerts(self, conn: sa.Connection, values: list[dict[str, Any]]) -> list[tuple]:
         """INSERT the rows, skipping those already stored; (id, fingerprint, starts_at, status) of each inserted."""
         if len(values) > PREPARED_INSERT_ROWS:
-            return [tuple(r) for r in conn.execute(self._insert_alert, values)]
+            with self.db.single_write():
+                return [tuple(r) for r in conn.execute(self._insert_alert, values)]
         if not values:
             return []
         insert = self._prepared(("insert_alerts", len(values)), lambda: self._insert_alerts_of(
             self._insert(alerts).values([{c: sa.bindparam(key, type_=alerts.c[c].type) for c, key in keys.items()}
                                          for keys in _ROW_KEYS[:len(values)]])))
-        return insert.rows(conn, {keys[c]: v for keys, row in zip(_ROW_KEYS, values) for c, v in row.items()})
+        parameters = {keys[c]: v for keys, row in zip(_ROW_KEYS, values) for c, v in row.items()}
+        return insert.rows(conn, parameters, during=self.db.single_write())
 
     @staticmethod
     def _insert_alerts_of(insert: Any) -> Any:

@@ -68,3 +68,30 @@ def test_a_writer_killed_while_holding_the_lock_leaves_it_free(tmp_path):
         holder.wait()
     with WriterLock(path, timeout_s=1.0).held():  # the kernel dropped the dead writer's lock
         pass
+
+
+def test_the_webhooks_batch_holds_the_lock_for_its_insert_alone(tmp_path):
+    """The inventory read and the Python around the INSERT run without it: held across the batch, it was held
+    while the thread waited for its process's GIL, and the other webhook processes waited on it."""
+    from datetime import datetime, timezone
+
+    from remediator.alerts import parse_body
+    from remediator.store import open_store
+
+    from .payloads import body
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db")
+    other_process = WriterLock(str(tmp_path / "s.db"), timeout_s=0.2)
+    alerts = parse_body(body()).alerts
+    try:
+        with store.autocommit():
+            store.known_vms([a.uuid for a in alerts], [])
+            with other_process.held():  # free between the batch's statements
+                pass
+            holder = hold_for(other_process, 0.3)  # and the INSERT waits for it
+            started = time.monotonic()
+            (stored,) = store.record_alerts(alerts, datetime.now(timezone.utc))
+            assert time.monotonic() - started >= 0.25 and stored.new
+            holder.join()
+    finally:
+        store.close()
