@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from remediator.store.base import StoreError
 from remediator.store.types import dumps, loads
+from remediator.store.checkpoint import AUTOCHECKPOINT_PAGES, WalCheckpointer
 from remediator.store.writer_lock import WriterLock
 
 # A SQLite file the hand-written store made is at PRAGMA user_version N = Alembic revision "000N".
@@ -77,19 +78,22 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_connect)
             sa.event.listen(self.engine, "begin", self._sqlite_begin)
             self._serial: threading.RLock | None = threading.RLock()
-            self._writers = WriterLock(target.database) if target.database != ":memory:" else None
+            on_file = target.database != ":memory:"
+            self._writers = WriterLock(target.database) if on_file else None
+            self._checkpoints = WalCheckpointer(target.database) if on_file else None
         else:
             self.engine = sa.create_engine(target, pool_size=8, max_overflow=24, pool_pre_ping=True,
                                            connect_args={"connect_timeout": 10}, **common)
             self._serial = None
             self._writers = None
+            self._checkpoints = None
         self._kept = KeptConnection(self.engine)  # the webhook's (autocommit), held by one thread at a time
         self._kept_lock = threading.Lock()
         self.skip_locked = self.dialect == "postgresql"
         try:
             self.migrate()
         except sa.exc.SQLAlchemyError as e:
-            self.engine.dispose()
+            self.dispose()
             raise StoreError(f"cannot open store {self.url}: {e}") from e
 
     # ---- units of work
@@ -191,6 +195,8 @@ class Database:
             self.engine.dispose()
             if self._writers is not None:
                 self._writers.close()
+            if self._checkpoints is not None:
+                self._checkpoints.close()
 
     # ---- schema
 
@@ -292,5 +298,6 @@ def _known_revisions(cfg: AlembicConfig) -> set[str]:
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own is broken for this)
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=10000"):
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=10000",
+                   f"wal_autocheckpoint={AUTOCHECKPOINT_PAGES}"):  # a backstop: store/checkpoint.py does them
         dbapi_connection.execute(f"PRAGMA {pragma}")
