@@ -21,17 +21,16 @@ STORM_ROW = 1
 # power of two of each (store/prepared.py); a longer list (an alert storm) takes KNOWN_VMS, whose expanding
 # IN lists SQLAlchemy rewrites on every call.
 PREPARED_IN = 64
-KNOWN_VMS = (sa.select(vms.c.uuid, vms.c.name, vms.c.protected)
-             .where(sa.or_(vms.c.uuid.in_(sa.bindparam("uuids", expanding=True)),
-                           vms.c.name.in_(sa.bindparam("names", expanding=True))))
-             .order_by(vms.c.updated_at))
+_KNOWN = sa.select(vms.c.uuid, vms.c.name, vms.c.protected).order_by(vms.c.updated_at)  # oldest first
+KNOWN_VMS = _KNOWN.where(sa.or_(vms.c.uuid.in_(sa.bindparam("uuids", expanding=True)),
+                                vms.c.name.in_(sa.bindparam("names", expanding=True))))
 
 
 def known_vms_query(uuids: int, names: int) -> sa.Select:
     """KNOWN_VMS with IN lists of fixed length: `uuids` UUIDs and `names` names (parameters u0.., n0..)."""
     wanted = [column.in_([sa.bindparam(f"{prefix}{i}", type_=column.type) for i in range(n)])
               for column, prefix, n in ((vms.c.uuid, "u", uuids), (vms.c.name, "n", names)) if n]
-    return sa.select(vms.c.uuid, vms.c.name, vms.c.protected).where(sa.or_(*wanted)).order_by(vms.c.updated_at)
+    return _KNOWN.where(sa.or_(*wanted))
 
 
 def padded(values: Sequence[str]) -> list[str]:
